@@ -1,0 +1,144 @@
+"""Small Fashion-MNIST CNNs used as ANN->SNN conversion examples.
+
+* ``VGGBN``: plain VGG-style stack of Conv3x3 + BatchNorm2d + ``nn.ReLU``
+  modules with average pooling and a global-average-pool classifier.
+* ``ResNetFn``: ResNet-style network with residual adds whose ReLUs are all
+  *functional* (``F.relu``), i.e. there are no ``nn.ReLU`` modules to hook.
+
+Both take ``[N, 1, 28, 28]`` inputs in ``[0, 1]`` (no normalisation inside) and
+return ``[N, 10]`` logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=False),
+    ]
+
+
+class VGGBN(nn.Module):
+    """conv(c1) conv(c1) | avgpool2 | conv(c2) conv(c2) | avgpool2 | conv(c3) | GAP | fc."""
+
+    def __init__(self, widths=(32, 64, 128), num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        c1, c2, c3 = widths
+        self.features = nn.Sequential(
+            *_conv_bn_relu(in_channels, c1),
+            *_conv_bn_relu(c1, c1),
+            nn.AvgPool2d(2),
+            *_conv_bn_relu(c1, c2),
+            *_conv_bn_relu(c2, c2),
+            nn.AvgPool2d(2),
+            *_conv_bn_relu(c2, c3),
+        )
+        self.classifier = nn.Linear(c3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = x.mean((2, 3))
+        return self.classifier(x)
+
+
+class BasicBlock(nn.Module):
+    """conv-bn-relu-conv-bn (+ identity or 1x1 conv+bn shortcut), then relu(out + shortcut)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(cout),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetFn(nn.Module):
+    """stem conv3x3 + BN + relu, then one BasicBlock per stage, GAP, flatten, fc."""
+
+    def __init__(
+        self,
+        stages=((32, 1), (64, 2), (128, 2)),
+        stem_channels: int = 32,
+        num_classes: int = 10,
+        in_channels: int = 1,
+    ):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_channels)
+        blocks = []
+        cin = stem_channels
+        for cout, stride in stages:
+            blocks.append(BasicBlock(cin, cout, stride))
+            cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        x = x.mean((2, 3))
+        x = torch.flatten(x, 1)
+        return self.fc(x)
+
+
+MODELS = {
+    "vgg_bn": VGGBN,
+    "resnet": ResNetFn,
+}
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
+    return cls(**kwargs)
+
+
+def count_macs(model: nn.Module, input_shape=(1, 1, 28, 28)) -> int:
+    """Multiply-accumulates of Conv2d/Linear layers for one forward pass."""
+    macs = 0
+
+    def conv_hook(m, inp, out):
+        nonlocal macs
+        k = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
+        macs += out.numel() // out.shape[0] * k
+
+    def lin_hook(m, inp, out):
+        nonlocal macs
+        macs += m.in_features * m.out_features
+
+    hooks = []
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d):
+            hooks.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, nn.Linear):
+            hooks.append(mod.register_forward_hook(lin_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return macs

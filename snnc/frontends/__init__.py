@@ -1,0 +1,1 @@
+"""Frontends: import trained ANNs (ONNX files, torch modules) into the snnc IR."""
