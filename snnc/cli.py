@@ -1,0 +1,418 @@
+"""The ``snnc`` command line: convert, eval, run, inspect, check, passes, backends.
+
+Exit status: 0 on success, 1 when a check finds problems, 2 on a user error (a short
+message naming what is wrong and what to do; ``--debug`` shows the traceback), 130 on
+Ctrl-C. Output files are written atomically: never a partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from snnc.errors import DataError, SnncError
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+# ------------------------------------------------------------------ helpers
+class _Task:
+    def __init__(self, progress: Progress, task_id):
+        self.progress, self.task_id = progress, task_id
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task_id, n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@contextmanager
+def progress_bars(enabled: bool = True):
+    """Yield a ``progress(description, total)`` callable drawing rich bars on stderr."""
+    if not enabled:
+        from snnc.passes.base import null_progress
+
+        yield null_progress
+        return
+    bars = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+    with bars:
+        yield lambda description, total: _Task(bars, bars.add_task(description, total=total))
+
+
+def parse_timesteps(text: str) -> list[int]:
+    try:
+        steps = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 8,16,32") from None
+    if not steps or any(t < 1 for t in steps):
+        raise click.BadParameter(f"{text!r}: timesteps must be positive integers, e.g. 8,16,32")
+    return steps
+
+
+def load_data(path: str, *, what: str, need_labels: bool = False, limit: int | None = None) -> dict[str, np.ndarray]:
+    from snnc.utils.io import load_npz
+
+    arrays = load_npz(path, required=("x", "y") if need_labels else ("x",), what=what)
+    if limit is not None:
+        arrays = {k: v[:limit] for k, v in arrays.items() if k in ("x", "y")}
+    return arrays
+
+
+class SnncGroup(click.Group):
+    """Turns SnncError into a one-line message and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SnncError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err_console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]; no output written")
+            ctx.exit(130)
+
+
+@click.group(cls=SnncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("-v", "--verbose", count=True, help="Log what the library does (-vv for debug logs).")
+@click.version_option(package_name="snnc", prog_name="snnc")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """snnc: convert trained ANNs into spiking neural networks, simulate and deploy them."""
+    ctx.obj = {"debug": debug}
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# ------------------------------------------------------------------ convert
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=32, show_default=True, help="Time steps the SNN is converted for.")
+@click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True, help="Use at most this many calibration samples (seeded subset).")
+@click.option("--threshold", default="percentile:99.99", show_default=True, help="Threshold balancing: max | percentile:P | mse.")
+@click.option("--granularity", type=click.Choice(["layer", "channel"]), default="layer", show_default=True, help="One threshold per layer or per channel.")
+@click.option("--maxpool", type=click.Choice(["gate", "avg"]), default="gate", show_default=True, help="MaxPool as rate-gated spiking max, or as average pooling.")
+@click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")
+@click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
+@click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Artifact to write (default: MODEL's name with .snn).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the conversion report as JSON.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.pass_context
+def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress):
+    """Convert MODEL (an ONNX file) into a spiking network artifact (.snn)."""
+    import snnc
+
+    if not Path(model).exists():
+        raise DataError(f"model file {model!r} does not exist")
+    if calib_path is None:
+        raise SnncError(
+            "no calibration data: thresholds are chosen from the network's activations on real inputs. "
+            "Pass --calib FILE.npz with an array x of a few hundred training samples, e.g.\n"
+            "  python -c \"import numpy as np; np.savez('calib.npz', x=x_train[:512])\""
+        )
+    calib = load_data(calib_path, what="calibration file")["x"]
+    output = output or str(Path(model).with_suffix(".snn").name)
+    printer = (lambda name, text: err_console.print(f"[bold]// ----- IR after {name} -----[/]\n{text}", markup=True, highlight=False)) if print_after_all else None
+    t0 = time.perf_counter()
+    with progress_bars(not no_progress) as progress:
+        sm = snnc.convert(
+            model,
+            calib,
+            timesteps=timesteps,
+            threshold=threshold,
+            granularity=granularity,
+            maxpool=maxpool,
+            passes=passes,
+            calib_samples=calib_samples,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            print_after=printer,
+        )
+    sm.provenance["convert_seconds"] = round(time.perf_counter() - t0, 3)
+    sm.save(output)
+    report = conversion_report(sm, output)
+    if report_path:
+        from snnc.utils.io import write_json
+
+        write_json(report_path, report)
+    print_conversion_summary(sm, output, time_passes)
+
+
+def conversion_report(sm, artifact: str) -> dict[str, Any]:
+    return {"artifact": artifact, "provenance": sm.provenance, "layers": sm.thresholds()}
+
+
+def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
+    prov = sm.provenance
+    for note in prov.get("notices", []):
+        out_console.print(f"[yellow]notice:[/] {note}")
+    rates = (prov.get("conversion_check") or {}).get("spike_rates", {})
+    table = Table(title=f"Spiking layers ({len(sm.thresholds())}), converted for T={sm.timesteps}")
+    for col in ("layer", "shape", "threshold", "per-channel", "v(0)/θ", "spike rate"):
+        table.add_column(col, justify="right" if col not in ("layer",) else "left")
+    for row in sm.thresholds():
+        th = f"{row['threshold']:.4g}" if not row["per_channel"] else f"{row['threshold_min']:.3g}..{row['threshold_max']:.3g}"
+        rate = rates.get(row["layer"])
+        table.add_row(row["layer"], "x".join(map(str, row["shape"])), th, "yes" if row["per_channel"] else "no", f"{row['v_init_over_threshold']:.2f}", f"{rate:.3f}" if rate is not None else "-")
+    out_console.print(table)
+    if time_passes:
+        pt = Table(title="Pass timing")
+        pt.add_column("pass")
+        pt.add_column("changed")
+        pt.add_column("seconds", justify="right")
+        for p in prov["passes"]:
+            pt.add_row(p["name"], "yes" if p["changed"] else "no", f"{p['seconds']:.3f}")
+        out_console.print(pt)
+    ic = prov.get("import_check") or {}
+    cc = prov.get("conversion_check") or {}
+    summary = Table(show_header=False, title="Summary")
+    summary.add_column("", style="bold")
+    summary.add_column("")
+    src = prov.get("source", {})
+    summary.add_row("model", f"{src.get('path', src.get('class', '?'))} (sha256 {src.get('sha256', '?')[:12]}…)")
+    summary.add_row("pipeline", prov["pipeline"])
+    summary.add_row("calibration", f"{prov['calibration_samples']} samples")
+    if ic:
+        summary.add_row("import check", f"max |IR − {ic['reference']}| = {ic['max_abs_error']:.2e} on {ic['samples']} samples")
+    if cc:
+        summary.add_row(
+            f"SNN vs ANN (T={cc['timesteps']})",
+            f"argmax agreement {100 * cc['agreement']:.1f}% on {cc['samples']} calibration samples; mean |Δoutput| {cc['mean_abs_output_error']:.3g}",
+        )
+    summary.add_row("time", f"{prov.get('convert_seconds', 0):.1f} s")
+    summary.add_row("artifact", output)
+    out_console.print(summary)
+
+
+# --------------------------------------------------------------------- eval
+@main.command("eval")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and optionally integer labels y.")
+@click.option("-T", "--timesteps", "timesteps_text", default="8,16,32", show_default=True, help="Comma-separated T values.")
+@click.option("--backend", default="reference", show_default=True, help="Backend to run on (see `snnc backends`).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout instead of tables.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per simulation batch (default: from T).")
+@click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N samples.")
+@click.option("--no-progress", is_flag=True)
+def eval_cmd(artifact, data_path, timesteps_text, backend, as_json, batch_size, encoding, limit, no_progress):
+    """Evaluate ARTIFACT on a data set: accuracy and ANN agreement for each T."""
+    import snnc
+
+    steps = parse_timesteps(timesteps_text)
+    sm = snnc.load(artifact)
+    data = load_data(data_path, what="data file", limit=limit)
+    with progress_bars(not (no_progress or as_json)) as progress:
+        res = snnc.evaluate(sm, data["x"], data.get("y"), timesteps=steps, backend=backend, batch_size=batch_size, encoding=encoding, progress=progress)
+    if as_json:
+        click.echo(json.dumps({k: res[k] for k in ("backend", "ann_accuracy", "results")}))
+        return
+    table = Table(title=f"{Path(artifact).name} on {res['samples']} samples ({backend} backend)")
+    for col in ("T", "SNN accuracy", "ANN accuracy", "agreement with ANN"):
+        table.add_column(col, justify="right")
+    ann = res["ann_accuracy"]
+    for r in res["results"]:
+        table.add_row(
+            str(r["timesteps"]),
+            f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-",
+            f"{100 * ann:.2f}%" if ann is not None else "-",
+            f"{100 * r['agreement']:.2f}%",
+        )
+    out_console.print(table)
+    if res.get("spike_rates"):
+        mean_rate = float(np.mean(list(res["spike_rates"].values())))
+        out_console.print(f"mean spike rate at T={max(steps)}: {mean_rate:.3f} spikes per neuron per step")
+
+
+# ---------------------------------------------------------------------- run
+@main.command("run")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="NPZ with array x.")
+@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps (default: the artifact's).")
+@click.option("--backend", default="reference", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="NPZ to write (array outputs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True)
+@click.option("--no-progress", is_flag=True)
+def run_cmd(artifact, input_path, timesteps, backend, output, batch_size, encoding, no_progress):
+    """Run ARTIFACT on inputs; write the time-averaged outputs as array `outputs`."""
+    import snnc
+    from snnc.utils.io import write_npz
+
+    sm = snnc.load(artifact)
+    x = load_data(input_path, what="input file")["x"]
+    T = timesteps or sm.timesteps
+    with progress_bars(not no_progress) as progress:
+        out = sm.run(x, T, backend=backend, batch_size=batch_size, encoding=encoding, progress=progress)
+    write_npz(output, outputs=out)
+    err_console.print(f"wrote {output}: outputs {list(out.shape)} (T={T}, {backend})")
+
+
+# ------------------------------------------------------------------ inspect
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
+def inspect(path, as_json):
+    """Show the graph of an ONNX MODEL or a .snn ARTIFACT: ops, shapes, thresholds."""
+    from snnc.ir.serialize import graph_to_json
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path!r} does not exist")
+    prov = None
+    if p.suffix == ".snn":
+        import snnc
+
+        sm = snnc.load(p)
+        graph, prov = sm.snn, sm.provenance
+    else:
+        from snnc.frontends import import_model
+
+        graph = import_model(p).graph
+    if as_json:
+        doc = graph_to_json(graph, "g", {})
+        if prov is not None:
+            doc["provenance"] = prov
+        click.echo(json.dumps(doc, default=str))
+        return
+    table = Table(title=f"{p.name}: {graph.name} [{graph.stage.upper()} stage], {len(graph.nodes)} nodes, {graph.num_params():,} parameters")
+    for col in ("node", "op", "inputs", "shape", "parameters / threshold"):
+        table.add_column(col)
+    for n in graph.nodes:
+        info = ", ".join(f"{k}{list(a.shape)}" for k, a in n.params.items() if k not in ("threshold", "v_init"))
+        if "threshold" in n.params:
+            th = n.params["threshold"]
+            info = (info + "; " if info else "") + (f"θ={float(th.mean()):.4g}" if th.size == 1 else f"θ={float(th.min()):.3g}..{float(th.max()):.3g} per channel")
+            if n.op == "if_neuron":
+                info += f", reset={n.attr('reset')}, v(0)/θ={float(np.mean(n.params['v_init'] / th)):.2f}"
+        table.add_row(n.name, n.op, ", ".join(v.name for v in n.inputs), "x".join(map(str, n.output.shape)), info)
+    out_console.print(table)
+    out_console.print(f"inputs: {', '.join(f'{v.name} {list(v.shape)}' for v in graph.inputs)}; outputs: {', '.join(v.name for v in graph.outputs)}")
+    if prov:
+        out_console.print(f"converted for T={prov.get('timesteps')} with {prov.get('pipeline')} on {prov.get('calibration_samples')} samples")
+    for note in graph.meta.get("notices", []):
+        out_console.print(f"[yellow]notice:[/] {note}")
+
+
+# -------------------------------------------------------------------- check
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--backend", "backend_names", multiple=True, help="Backend(s) to check (default: every installed one).")
+def check(path, backend_names):
+    """Pre-flight: can MODEL (ONNX or .snn) be converted, and which nodes can each backend not run?
+
+    Exit status 0 when everything can run, 1 when a backend cannot run some node."""
+    from snnc.backend import backend_names as installed
+    from snnc.backend import get_backend
+
+    graph = preflight_graph(path)
+    names = list(backend_names) or installed()
+    table = Table(title=f"{Path(path).name}: {len(graph.nodes)} nodes after conversion")
+    table.add_column("backend")
+    table.add_column("status")
+    table.add_column("nodes it cannot run")
+    problems_found = False
+    for name in names:
+        try:
+            be = get_backend(name)
+        except SnncError as e:
+            table.add_row(name, "[red]unavailable[/]", str(e))
+            problems_found = True
+            continue
+        problems = be.unsupported(graph)
+        problems_found |= bool(problems)
+        detail = "; ".join(f"{p.node} ({p.op}): {p.reason}" for p in problems) or "-"
+        table.add_row(name, "[red]cannot run[/]" if problems else "[green]ok[/]", detail)
+    out_console.print(table)
+    if problems_found:
+        sys.exit(1)
+
+
+def preflight_graph(path: str):
+    """The SNN-stage structure of a model without calibration (thresholds set to 1)."""
+    import snnc
+    from snnc.frontends import import_model
+    from snnc.passes import PassContext, parse_pipeline, run_passes
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path!r} does not exist")
+    if p.suffix == ".snn":
+        return snnc.load(p).snn
+    graph = import_model(p).graph
+    run_passes(graph, parse_pipeline("canonicalize,fold-bn"), PassContext())
+    for relu in graph.find("relu"):
+        relu.set_param("threshold", np.array(1.0))
+    run_passes(graph, parse_pipeline("insert-if"), PassContext())
+    return graph
+
+
+# ------------------------------------------------------- passes / backends
+@main.command("passes")
+def list_passes():
+    """List the registered passes and the invariant each establishes."""
+    import dataclasses
+
+    from snnc.passes import DEFAULT_PIPELINE, registered_passes
+
+    table = Table(title=f"Passes (default pipeline: {DEFAULT_PIPELINE})")
+    table.add_column("name", style="bold")
+    table.add_column("options")
+    table.add_column("establishes")
+    for name, cls in registered_passes().items():
+        opts = ", ".join(f"{f.name.replace('_', '-')}={f.default}" for f in dataclasses.fields(cls.Options))
+        table.add_row(name, opts or "-", " ".join(cls.__doc__.split()))
+    out_console.print(table)
+
+
+@main.command("backends")
+def list_backends():
+    """List the installed backends."""
+    from snnc.backend import backend_names, get_backend
+
+    table = Table(title="Backends")
+    table.add_column("name", style="bold")
+    table.add_column("status")
+    table.add_column("description")
+    for name in backend_names():
+        try:
+            be = get_backend(name)
+            table.add_row(name, "[green]available[/]", be.description)
+        except SnncError as e:
+            table.add_row(name, "[red]unavailable[/]", str(e))
+    out_console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

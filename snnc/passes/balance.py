@@ -1,0 +1,225 @@
+"""balance-thresholds: choose each ReLU's firing threshold from its activations.
+
+The statistics are an analysis: the ANN interpreter streams the calibration data in
+batches and hands the ReLU outputs to an accumulator; memory is bounded by one batch
+plus a fixed-size histogram per channel, and the result does not depend on the batch
+size or order.
+
+* Pass 1 records, per channel, the maximum activation.
+* Pass 2 (percentile and MSE only) builds, per channel, a histogram of the positive
+  activations with ``bins`` bins on ``[0, max]`` (and the layer-wide histogram on
+  ``[0, layer max]``).
+
+Methods (θ per layer, or per channel with ``granularity=channel``):
+
+* ``max``: θ = the maximum activation.
+* ``percentile``: θ = the p-th percentile of the positive activations (Rueckauer 2017;
+  zeros are excluded so that sparse layers are not pushed below their active range).
+* ``mse``: θ = argmin over θ_i = m (1 − 0.01 i), i = 0..94, of mean((a − Q_T(a; θ))²),
+  with Q_T the quantiser the IF neuron implements at ``timesteps`` steps:
+  Q_T(a; θ) = (θ/T) clip(floor(a T / θ + s), 0, T), s = 1/2 for the half-threshold start
+  (the default of insert-if) and 0 without it. The search depends on T.
+
+A ReLU with a finite ``max`` (ReLU6, Clip) never gets a threshold above that max. A
+channel that never activates on the calibration data gets its layer's threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from snnc.errors import CalibrationError, PassError
+from snnc.ir.graph import Graph, Node
+from snnc.ir.interpreter import Interpreter, iter_batches
+from snnc.passes.base import Pass, PassContext, choice, register_pass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActivationStats:
+    """Per-ReLU statistics: per-channel max and histograms of positive activations."""
+
+    channel_max: np.ndarray  # [C]
+    count: int  # elements per channel seen (all values, zeros included)
+    positive: np.ndarray | None = None  # [C] number of positive values
+    channel_hist: np.ndarray | None = None  # [C, bins] on [0, channel_max[c]]
+    layer_hist: np.ndarray | None = None  # [bins] on [0, max(channel_max)]
+
+    @property
+    def layer_max(self) -> float:
+        return float(self.channel_max.max()) if self.channel_max.size else 0.0
+
+
+def _channels_last(out: torch.Tensor) -> torch.Tensor:
+    """[B, C, *spatial] -> [C, B*spatial] (a [B, F] output has F channels)."""
+    c = out.shape[1] if out.dim() > 1 else 1
+    return out.transpose(0, 1).reshape(c, -1)
+
+
+@torch.no_grad()
+def collect_activation_stats(
+    graph: Graph, nodes: list[Node], x: np.ndarray, *, batch_size: int, bins: int, histograms: bool, progress=None
+) -> dict[str, ActivationStats]:
+    """Stream ``x`` through the ANN graph and accumulate statistics of ``nodes``' outputs."""
+    interp = Interpreter(graph)
+    maxes: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def observe_max(node: Node, out: torch.Tensor) -> None:
+        flat = _channels_last(out)
+        m = flat.max(dim=1).values.clamp_min(0)
+        maxes[node.name] = m if node.name not in maxes else torch.maximum(maxes[node.name], m)
+        counts[node.name] = counts.get(node.name, 0) + flat.shape[1]
+
+    task = progress("activation statistics", len(x) * (2 if histograms else 1)) if progress else None
+    for xb in iter_batches(x, batch_size):
+        interp.run(xb, observe=observe_max, watch=nodes)
+        if task:
+            task.advance(len(xb))
+    stats = {n.name: ActivationStats(maxes[n.name].numpy().astype(np.float64), counts[n.name]) for n in nodes}
+    if not histograms:
+        return stats
+
+    chist = {n.name: torch.zeros(maxes[n.name].numel() * bins, dtype=torch.float64) for n in nodes}
+    lhist = {n.name: torch.zeros(bins, dtype=torch.float64) for n in nodes}
+    npos = {n.name: torch.zeros(maxes[n.name].numel(), dtype=torch.float64) for n in nodes}
+
+    def observe_hist(node: Node, out: torch.Tensor) -> None:
+        flat = _channels_last(out).double()
+        cmax = maxes[node.name].double()
+        pos = flat > 0
+        npos[node.name] += pos.sum(dim=1).double()
+        scale = torch.where(cmax > 0, bins / cmax, torch.zeros_like(cmax))
+        idx = (flat * scale[:, None]).long().clamp_(0, bins - 1)
+        idx = idx + torch.arange(flat.shape[0])[:, None] * bins
+        chist[node.name] += torch.bincount(idx[pos], minlength=chist[node.name].numel()).double()
+        lmax = float(cmax.max())
+        if lmax > 0:
+            lidx = (flat[pos] * (bins / lmax)).long().clamp_(0, bins - 1)
+            lhist[node.name] += torch.bincount(lidx, minlength=bins).double()
+
+    for xb in iter_batches(x, batch_size):
+        interp.run(xb, observe=observe_hist, watch=nodes)
+        if task:
+            task.advance(len(xb))
+    for n in nodes:
+        s = stats[n.name]
+        s.positive = npos[n.name].numpy()
+        s.channel_hist = chist[n.name].numpy().reshape(-1, bins)
+        s.layer_hist = lhist[n.name].numpy()
+    return stats
+
+
+# ------------------------------------------------------- threshold choosers
+def _bin_centres(hi: float, bins: int) -> np.ndarray:
+    return (np.arange(bins) + 0.5) * (hi / bins)
+
+
+def percentile_from_hist(hist: np.ndarray, hi: float, p: float) -> float:
+    """The p-th percentile of the histogrammed (positive) values on [0, hi]."""
+    total = hist.sum()
+    if total <= 0 or hi <= 0:
+        return 0.0
+    cdf = np.cumsum(hist) / total
+    i = int(np.searchsorted(cdf, p / 100.0, side="left"))
+    i = min(i, len(hist) - 1)
+    return float((i + 1) * hi / len(hist))  # upper edge of the bin: never below the data
+
+
+def quantise(a: np.ndarray, theta: float, timesteps: int, offset: float) -> np.ndarray:
+    """Q_T(a; θ) = (θ/T) clip(floor(a T/θ + offset), 0, T): the IF neuron's rate code."""
+    return (theta / timesteps) * np.clip(np.floor(a * timesteps / theta + offset), 0, timesteps)
+
+
+def mse_from_hist(hist: np.ndarray, hi: float, timesteps: int, offset: float, steps: int = 95) -> float:
+    """The θ = hi (1 − 0.01 i) minimising the quantisation MSE of the histogrammed values."""
+    if hist.sum() <= 0 or hi <= 0:
+        return 0.0
+    a = _bin_centres(hi, len(hist))
+    best, best_err = hi, np.inf
+    for i in range(steps):
+        theta = hi * (1 - 0.01 * i)
+        err = float(np.dot(hist, (a - quantise(a, theta, timesteps, offset)) ** 2))
+        if err < best_err - 1e-12 * abs(best_err if np.isfinite(best_err) else 0):
+            best, best_err = theta, err
+    return float(best)
+
+
+@register_pass
+class BalanceThresholds(Pass):
+    """After balance-thresholds every ReLU carries a positive ``threshold`` parameter (a scalar,
+    or one per channel) chosen from calibration activations; the ANN's function is unchanged."""
+
+    name = "balance-thresholds"
+
+    @dataclass
+    class Options:
+        method: str = choice("percentile", "max", "percentile", "mse")
+        percentile: float = 99.99
+        granularity: str = choice("layer", "layer", "channel")
+        bins: int = 4096
+        half_start: bool = True  # the quantiser MSE assumes (match insert-if's v-init)
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        o = self.options
+        if not 0 < o.percentile <= 100:
+            raise PassError(f"balance-thresholds: percentile must be in (0, 100], got {o.percentile}")
+        relus = graph.find("relu")
+        if not relus:
+            return False
+        x = ctx.require_calib(self.name)
+        stats = collect_activation_stats(
+            graph, relus, x, batch_size=ctx.batch_size, bins=o.bins, histograms=o.method != "max", progress=ctx.progress
+        )
+        report = {}
+        for node in relus:
+            s = stats[node.name]
+            layer_theta = self._choose(s.layer_hist, s.layer_max, ctx.timesteps)
+            if layer_theta <= 0:
+                raise CalibrationError(
+                    f"ReLU {node.name!r} never activates on the {len(x)} calibration samples, so no threshold can be "
+                    "chosen; use more (or more representative) calibration data"
+                )
+            if o.granularity == "channel":
+                theta = np.array(
+                    [self._choose(s.channel_hist[c] if s.channel_hist is not None else None, s.channel_max[c], ctx.timesteps) for c in range(len(s.channel_max))]
+                )
+                dead = theta <= 0
+                theta[dead] = layer_theta
+                shape = (-1,) + (1,) * (len(node.output.shape) - 1)
+                theta = theta.reshape(shape)
+            else:
+                dead = np.zeros(0, dtype=bool)
+                theta = np.array(layer_theta)
+            cap = node.attr("max")
+            if cap is not None:
+                theta = np.minimum(theta, float(cap))
+            node.set_param("threshold", theta)
+            node.attrs["threshold_method"] = self._describe()
+            report[node.name] = {
+                "threshold": float(np.mean(theta)) if theta.size else 0.0,
+                "threshold_min": float(np.min(theta)),
+                "threshold_max": float(np.max(theta)),
+                "activation_max": s.layer_max,
+                "dead_channels": int(dead.sum()),
+            }
+        ctx.records[self.name] = {"method": self._describe(), "samples": int(len(x)), "layers": report}
+        return True
+
+    def _describe(self) -> str:
+        o = self.options
+        m = f"percentile:{o.percentile:g}" if o.method == "percentile" else o.method
+        return f"{m}/{o.granularity}"
+
+    def _choose(self, hist: np.ndarray | None, hi: float, timesteps: int) -> float:
+        o = self.options
+        if o.method == "max" or hi <= 0:
+            return float(hi)
+        if o.method == "percentile":
+            return percentile_from_hist(hist, hi, o.percentile)
+        return mse_from_hist(hist, hi, timesteps, 0.5 if o.half_start else 0.0)

@@ -1,0 +1,86 @@
+"""insert-if: turn the balanced ANN into a spiking network (ANN stage -> SNN stage).
+
+* Every ReLU with a threshold θ becomes an ``if_neuron`` with that threshold, reset by
+  subtraction (soft reset) and, by default, the half-threshold start v(0) = θ/2. For a
+  constant input current z this neuron's average output over T steps is
+  (θ/T) floor(clip((zT + θ/2)/θ, 0, T)): the ReLU clipped at θ and quantised to T levels,
+  rounded to the nearest level instead of floored (Deng & Gu 2021; QCFS 2022).
+* Every ``max_pool`` becomes ``spiking_max_pool`` (rate-gated: see its op docstring) or,
+  with ``maxpool=avg``, an ``avg_pool`` over the same windows — an explicit, documented
+  change of the network's function, reported as a notice, never a silent one.
+* Every graph output gets a ``readout``: the output layer does not spike; it integrates
+  its input and the prediction is the time average.
+* Average pooling, residual ``add``, ``concat``, reshape, upsampling and transposed
+  convolutions are linear and need no change: on weighted spikes θ·s(t) they compute,
+  step by step, the same linear function whose time average is the ANN's. (Binary spike
+  targets additionally need ``normalize-weights``, which rescales residual branches.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from snnc.errors import PassError
+from snnc.ir.graph import Graph
+from snnc.passes.base import Pass, PassContext, choice, register_pass
+
+
+@register_pass
+class InsertIF(Pass):
+    """After insert-if the graph is in the SNN stage: no ReLU or MaxPool remains, every
+    ``if_neuron`` has a threshold, a reset mode and an initial potential, and every graph
+    output is produced by a ``readout``."""
+
+    name = "insert-if"
+
+    @dataclass
+    class Options:
+        v_init: str = choice("half", "half", "zero")
+        reset: str = choice("subtract", "subtract", "zero")
+        maxpool: str = choice("gate", "gate", "avg")
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        o = self.options
+        for node in list(graph.nodes):
+            if node.op == "relu":
+                if "threshold" not in node.params:
+                    raise PassError(f"insert-if: ReLU {node.name!r} has no threshold; run balance-thresholds first")
+                theta = node.params["threshold"]
+                v0 = theta / 2 if o.v_init == "half" else np.zeros_like(theta)
+                neuron = graph.add_node(
+                    "if_neuron",
+                    [node.inputs[0]],
+                    {"reset": o.reset, "spike_scale": "threshold"},
+                    {"threshold": theta, "v_init": v0},
+                    name=f"{node.name}_if",
+                    shape=node.output.shape,
+                    before=node,
+                )
+                graph.replace_all_uses(node.output, neuron.output)
+                graph.remove_node(node)
+            elif node.op == "max_pool":
+                self._convert_maxpool(graph, node, ctx)
+        for out in list(graph.outputs):
+            readout = graph.add_node("readout", [out], name=f"{out.name}_readout", shape=out.shape)
+            graph.set_outputs(readout.output if o is out else o for o in graph.outputs)
+        graph.stage = "snn"
+        return True
+
+    def _convert_maxpool(self, graph: Graph, node, ctx: PassContext) -> None:
+        attrs = dict(node.attrs)
+        if self.options.maxpool == "gate":
+            new = graph.add_node("spiking_max_pool", [node.inputs[0]], attrs, name=f"{node.name}_spk", shape=node.output.shape, before=node)
+        else:
+            if any(d != 1 for d in (node.attr("dilations") or [])):
+                raise PassError(f"insert-if: MaxPool {node.name!r} is dilated and cannot be treated as average pooling; use maxpool=gate")
+            attrs.pop("dilations", None)
+            attrs["count_include_pad"] = False
+            new = graph.add_node("avg_pool", [node.inputs[0]], attrs, name=f"{node.name}_avg", shape=node.output.shape, before=node)
+            ctx.notices.append(
+                f"MaxPool {node.name!r} is treated as average pooling (--maxpool avg): this changes the network's "
+                "function; the SNN approximates the ANN with average pooling, not the original"
+            )
+        graph.replace_all_uses(node.output, new.output)
+        graph.remove_node(node)

@@ -1,0 +1,220 @@
+"""The reference simulator: the semantic ground truth for every backend.
+
+It implements exactly the discrete-time equations in the op docstrings of
+:mod:`snnc.ir.ops`. Execution is layer by layer: a value that varies over time is held as
+one ``[T, B, ...]`` tensor, a stateless (linear) op runs on all T steps at once as a
+``[T*B, ...]`` batch, and only the neurons loop over time. Values that do not vary over
+time (the analog input and whatever is computed from it alone under direct coding) are
+computed once and broadcast. Results are deterministic: no randomness except the
+seeded Poisson encoder.
+
+Because every op is causal and the direct-coded input is constant, the outputs after
+``t`` steps of a run of ``T`` steps are exactly those of a run of ``t`` steps: one run to
+the largest requested T yields every smaller T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snnc.errors import DataError
+from snnc.ir.graph import Graph, Node
+from snnc.ir.interpreter import check_input, iter_batches, param_tensors
+from snnc.ir.ops import get_op
+from snnc.ir.verify import verify
+
+ENCODINGS = ("direct", "poisson")
+
+
+@dataclass
+class SimResult:
+    """Time-averaged graph outputs for each requested T, and spike statistics."""
+
+    outputs: dict[int, list[np.ndarray]]  # T -> one array per graph output, [N, ...]
+    spike_rates: dict[str, float] = field(default_factory=dict)  # if_neuron name -> spikes / neuron / step (at max T)
+    samples: int = 0
+
+    def output(self, timesteps: int, index: int = 0) -> np.ndarray:
+        return self.outputs[timesteps][index]
+
+
+class _Timed:
+    """A value over time: ``data`` is [T, B, ...] or, when ``static``, [B, ...] for every step."""
+
+    __slots__ = ("data", "static")
+
+    def __init__(self, data: torch.Tensor, static: bool):
+        self.data = data
+        self.static = static
+
+    def dense(self, T: int) -> torch.Tensor:
+        if self.static:
+            return self.data.unsqueeze(0).expand(T, *self.data.shape)
+        return self.data
+
+
+class ReferenceSimulator:
+    """Simulates an SNN-stage graph. Construct once, call :meth:`run` per batch."""
+
+    def __init__(self, graph: Graph, device: str | torch.device = "cpu"):
+        verify(graph, "snn")
+        self.graph = graph
+        self.device = torch.device(device)
+        self._params = {id(n): param_tensors(n, self.device) for n in graph.nodes}
+        self._last_use: dict[int, int] = {}
+        for i, n in enumerate(graph.nodes):
+            for v in n.inputs:
+                self._last_use[id(v)] = i
+
+    @torch.no_grad()
+    def run(
+        self,
+        x: torch.Tensor,
+        timesteps: Sequence[int],
+        *,
+        encoding: str = "direct",
+        generator: torch.Generator | None = None,
+        spike_counts: dict[str, float] | None = None,
+    ) -> dict[int, list[torch.Tensor]]:
+        """Simulate one batch for max(timesteps) steps; return the time-averaged outputs
+        after each requested number of steps."""
+        steps = sorted(set(int(t) for t in timesteps))
+        if not steps or steps[0] < 1:
+            raise DataError(f"timesteps must be positive integers, got {list(timesteps)}")
+        T = steps[-1]
+        x = x.to(self.device, torch.float32)
+        env: dict[int, _Timed] = {id(self.graph.inputs[0]): self._encode(x, T, encoding, generator)}
+        results: dict[int, list[torch.Tensor]] = {t: [] for t in steps}
+        readouts: dict[int, dict[int, torch.Tensor]] = {}
+        for i, node in enumerate(self.graph.nodes):
+            ins = [env[id(v)] for v in node.inputs]
+            if node.op == "readout":
+                readouts[id(node.output)] = _readout(ins[0], steps)
+                out = ins[0]
+            elif node.op == "if_neuron":
+                out = self._if_neuron(node, ins[0], T, spike_counts)
+            elif node.op == "spiking_max_pool":
+                out = _spiking_max_pool(node, ins[0], T)
+            else:
+                out = self._stateless(node, ins, T)
+            env[id(node.output)] = out
+            for v in node.inputs:
+                if self._last_use.get(id(v)) == i:
+                    env.pop(id(v), None)
+        for v in self.graph.outputs:
+            per_t = readouts[id(v)]
+            for t in steps:
+                results[t].append(per_t[t])
+        return results
+
+    # ----------------------------------------------------------------- ops
+    def _encode(self, x: torch.Tensor, T: int, encoding: str, generator: torch.Generator | None) -> _Timed:
+        if encoding == "direct":
+            return _Timed(x, static=True)
+        if encoding == "poisson":
+            p = x.abs().clamp(max=1.0)
+            rnd = torch.rand((T, *x.shape), generator=generator, device=x.device)
+            return _Timed((rnd < p).float() * torch.sign(x), static=False)
+        raise DataError(f"unknown input encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+
+    def _stateless(self, node: Node, ins: list[_Timed], T: int) -> _Timed:
+        compute = node.spec.compute
+        params = self._params[id(node)]
+        if all(v.static for v in ins):
+            return _Timed(compute([v.data for v in ins], node, params), static=True)
+        dense = [v.dense(T) for v in ins]
+        y = compute([d.reshape(-1, *d.shape[2:]) for d in dense], node, params)
+        return _Timed(y.reshape(T, -1, *y.shape[1:]), static=False)
+
+    def _if_neuron(self, node: Node, z: _Timed, T: int, spike_counts: dict[str, float] | None) -> _Timed:
+        p = self._params[id(node)]
+        theta, v0 = p["threshold"], p["v_init"]
+        subtract = node.attr("reset") == "subtract"
+        amp = theta if node.attr("spike_scale") == "threshold" else torch.ones_like(theta)
+        shape = z.data.shape if z.static else z.data.shape[1:]
+        v = torch.zeros(shape, device=self.device) + v0
+        out = torch.empty((T, *shape), device=self.device)
+        for t in range(T):
+            v = v + (z.data if z.static else z.data[t])
+            s = (v >= theta).to(v.dtype)
+            v = v - theta * s if subtract else v * (1.0 - s)
+            out[t] = s
+        if spike_counts is not None:
+            spike_counts[node.name] = spike_counts.get(node.name, 0.0) + float(out.sum())
+        return _Timed(out * amp, static=False)
+
+
+def _readout(x: _Timed, steps: list[int]) -> dict[int, torch.Tensor]:
+    if x.static:
+        return {t: x.data for t in steps}
+    csum = torch.cumsum(x.data, dim=0)
+    return {t: csum[t - 1] / t for t in steps}
+
+
+def _spiking_max_pool(node: Node, x: _Timed, T: int) -> _Timed:
+    """Gate each window by the running sum of its inputs (see the op's docstring)."""
+    if x.static:  # a constant input: the gate picks the plain maximum
+        return _Timed(get_op("max_pool").compute([x.data], node, {}), static=True)
+    data = x.data
+    nd = data.dim() - 3
+    k = node.attr("kernel")
+    strides = node.attr("strides") or list(k)
+    dil = node.attr("dilations") or [1] * nd
+    pads = node.attr("pads") or [0] * (2 * nd)
+    begin, end = pads[:nd], pads[nd:]
+    flat = data.reshape(-1, *data.shape[2:])
+    csum = torch.cumsum(data, dim=0).reshape(flat.shape)
+    fpad: list[int] = []
+    for i in reversed(range(nd)):
+        fpad += [begin[i], end[i]]
+    if any(fpad):
+        csum = F.pad(csum, fpad, value=-torch.inf)
+        flat = F.pad(flat, fpad, value=0.0)
+    pool = F.max_pool1d if nd == 1 else F.max_pool2d
+    _, idx = pool(csum, k, strides, 0, dilation=dil, ceil_mode=bool(node.attr("ceil_mode")), return_indices=True)
+    picked = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+    return _Timed(picked.reshape(T, -1, *picked.shape[1:]), static=False)
+
+
+def simulate(
+    graph: Graph,
+    x: np.ndarray,
+    timesteps: int | Sequence[int],
+    *,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    encoding: str = "direct",
+    seed: int = 0,
+    progress=None,
+) -> SimResult:
+    """Simulate ``graph`` on every sample of ``x``; see :class:`SimResult`."""
+    steps = [timesteps] if isinstance(timesteps, int) else list(timesteps)
+    check_input(graph, x)
+    sim = ReferenceSimulator(graph, device)
+    T = max(steps)
+    if batch_size is None:
+        batch_size = default_batch_size(T)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    counts: dict[str, float] = {}
+    outs: dict[int, list[list[np.ndarray]]] = {t: [[] for _ in graph.outputs] for t in steps}
+    task = progress(f"simulating T={T}", len(x)) if progress else None
+    for xb in iter_batches(x, batch_size):
+        res = sim.run(xb, steps, encoding=encoding, generator=gen, spike_counts=counts)
+        for t in steps:
+            for acc, y in zip(outs[t], res[t]):
+                acc.append(y.cpu().numpy())
+        if task:
+            task.advance(len(xb))
+    neurons = {n.name: int(np.prod(n.output.shape)) for n in graph.find("if_neuron")}
+    rates = {name: counts.get(name, 0.0) / (neurons[name] * len(x) * T) for name in neurons}
+    return SimResult({t: [np.concatenate(a, 0) for a in outs[t]] for t in steps}, rates, len(x))
+
+
+def default_batch_size(timesteps: int) -> int:
+    """Samples per batch so that one [T, B, ...] value stays moderate in memory."""
+    return int(max(1, min(256, 4096 // max(1, timesteps))))
