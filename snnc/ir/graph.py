@@ -88,7 +88,7 @@ class Node:
         if value is None:
             self.params.pop(key, None)
         else:
-            self.params[key] = np.ascontiguousarray(value, dtype=np.float32)
+            self.params[key] = np.array(value, dtype=np.float32, order="C")  # a copy; keeps 0-d arrays 0-d
 
     def __repr__(self) -> str:
         args = ", ".join(f"%{v.name}" for v in self._inputs)
