@@ -263,3 +263,43 @@ def test_insert_if_maxpool_avg_is_announced_and_threshold_required():
     assert all(np.all(n.params["v_init"] == 0) for n in g.find("if_neuron"))
     with pytest.raises(PassError, match="ReLU 'relu1' has no threshold; run balance-thresholds first"):
         run(small_cnn(), "fold-bn,insert-if")
+
+
+# ----------------------------------------------------------- normalize-weights
+@pytest.mark.parametrize("residual, maxpool, granularity", [(True, False, "layer"), (True, True, "channel"), (False, False, "channel")])
+def test_normalize_weights_binary_spikes_same_function(residual, maxpool, granularity):
+    from snnc.simulator import simulate
+
+    x = images(24)
+    g = small_cnn(residual=residual, maxpool=maxpool)
+    run(g, f"canonicalize,fold-bn,balance-thresholds{{granularity={granularity}}},insert-if", calib=x)
+    weighted = simulate(g, x, 16).output(16)
+    h = g.clone()
+    (res,), _ = run(h, "normalize-weights")
+    assert res.changed
+    assert all(n.attr("spike_scale") == "unit" for n in h.find("if_neuron"))
+    if residual:  # the residual add now rescales its branches
+        assert h.node("add").attr("coeffs") is not None
+    binary = simulate(h, x, 16).output(16)
+    np.testing.assert_allclose(binary, weighted, atol=1e-4 * np.abs(weighted).max())
+
+
+def test_normalize_weights_concat_and_flatten():
+    from snnc.simulator import simulate
+
+    r = rng(7)
+    g = Graph("cat")
+    x = g.add_input("x", (2, 6, 6))
+    a = g.add_node("relu", [g.add_node("conv", [x], {"pads": [1, 1, 1, 1]}, conv_params(r, 3, 2)).output], name="ra").output
+    b = g.add_node("relu", [g.add_node("conv", [x], {"pads": [1, 1, 1, 1]}, conv_params(r, 4, 2)).output], name="rb").output
+    c = g.add_node("concat", [a, b], {"axis": 1}).output
+    p = g.add_node("avg_pool", [c], {"kernel": [2, 2]}).output
+    f = g.add_node("reshape", [p], {"shape": [63]}).output
+    g.set_outputs([g.add_node("linear", [f], {}, {"weight": r.normal(size=(3, 63)), "bias": np.zeros(3)}).output])
+    infer_shapes(g)
+    xs = images(16, shape=(2, 6, 6))
+    run(g, "balance-thresholds{granularity=channel},insert-if", calib=xs)
+    before = simulate(g, xs, 8).output(8)
+    run(g, "normalize-weights")
+    assert not g.find("affine")  # every scale folded into the linear layer's columns
+    np.testing.assert_allclose(simulate(g, xs, 8).output(8), before, atol=1e-4 * np.abs(before).max())

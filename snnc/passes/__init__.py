@@ -15,7 +15,7 @@ from snnc.passes.base import (
     registered_passes,
     run_passes,
 )
-from snnc.passes import canonicalize, fold_bn, balance, insert_if  # noqa: E402,F401  (registration)
+from snnc.passes import canonicalize, fold_bn, balance, insert_if, normalize  # noqa: E402,F401  (registration)
 
 DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if"
 
