@@ -153,6 +153,8 @@ def convert(
             "no calibration data: snnc chooses every firing threshold from the network's activations on real inputs. "
             "Pass --calib FILE.npz (array x with a few hundred training samples) or calib=array in the API."
         )
+    pipeline_text = passes or default_pipeline(threshold, granularity, maxpool)
+    pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
     calib_all = _as_array(calib)
     x_cal = select_calibration(calib_all, calib_samples, seed)
     imported = import_model(model, input_shape=x_cal.shape[1:])
@@ -162,8 +164,6 @@ def convert(
     if check:
         import_report = check_import(ann, imported.reference, x_cal, reference_name=imported.reference_name, batch_size=batch_size)
 
-    pipeline_text = passes or default_pipeline(threshold, granularity, maxpool)
-    pipeline = parse_pipeline(pipeline_text)
     ctx = PassContext(calib=x_cal, timesteps=timesteps, batch_size=batch_size, seed=seed, progress=progress or _null)
     ctx.notices.extend(ann.meta.get("notices", []))
 

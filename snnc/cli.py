@@ -82,6 +82,16 @@ def load_data(path: str, *, what: str, need_labels: bool = False, limit: int | N
     return arrays
 
 
+def _set_debug(ctx: click.Context, _param, value: bool) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["debug"] = True
+
+
+def debug_option(f):
+    """``--debug`` is accepted after the command name too (``snnc convert ... --debug``)."""
+    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug, help="Show tracebacks for errors.")(f)
+
+
 class SnncGroup(click.Group):
     """Turns SnncError into a one-line message and exit status 2."""
 
@@ -105,13 +115,14 @@ class SnncGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """snnc: convert trained ANNs into spiking neural networks, simulate and deploy them."""
-    ctx.obj = {"debug": debug}
+    ctx.ensure_object(dict)["debug"] = debug or ctx.obj.get("debug", False)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 # ------------------------------------------------------------------ convert
 @main.command()
+@debug_option
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=32, show_default=True, help="Time steps the SNN is converted for.")
 @click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
@@ -217,6 +228,7 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
 
 # --------------------------------------------------------------------- eval
 @main.command("eval")
+@debug_option
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and optionally integer labels y.")
 @click.option("-T", "--timesteps", "timesteps_text", default="8,16,32", show_default=True, help="Comma-separated T values.")
@@ -257,6 +269,7 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, as_json, batch_size, 
 
 # ---------------------------------------------------------------------- run
 @main.command("run")
+@debug_option
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="NPZ with array x.")
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps (default: the artifact's).")
@@ -281,6 +294,7 @@ def run_cmd(artifact, input_path, timesteps, backend, output, batch_size, encodi
 
 # ------------------------------------------------------------------ inspect
 @main.command()
+@debug_option
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 def inspect(path, as_json):
@@ -327,6 +341,7 @@ def inspect(path, as_json):
 
 # -------------------------------------------------------------------- check
 @main.command()
+@debug_option
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--backend", "backend_names", multiple=True, help="Backend(s) to check (default: every installed one).")
 def check(path, backend_names):
@@ -380,6 +395,7 @@ def preflight_graph(path: str):
 
 # ------------------------------------------------------- passes / backends
 @main.command("passes")
+@debug_option
 def list_passes():
     """List the registered passes and the invariant each establishes."""
     import dataclasses
@@ -397,6 +413,7 @@ def list_passes():
 
 
 @main.command("backends")
+@debug_option
 def list_backends():
     """List the installed backends."""
     from snnc.backend import backend_names, get_backend
