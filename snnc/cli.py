@@ -115,7 +115,8 @@ class SnncGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """snnc: convert trained ANNs into spiking neural networks, simulate and deploy them."""
-    ctx.ensure_object(dict)["debug"] = debug or ctx.obj.get("debug", False)
+    obj = ctx.ensure_object(dict)
+    obj["debug"] = debug or obj.get("debug", False)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
