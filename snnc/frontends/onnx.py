@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner
 import torch
 from onnx import numpy_helper
 
@@ -67,7 +68,7 @@ from snnc.ir.verify import verify
 
 log = logging.getLogger(__name__)
 
-__all__ = ["import_onnx", "onnx_reference", "CONVERTERS", "MIN_OPSET"]
+__all__ = ["CONVERTERS", "MIN_OPSET", "import_onnx", "onnx_reference"]
 
 MIN_OPSET = 13
 
@@ -80,6 +81,7 @@ Tensor = Value | np.ndarray  # what an ONNX tensor name maps to while importing
 Source = str | os.PathLike | onnx.ModelProto
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
 # Ops that only post-process a classifier's output into labels or dictionaries. Output
 # chains made of these (plus the shape/cast glue in _LABEL_GLUE) are stripped on import.
@@ -144,15 +146,18 @@ def onnx_reference(
     """
     import onnxruntime as ort
 
-    model = _load(source)
-    names = [o.name for o in model.graph.output] if output_names is None else list(output_names)
-    model = _with_outputs(model, names)
+    loaded = _load(source)
+    names = [o.name for o in loaded.graph.output] if output_names is None else list(output_names)
+    model = _with_outputs(loaded, names)
+    # An unmodified file is given to onnxruntime by path: no 2 GB protobuf limit, and its
+    # external data is found next to it.
+    session_source = str(source) if model is loaded and not isinstance(source, onnx.ModelProto) else model.SerializeToString()
     opts = ort.SessionOptions()
     if num_threads:
         opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(session_source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise DataError(f"onnxruntime cannot load the model: {exc}") from exc
     initializers = {t.name for t in model.graph.initializer}
@@ -233,13 +238,16 @@ def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
 
 # ============================================================== output selection
 def _elem_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    """Types of graph inputs, outputs and (if ONNX shape inference succeeds) intermediates."""
+    """Types of graph inputs, outputs and, when some output is not a declared float tensor,
+    of the intermediates too (from ONNX shape inference, if it succeeds)."""
     graph = model.graph
     infos = list(graph.input) + list(graph.output) + list(graph.value_info)
-    try:
-        infos += list(onnx.shape_inference.infer_shapes(model).graph.value_info)
-    except Exception as exc:  # inference is only a convenience here; heuristics take over
-        log.debug("ONNX shape inference failed (%s); guessing tensor types", exc)
+    declared = {o.name: o.type for o in graph.output}
+    if any(t.WhichOneof("value") != "tensor_type" or t.tensor_type.elem_type not in _FLOAT_TYPES for t in declared.values()):
+        try:
+            infos += list(onnx.shape_inference.infer_shapes(model).graph.value_info)
+        except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:  # heuristics take over
+            log.debug("ONNX shape inference failed (%s); guessing tensor types", exc)
     return {i.name: i.type for i in infos}
 
 
@@ -248,15 +256,14 @@ def _is_float_tensor(name: str, types: dict[str, onnx.TypeProto], producer: dict
     if t is not None and t.WhichOneof("value") is not None:
         if t.WhichOneof("value") != "tensor_type":
             return False
-        return t.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+        return t.tensor_type.elem_type in _FLOAT_TYPES
     node = producer.get(name)
     if node is None:
         return True
     if node.op_type in _POSTPROC_OPS:
         return False
     if node.op_type == "Cast":
-        to = _attrs(node).get("to")
-        return to in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+        return _attrs(node).get("to") in _FLOAT_TYPES
     return True
 
 
@@ -408,7 +415,7 @@ class _Importer:
         ttype = inp.type.tensor_type if inp.type.HasField("tensor_type") else None
         if ttype is None or not ttype.HasField("shape"):
             raise DataError(f"model input {inp.name!r} is not a tensor with a known shape; re-export the model with a fixed input shape")
-        if ttype.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        if ttype.elem_type not in _FLOAT_TYPES:
             raise DataError(
                 f"model input {inp.name!r} has element type {onnx.TensorProto.DataType.Name(ttype.elem_type)}; "
                 "snnc imports models with a floating-point input"
@@ -450,9 +457,9 @@ class _Importer:
 
     # ------------------------------------------------------------ environment
     def _is_const(self, name: str) -> bool:
-        return isinstance(self._lookup(name), np.ndarray)
+        return isinstance(self.lookup(name), np.ndarray)
 
-    def _lookup(self, name: str) -> Tensor:
+    def lookup(self, name: str) -> Tensor:
         try:
             return self.env[name]
         except KeyError:
@@ -463,16 +470,21 @@ class _Importer:
 
     def value(self, node: onnx.NodeProto, index: int = 0) -> Value:
         """Input ``index`` of ``node``, which must be computed from the model input."""
-        t = self._lookup(node.input[index])
+        t = self.lookup(node.input[index])
         if not isinstance(t, Value):
-            raise UnsupportedOpError(node.op_type, _node_label(node), f"input {index} was expected to depend on the model input")
+            raise UnsupportedOpError(
+                node.op_type,
+                _node_label(node),
+                f"its input {index} ({node.input[index]!r}) is a constant; snnc maps {node.op_type} only with that input "
+                "computed from the model input (e.g. MatMul(x, W), not MatMul(W, x))",
+            )
         return t
 
     def const(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
         """Input ``index`` of ``node``, which must be a constant."""
         if index >= len(node.input) or not node.input[index]:
             raise UnsupportedOpError(node.op_type, _node_label(node), f"its {what} (input {index}) is missing")
-        t = self._lookup(node.input[index])
+        t = self.lookup(node.input[index])
         if not isinstance(t, np.ndarray):
             raise UnsupportedOpError(
                 node.op_type,
@@ -529,12 +541,12 @@ class _Importer:
 
     # ------------------------------------------------------------------ folding
     def _fold(self, node: onnx.NodeProto) -> None:
-        inputs = [self._lookup(i) if i else None for i in node.input]
+        inputs = [self.lookup(i) if i else None for i in node.input]
         folder = FOLDERS.get(node.op_type) if node.domain in _DEFAULT_DOMAINS else None
         if folder is not None:
             outputs = folder(node, inputs, _attrs(node))
         else:
-            outputs = _fold_with_reference(node, inputs, self.opset)
+            outputs = _fold_with_reference(node, inputs)
         for name, arr in zip(node.output, outputs):
             if name:
                 self.env[name] = np.asarray(arr)
@@ -594,13 +606,16 @@ def _ir_name(node: onnx.NodeProto) -> str:
     names (``conv2d``, ``add_result``).
     """
     out = node.output[0] if node.output else ""
-    base = out[: -len("_output_0")] if out.endswith("_output_0") else out
+    base = out.removesuffix("_output_0")
     if not base or base.isdigit() or base.startswith("onnx::"):
         base = node.name or node.op_type.lower()
     return _sanitize(base) or node.op_type.lower()
 
 
-_ACTIVATIONS = {"Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Selu", "Gelu", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "Celu", "ThresholdedRelu", "Exp", "Log", "Erf"}
+_ACTIVATIONS = {
+    "Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Selu", "Gelu", "HardSigmoid", "HardSwish",
+    "Softplus", "Softsign", "Mish", "Celu", "ThresholdedRelu", "Exp", "Log", "Erf",
+}  # fmt: skip
 _RECURRENT = {"LSTM", "GRU", "RNN", "Loop", "Scan", "If"}
 
 
@@ -641,7 +656,9 @@ def _per_sample_constant(c: np.ndarray, shape: Shape) -> np.ndarray | None:
     return c.astype(np.float32)
 
 
-def _auto_pads(auto_pad: str, in_spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> list[int]:
+def _auto_pads(
+    auto_pad: str, in_spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
+) -> list[int]:
     """Explicit ONNX pads for SAME_UPPER / SAME_LOWER (output = ceil(input / stride))."""
     begin, end = [], []
     for size, k, s, d in zip(in_spatial, kernel, strides, dilations):
@@ -655,7 +672,7 @@ def _auto_pads(auto_pad: str, in_spatial: Sequence[int], kernel: Sequence[int], 
     return begin + end
 
 
-def _window_attrs(ctx: _Importer, node: onnx.NodeProto, x: Value, kernel: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+def _window_attrs(node: onnx.NodeProto, x: Value, kernel: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
     """strides, dilations and explicit pads of a Conv/pool node (auto_pad resolved)."""
     a = _attrs(node)
     nd = len(kernel)
@@ -679,9 +696,14 @@ def _check_spatial(node: onnx.NodeProto, x: Value, nd: int | None = None) -> int
         raise UnsupportedOpError(
             node.op_type,
             _node_label(node),
-            f"snnc supports 1-D and 2-D spatial layouts [batch, C, L] / [batch, C, H, W]; this input is [batch, {', '.join(map(str, x.shape))}]",
+            f"snnc supports 1-D and 2-D spatial layouts [batch, C, L] / [batch, C, H, W]; this input is {_full(x.shape)}",
         )
     return nd
+
+
+def _full(shape: Shape) -> str:
+    """``[batch, 3, 8, 8]``: a per-sample shape written with its batch dimension."""
+    return "[" + ", ".join(["batch", *map(str, shape)]) + "]"
 
 
 def _reject(node: onnx.NodeProto, hint: str) -> UnsupportedOpError:
@@ -697,11 +719,11 @@ Converter = Callable[[_Importer, onnx.NodeProto], Tensor]
 def _cv_conv(ctx: _Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     w = ctx.const(node, 1, "weight")
-    nd = _check_spatial(node, x, w.ndim - 2)
+    _check_spatial(node, x, w.ndim - 2)
     b = ctx.optional_const(node, 2, "bias")
     a = _attrs(node)
     kernel = list(a.get("kernel_shape") or w.shape[2:])
-    strides, dilations, pads = _window_attrs(ctx, node, x, kernel)
+    strides, dilations, pads = _window_attrs(node, x, kernel)
     groups = int(a.get("group", 1))
     if x.shape[0] != w.shape[1] * groups:
         raise _reject(node, f"weight {list(w.shape)} with group={groups} does not fit {x.shape[0]} input channels")
@@ -739,14 +761,25 @@ def _cv_conv_transpose(ctx: _Importer, node: onnx.NodeProto) -> Value:
     return ctx.emit("conv_transpose", [x], node, attrs=attrs, params={"weight": w, "bias": bias})
 
 
-def _conv_transpose_pads(node, auto_pad, in_spatial, out_shape, kernel, strides, dilations, outpad) -> list[int]:
+def _conv_transpose_pads(
+    node: onnx.NodeProto,
+    auto_pad: str,
+    in_spatial: Sequence[int],
+    out_shape: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    outpad: Sequence[int],
+) -> list[int]:
     """Pads producing ``output_shape`` (ONNX ConvTranspose spec: the odd element goes at
     the beginning unless auto_pad is SAME_UPPER)."""
     begin, end = [], []
     for size, want, k, s, d, op in zip(in_spatial, out_shape, kernel, strides, dilations, outpad):
         total = s * (size - 1) + op + (k - 1) * d + 1 - want
         if total < 0:
-            raise _reject(node, f"output_shape {list(out_shape)} is larger than the full transposed convolution; set pads/output_padding instead")
+            raise _reject(
+                node, f"output_shape {list(out_shape)} is larger than the full transposed convolution; set pads/output_padding instead"
+            )
         small, large = total // 2, total - total // 2
         b, e = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
         begin.append(b)
@@ -761,7 +794,7 @@ def _cv_gemm(ctx: _Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     w = ctx.const(node, 1, "weight (B)").astype(np.float32)
     if len(x.shape) != 1 or w.ndim != 2:
-        raise _reject(node, f"Gemm needs a [batch, features] input, got [batch, {', '.join(map(str, x.shape))}]")
+        raise _reject(node, f"Gemm needs a [batch, features] input, got {_full(x.shape)}")
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     weight = alpha * (w if a.get("transB", 0) else w.T)  # [N, K]
     n = weight.shape[0]
@@ -779,7 +812,7 @@ def _cv_matmul(ctx: _Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     w = ctx.const(node, 1, "weight matrix (second operand)")
     if w.ndim != 2 or not x.shape or x.shape[-1] != w.shape[0]:
-        raise _reject(node, f"only x @ W with a constant 2-D W is supported (x [batch, {', '.join(map(str, x.shape))}], W {list(w.shape)})")
+        raise _reject(node, f"only x @ W with a constant 2-D W is supported (x {_full(x.shape)}, W {list(w.shape)})")
     weight = w.T.astype(np.float32)
     bias = np.zeros(weight.shape[0], np.float32)
     name = None
@@ -846,7 +879,7 @@ def _cv_avg_pool(ctx: _Importer, node: onnx.NodeProto) -> Value:
     _check_spatial(node, x)
     a = _attrs(node)
     kernel = list(a["kernel_shape"])
-    strides, dilations, pads = _window_attrs(ctx, node, x, kernel)
+    strides, dilations, pads = _window_attrs(node, x, kernel)
     if any(d != 1 for d in dilations):
         raise _reject(node, "dilated average pooling is not supported")
     attrs = {
@@ -866,7 +899,7 @@ def _cv_max_pool(ctx: _Importer, node: onnx.NodeProto) -> Value:
     if a.get("storage_order", 0):
         log.debug("MaxPool %r: storage_order only affects the unused indices output", _node_label(node))
     kernel = list(a["kernel_shape"])
-    strides, dilations, pads = _window_attrs(ctx, node, x, kernel)
+    strides, dilations, pads = _window_attrs(node, x, kernel)
     attrs = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dilations, "ceil_mode": bool(a.get("ceil_mode", 0))}
     return ctx.emit("max_pool", [x], node, attrs=attrs)
 
@@ -892,7 +925,9 @@ def _cv_reduce_mean(ctx: _Importer, node: onnx.NodeProto) -> Value:
     got = None if axes is None else {_normalize_axis(int(ax), rank, node) for ax in axes}
     if got != spatial or not spatial:
         which = "all axes (including the batch)" if got is None else f"axes {sorted(got)}"
-        raise _reject(node, f"ReduceMean over {which}; snnc supports the mean over exactly the spatial axes {sorted(spatial)} (global average pooling)")
+        raise _reject(
+            node, f"ReduceMean over {which}; snnc supports the mean over exactly the spatial axes {sorted(spatial)} (global pooling)"
+        )
     return ctx.emit("global_avg_pool", [x], node, attrs={"keepdims": bool(a.get("keepdims", 1))})
 
 
@@ -904,7 +939,7 @@ def _cv_flatten(ctx: _Importer, node: onnx.NodeProto) -> Value:
     # Flatten(axis=k) gives [prod(dims[:k]), prod(dims[k:])]: it keeps the batch first only
     # when every per-sample dimension before k is 1.
     if axis < 1 or axis > rank or math.prod(x.shape[: axis - 1]) != 1:
-        raise _reject(node, f"Flatten(axis={axis}) of [batch, {', '.join(map(str, x.shape))}] would merge samples of the batch; use axis=1")
+        raise _reject(node, f"Flatten(axis={axis}) of {_full(x.shape)} would merge samples of the batch; use axis=1")
     return ctx.emit("reshape", [x], node, attrs={"shape": [math.prod(x.shape[axis - 1 :])]})
 
 
@@ -923,7 +958,7 @@ def _resolve_reshape(node: onnx.NodeProto, target: list[int], shape: Shape, allo
     (copy, without allowzero) or the model's fixed batch size.
     """
     size = math.prod(shape)
-    fail = f"Reshape to {['batch' if t == BATCH else ('?' if t == UNKNOWN else t) for t in target]} of [batch, {', '.join(map(str, shape))}]"
+    fail = f"Reshape to {['batch' if t == BATCH else ('?' if t == UNKNOWN else t) for t in target]} of {_full(shape)}"
     if not target or UNKNOWN in target:
         raise _reject(node, f"{fail}: the target depends on the batch size in a way snnc cannot resolve")
     first, rest = target[0], list(target[1:])
@@ -959,7 +994,7 @@ def _cv_squeeze(ctx: _Importer, node: onnx.NodeProto) -> Value:
     else:
         axes = {_normalize_axis(int(a), rank, node) for a in axes_arr.reshape(-1)}
     if 0 in axes or any(x.shape[a - 1] != 1 for a in axes):
-        raise _reject(node, f"Squeeze of axes {sorted(axes)} of [batch, {', '.join(map(str, x.shape))}]: only per-sample axes of size 1 can be squeezed")
+        raise _reject(node, f"Squeeze of axes {sorted(axes)} of {_full(x.shape)}: only per-sample axes of size 1 can be squeezed")
     shape = [d for i, d in enumerate(x.shape, start=1) if i not in axes]
     return ctx.emit("reshape", [x], node, attrs={"shape": shape})
 
@@ -979,19 +1014,19 @@ def _cv_unsqueeze(ctx: _Importer, node: onnx.NodeProto) -> Value:
 
 def _cv_binary(ctx: _Importer, node: onnx.NodeProto) -> Value:
     """Add / Sub / Mul / Div with at least one operand computed from the input."""
-    lhs, rhs = ctx._lookup(node.input[0]), ctx._lookup(node.input[1])
+    lhs, rhs = ctx.lookup(node.input[0]), ctx.lookup(node.input[1])
     op = node.op_type
     if isinstance(lhs, Value) and isinstance(rhs, Value):
         if op not in ("Add", "Sub"):
             raise _reject(node, f"{op} of two tensors computed from the input is not linear (gating, attention); snnc cannot convert it")
         if lhs.shape != rhs.shape:
-            raise _reject(node, f"{op} of tensors of different shapes {list(lhs.shape)} and {list(rhs.shape)} (broadcasting) is not supported")
+            raise _reject(node, f"{op} of tensors of different shapes {_full(lhs.shape)} and {_full(rhs.shape)} (broadcasting)")
         attrs = {} if op == "Add" else {"coeffs": [1.0, -1.0]}
         return ctx.emit("add", [lhs, rhs], node, attrs=attrs)
     x, c, const_left = (lhs, rhs, False) if isinstance(lhs, Value) else (rhs, lhs, True)
     cc = _per_sample_constant(c, x.shape)
     if cc is None:
-        raise _reject(node, f"constant of shape {list(np.shape(c))} does not broadcast over [batch, {', '.join(map(str, x.shape))}] without changing its shape")
+        raise _reject(node, f"constant of shape {list(np.shape(c))} does not broadcast over {_full(x.shape)} without changing its shape")
     ones, zeros = np.ones_like(cc), np.zeros_like(cc)
     if op == "Add":
         scale, shift = ones, cc
@@ -1009,7 +1044,7 @@ def _cv_binary(ctx: _Importer, node: onnx.NodeProto) -> Value:
 
 
 def _cv_concat(ctx: _Importer, node: onnx.NodeProto) -> Value:
-    tensors = [ctx._lookup(i) for i in node.input if i]
+    tensors = [ctx.lookup(i) for i in node.input if i]
     if not all(isinstance(t, Value) for t in tensors):
         raise _reject(node, "Concat of a constant with tensors computed from the input is not supported")
     rank = len(tensors[0].shape) + 1
@@ -1053,7 +1088,7 @@ def _cv_resize(ctx: _Importer, node: onnx.NodeProto) -> Value:
 def _cv_upsample(ctx: _Importer, node: onnx.NodeProto) -> Value:
     """The deprecated Upsample op: nearest means ``floor(o / s)`` (asymmetric)."""
     x = ctx.value(node)
-    nd = _check_spatial(node, x)
+    _check_spatial(node, x)
     a = _attrs(node)
     if a.get("mode", "nearest") != "nearest":
         raise _reject(node, f"mode {a.get('mode')!r}: only nearest upsampling is supported")
@@ -1069,7 +1104,7 @@ def _emit_upsample(ctx: _Importer, node: onnx.NodeProto, x: Value, factors: dict
     ints = []
     for ax in range(2, len(x.shape) + 1):
         f = factors.get(ax, 1.0)
-        s = int(round(f))
+        s = round(f)
         if s < 1 or abs(f - s) > 1e-6:
             raise _reject(node, f"scale {f:g} on axis {ax}: snnc supports integer upsampling factors (>= 1) only")
         length = x.shape[ax - 1]
@@ -1123,7 +1158,7 @@ def _cv_identity(ctx: _Importer, node: onnx.NodeProto) -> Value:
 
 def _cv_cast(ctx: _Importer, node: onnx.NodeProto) -> Value:
     to = _attrs(node).get("to")
-    if to not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+    if to not in _FLOAT_TYPES:
         name = onnx.TensorProto.DataType.Name(to) if to is not None else "?"
         raise _reject(node, f"Cast to {name} of a tensor computed from the input is not supported (snnc computes in float32)")
     # snnc computes in float32 throughout, so a cast between float types is the identity.
@@ -1134,7 +1169,7 @@ def _cv_cast_like(ctx: _Importer, node: onnx.NodeProto) -> Tensor:
     """CastLike(data, target): only ``target``'s element type matters, and tensors computed
     from the input are float32 in snnc. The dynamo exporter casts constants like
     activations this way (e.g. the zero bias of a bias-free conv)."""
-    data, target = ctx._lookup(node.input[0]), ctx._lookup(node.input[1])
+    data, target = ctx.lookup(node.input[0]), ctx.lookup(node.input[1])
     dtype = np.dtype(np.float32) if isinstance(target, Value) else target.dtype
     if isinstance(data, np.ndarray):
         return data.astype(dtype)
@@ -1179,7 +1214,9 @@ def _cv_transpose(ctx: _Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     perm = list(_attrs(node).get("perm") or reversed(range(len(x.shape) + 1)))
     if perm != list(range(len(x.shape) + 1)):
-        raise _reject(node, f"Transpose (perm {perm}) of a tensor computed from the input: snnc's IR keeps the channel-first layout and has no transpose")
+        raise _reject(
+            node, f"Transpose (perm {perm}) of a tensor computed from the input: the IR keeps the channel-first layout and has no transpose"
+        )
     return ctx.emit("identity", [x], node)
 
 
@@ -1237,14 +1274,14 @@ def _require_static(node: onnx.NodeProto, *arrays: Any) -> None:
             raise _reject(node, "this tensor's size depends on the batch size; snnc needs per-sample shapes known at import")
 
 
-def _fold_constant(node, inputs, attrs):
+def _fold_constant(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     if len(node.attribute) != 1:
         raise _reject(node, "a Constant needs exactly one value attribute")
     a = node.attribute[0]
     if a.name == "value":
         return [numpy_helper.to_array(a.t)]
     if a.name == "sparse_value":
-        return [_fold_with_reference(node, inputs, None)[0]]
+        return [_fold_with_reference(node, inputs)[0]]
     v = attrs[a.name]
     dtype = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}.get(a.name)
     if dtype is None:
@@ -1252,7 +1289,7 @@ def _fold_constant(node, inputs, attrs):
     return [np.array(v, dtype=dtype)]
 
 
-def _fold_shape(node, inputs, attrs):
+def _fold_shape(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     return [_slice_shape(np.array(np.shape(inputs[0]), np.int64), attrs)]
 
 
@@ -1262,19 +1299,19 @@ def _slice_shape(shape: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     return shape[start:end]
 
 
-def _fold_gather(node, inputs, attrs):
+def _fold_gather(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     data, idx = inputs
     return [np.take(data, idx.astype(np.int64), axis=attrs.get("axis", 0))]
 
 
-def _fold_unsqueeze(node, inputs, attrs):
+def _fold_unsqueeze(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     data, axes = inputs
     out_rank = data.ndim + axes.size
     norm = sorted(int(a) + out_rank if a < 0 else int(a) for a in axes.reshape(-1))
     return [np.expand_dims(data, tuple(norm))]
 
 
-def _fold_squeeze(node, inputs, attrs):
+def _fold_squeeze(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     data = inputs[0]
     axes = inputs[1] if len(inputs) > 1 else None
     if axes is None:
@@ -1282,11 +1319,11 @@ def _fold_squeeze(node, inputs, attrs):
     return [np.squeeze(data, tuple(int(a) for a in axes.reshape(-1)))]
 
 
-def _fold_concat(node, inputs, attrs):
+def _fold_concat(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     return [np.concatenate([i for i in inputs if i is not None], axis=attrs["axis"])]
 
 
-def _fold_slice(node, inputs, attrs):
+def _fold_slice(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     data, starts, ends = inputs[:3]
     axes = inputs[3] if len(inputs) > 3 and inputs[3] is not None else np.arange(starts.size)
     steps = inputs[4] if len(inputs) > 4 and inputs[4] is not None else np.ones(starts.size, np.int64)
@@ -1298,7 +1335,7 @@ def _fold_slice(node, inputs, attrs):
     return [data[tuple(index)]]
 
 
-def _fold_cast(node, inputs, attrs):
+def _fold_cast(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     x = inputs[0]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(attrs["to"])
     if np.any(_symbolic(x)):
@@ -1307,8 +1344,12 @@ def _fold_cast(node, inputs, attrs):
     return [np.asarray(x).astype(dtype)]
 
 
+def _fold_cast_like(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [np.asarray(inputs[0]).astype(np.asarray(inputs[1]).dtype)]
+
+
 def _arith(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Folder:
-    def fold(node, inputs, attrs):
+    def fold(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
         a, b = np.asarray(inputs[0]), np.asarray(inputs[1])
         out = np.asarray(fn(a, b)).astype(np.result_type(a, b), copy=False)
         mask = np.broadcast_to(_symbolic(a), out.shape) | np.broadcast_to(_symbolic(b), out.shape)
@@ -1329,39 +1370,40 @@ def _onnx_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a / b
 
 
-def _fold_range(node, inputs, attrs):
+def _fold_range(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     _require_static(node, *inputs)
     start, limit, delta = (np.asarray(i).reshape(()) for i in inputs)
     return [np.arange(start, limit, delta, dtype=np.result_type(start, limit, delta))]
 
 
-def _fold_equal(node, inputs, attrs):
+def _fold_equal(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     a, b = np.asarray(inputs[0]), np.asarray(inputs[1])
     # The batch size is >= 1: comparing it with 0 or negative numbers (exporters check for
     # "-1"/"0" placeholders) is decidable; comparing it with a positive size is not.
+    shape = np.broadcast_shapes(a.shape, b.shape)
     for s, o in ((a, b), (b, a)):
-        if np.any(np.broadcast_to(_symbolic(s), np.broadcast_shapes(a.shape, b.shape)) & np.broadcast_to((o > 0) & ~_symbolic(o), np.broadcast_shapes(a.shape, b.shape))):
+        if np.any(np.broadcast_to(_symbolic(s), shape) & np.broadcast_to((o > 0) & ~_symbolic(o), shape)):
             raise _reject(node, "compares the batch size with a number; the result is not known at import")
     return [np.equal(a, b)]
 
 
-def _fold_where(node, inputs, attrs):
+def _fold_where(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     return [np.where(*inputs)]
 
 
-def _fold_constant_of_shape(node, inputs, attrs):
+def _fold_constant_of_shape(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     _require_static(node, inputs[0])
     value = numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
     return [np.full(tuple(int(d) for d in inputs[0].reshape(-1)), value.reshape(-1)[0], dtype=value.dtype)]
 
 
-def _fold_expand(node, inputs, attrs):
+def _fold_expand(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     _require_static(node, inputs[1])
     x, shape = inputs
     return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(d) for d in shape.reshape(-1)))).copy()]
 
 
-def _fold_reshape(node, inputs, attrs):
+def _fold_reshape(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     x, shape = inputs
     _require_static(node, shape)
     target = [int(d) for d in shape.reshape(-1)]
@@ -1370,29 +1412,29 @@ def _fold_reshape(node, inputs, attrs):
     return [np.reshape(x, target)]
 
 
-def _fold_flatten(node, inputs, attrs):
+def _fold_flatten(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     x = inputs[0]
     axis = attrs.get("axis", 1)
     axis = axis + x.ndim if axis < 0 else axis
     return [x.reshape(math.prod(x.shape[:axis]), -1)]
 
 
-def _fold_transpose(node, inputs, attrs):
+def _fold_transpose(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     return [np.transpose(inputs[0], attrs.get("perm"))]
 
 
-def _fold_identity(node, inputs, attrs):
+def _fold_identity(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     return [inputs[0]]
 
 
-def _fold_dropout(node, inputs, attrs):
+def _fold_dropout(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
     return [inputs[0], np.ones(np.shape(inputs[0]), bool)]
 
 
 FOLDERS: dict[str, Folder] = {
     "Add": _arith(np.add),
     "Cast": _fold_cast,
-    "CastLike": lambda node, inputs, attrs: [np.asarray(inputs[0]).astype(np.asarray(inputs[1]).dtype)],
+    "CastLike": _fold_cast_like,
     "Concat": _fold_concat,
     "Constant": _fold_constant,
     "ConstantOfShape": _fold_constant_of_shape,
@@ -1416,7 +1458,7 @@ FOLDERS: dict[str, Folder] = {
 }
 
 
-def _fold_with_reference(node: onnx.NodeProto, inputs: list[Any], opset: int | None) -> list[np.ndarray]:
+def _fold_with_reference(node: onnx.NodeProto, inputs: list[Any]) -> list[np.ndarray]:
     """Evaluate a node on constants with onnx's reference implementation (the fallback for
     ops not in ``FOLDERS``)."""
     from onnx.reference import ReferenceEvaluator
