@@ -137,13 +137,17 @@ class ReferenceSimulator:
         subtract = node.attr("reset") == "subtract"
         amp = theta if node.attr("spike_scale") == "threshold" else torch.ones_like(theta)
         shape = z.data.shape if z.static else z.data.shape[1:]
-        v = torch.zeros(shape, device=self.device) + v0
+        v = (torch.zeros(shape, device=self.device) + v0).contiguous()
         out = torch.empty((T, *shape), device=self.device)
-        for t in range(T):
-            v = v + (z.data if z.static else z.data[t])
-            s = (v >= theta).to(v.dtype)
-            v = v - theta * s if subtract else v * (1.0 - s)
-            out[t] = s
+        spiked = torch.empty(shape, dtype=torch.bool, device=self.device)
+        for t in range(T):  # in-place updates: this loop is the simulator's hot path
+            v.add_(z.data if z.static else z.data[t])
+            torch.ge(v, theta, out=spiked)
+            out[t].copy_(spiked)
+            if subtract:
+                v.addcmul_(out[t], theta, value=-1.0)
+            else:
+                v.masked_fill_(spiked, 0.0)
         if spike_counts is not None:
             spike_counts[node.name] = spike_counts.get(node.name, 0.0) + float(out.sum())
         return _Timed(out * amp, static=False)
