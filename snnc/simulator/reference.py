@@ -127,30 +127,48 @@ class ReferenceSimulator:
         params = self._params[id(node)]
         if all(v.static for v in ins):
             return _Timed(compute([v.data for v in ins], node, params), static=True)
-        dense = [v.dense(T) for v in ins]
-        y = compute([d.reshape(-1, *d.shape[2:]) for d in dense], node, params)
+        flat = [v.dense(T).reshape(-1, *v.data.shape[(0 if v.static else 1) + 1 :]) for v in ins]
+        y = compute(flat, node, params)
         return _Timed(y.reshape(T, -1, *y.shape[1:]), static=False)
 
     def _if_neuron(self, node: Node, z: _Timed, T: int, spike_counts: dict[str, float] | None) -> _Timed:
         p = self._params[id(node)]
         theta, v0 = p["threshold"], p["v_init"]
+        shape = z.data.shape if z.static else z.data.shape[1:]  # [B, *neuron shape]
+        # Flatten every neuron of the batch into one axis and run the whole T loop on
+        # chunks small enough to stay in cache: v never leaves it between steps.
+        th = theta.expand(shape).reshape(-1)
+        v_all = (torch.zeros(shape, device=self.device) + v0).reshape(-1)
+        zf = z.data.reshape(-1) if z.static else z.data.reshape(T, -1)
+        spikes = torch.empty((T, th.numel()), device=self.device)
+        chunk = _IF_CHUNK if self.device.type == "cpu" else th.numel()
         subtract = node.attr("reset") == "subtract"
-        amp = theta if node.attr("spike_scale") == "threshold" else torch.ones_like(theta)
-        shape = z.data.shape if z.static else z.data.shape[1:]
-        v = (torch.zeros(shape, device=self.device) + v0).contiguous()
-        out = torch.empty((T, *shape), device=self.device)
-        spiked = torch.empty(shape, dtype=torch.bool, device=self.device)
-        for t in range(T):  # in-place updates: this loop is the simulator's hot path
-            v.add_(z.data if z.static else z.data[t])
-            torch.ge(v, theta, out=spiked)
-            out[t].copy_(spiked)
-            if subtract:
-                v.addcmul_(out[t], theta, value=-1.0)
-            else:
-                v.masked_fill_(spiked, 0.0)
+        for lo in range(0, th.numel(), chunk):
+            hi = min(th.numel(), lo + chunk)
+            _integrate_and_fire(zf[lo:hi] if z.static else zf[:, lo:hi], v_all[lo:hi], th[lo:hi], spikes[:, lo:hi], subtract, z.static)
         if spike_counts is not None:
-            spike_counts[node.name] = spike_counts.get(node.name, 0.0) + float(out.sum())
-        return _Timed(out * amp, static=False)
+            spike_counts[node.name] = spike_counts.get(node.name, 0.0) + float(spikes.sum())
+        out = spikes.reshape(T, *shape)
+        if node.attr("spike_scale") == "threshold":
+            out.mul_(theta)
+        return _Timed(out, static=False)
+
+
+_IF_CHUNK = 1 << 15  # neurons per chunk on CPU: v, θ and one step's z stay in L2
+
+
+def _integrate_and_fire(z: torch.Tensor, v: torch.Tensor, theta: torch.Tensor, out: torch.Tensor, subtract: bool, static: bool) -> None:
+    """The if_neuron equations for one chunk of neurons, all T steps; updates v in place
+    and writes the binary spikes into ``out`` ([T, n])."""
+    spiked = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+    for t in range(out.shape[0]):
+        v.add_(z if static else z[t])
+        torch.ge(v, theta, out=spiked)
+        out[t].copy_(spiked)
+        if subtract:
+            v.addcmul_(out[t], theta, value=-1.0)
+        else:
+            v.masked_fill_(spiked, 0.0)
 
 
 def _readout(x: _Timed, steps: list[int]) -> dict[int, torch.Tensor]:
