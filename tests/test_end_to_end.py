@@ -32,7 +32,7 @@ def test_provenance(converted, digits_model):
     assert prov["calibration_samples"] == 256 and prov["timesteps"] == 32
     assert prov["import_check"]["reference"] == "onnxruntime"
     assert len(prov["source"]["sha256"]) == 64
-    assert prov["records"]["balance-thresholds"]["method"] == "percentile:99.99/layer"
+    assert prov["records"]["balance-thresholds"]["method"] == "mse/channel"
     assert converted.snn.stage == "snn"
 
 

@@ -27,11 +27,11 @@ def test_registry_names_docs_and_options():
     for name, cls in passes.items():
         assert re.fullmatch(r"[a-z]+(-[a-z]+)*", name)
         assert "After" in cls.__doc__ or "after" in cls.__doc__
-    p = parse_pipeline("fold-bn, balance-thresholds{method=mse granularity=channel},insert-if{v-init=zero}")
+    p = parse_pipeline("fold-bn, balance-thresholds{method=max granularity=layer},insert-if{v-init=zero}")
     assert [x.name for x in p] == ["fold-bn", "balance-thresholds", "insert-if"]
-    assert p[1].options.method == "mse" and p[1].options.granularity == "channel"
+    assert p[1].options.method == "max" and p[1].options.granularity == "layer"
     assert p[2].options.v_init == "zero"
-    assert format_pipeline(p) == "fold-bn,balance-thresholds{method=mse granularity=channel},insert-if{v-init=zero}"
+    assert format_pipeline(p) == "fold-bn,balance-thresholds{method=max granularity=layer},insert-if{v-init=zero}"
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,7 @@ def test_pipeline_errors(text, message):
 def test_default_pipeline_threshold_syntax():
     assert "percentile=99.9" in default_pipeline("percentile:99.9")
     assert "method=mse" in default_pipeline("mse", "channel")
+    assert parse_pipeline(default_pipeline())[2].options.method == "mse"  # the default: MSE search, per channel
     with pytest.raises(PassError, match="only percentile takes a value"):
         default_pipeline("max:3")
 
@@ -193,7 +194,7 @@ def test_balance_thresholds_layer(method):
     g = small_cnn()
     x = images(40)
     before = run_ann(g, x)[0]
-    _, ctx = run(g, f"fold-bn,balance-thresholds{{method={method} percentile=99.5}}", calib=x, timesteps=8, batch_size=16)
+    _, ctx = run(g, f"fold-bn,balance-thresholds{{method={method} percentile=99.5 granularity=layer}}", calib=x, timesteps=8, batch_size=16)
     a = _relu_outputs(g, x, "relu2")
     theta = float(g.node("relu2").params["threshold"])
     if method == "max":
@@ -228,7 +229,7 @@ def test_balance_thresholds_channel_and_batch_independence():
 def test_balance_thresholds_respects_relu_max_and_needs_data():
     g = small_cnn()
     g.node("relu1").attrs["max"] = 0.05
-    run(g, "fold-bn,balance-thresholds{method=max}", calib=images(8))
+    run(g, "fold-bn,balance-thresholds{method=max granularity=layer}", calib=images(8))
     assert float(g.node("relu1").params["threshold"]) == pytest.approx(0.05)
     with pytest.raises(CalibrationError, match="needs calibration data"):
         run(small_cnn(), "balance-thresholds")

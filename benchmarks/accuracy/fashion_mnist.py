@@ -49,7 +49,7 @@ def load_torch(name: str) -> torch.nn.Module:
     from safetensors.torch import load_file
 
     info = json.loads((MODELS_DIR / f"{name}.json").read_text())
-    model = build_model(info.get("arch", name), **info.get("kwargs", {}))
+    model = build_model(info["model"], **info.get("config", {}))
     model.load_state_dict(load_file(str(MODELS_DIR / f"{name}.safetensors")))
     return model.eval()
 

@@ -159,9 +159,9 @@ class BalanceThresholds(Pass):
 
     @dataclass
     class Options:
-        method: str = choice("percentile", "max", "percentile", "mse")
+        method: str = choice("mse", "max", "percentile", "mse")
         percentile: float = 99.99
-        granularity: str = choice("layer", "layer", "channel")
+        granularity: str = choice("channel", "layer", "channel")
         bins: int = 4096
         half_start: bool = True  # the quantiser MSE assumes (match insert-if's v-init)
 
