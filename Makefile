@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo test clean data
+.PHONY: setup demo test clean data bench-deps bench-accuracy
 
 setup: $(STAMP) $(FMNIST)
 
@@ -25,7 +25,9 @@ $(FMNIST):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
-data: setup
+DATA := .data/fashion_mnist/test.npz
+data: $(DATA)
+$(DATA): examples/fashion_mnist/data.py | setup
 	$(PY) examples/fashion_mnist/data.py .data/fashion_mnist --calib 1024 --test 2000
 
 demo: data
@@ -35,6 +37,15 @@ demo: data
 
 test: setup
 	$(PY) -m pytest -q
+
+# SpikingJelly 2.0 for the side-by-side benchmark: --no-deps, because its declared
+# requirements (torchaudio, torchvision, ...) would replace the pinned torch.
+bench-deps: setup
+	$(PY) -m pip install -q --no-deps spikingjelly==2.0.0
+	$(PY) -m pip install -q tqdm loguru h5py requests
+
+bench-accuracy: bench-deps data
+	$(PY) benchmarks/accuracy/fashion_mnist.py
 
 clean:
 	rm -rf $(VENV) .data out .pytest_cache

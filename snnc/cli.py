@@ -24,7 +24,8 @@ from rich.table import Table
 from snnc.errors import DataError, SnncError
 
 err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
+# Tables are for people: at least 100 columns even when stdout is not a terminal (CI logs).
+out_console = Console(highlight=False, width=max(100, Console().width))
 
 
 # ------------------------------------------------------------------ helpers
@@ -192,7 +193,7 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
     rates = (prov.get("conversion_check") or {}).get("spike_rates", {})
     table = Table(title=f"Spiking layers ({len(sm.thresholds())}), converted for T={sm.timesteps}")
     for col in ("layer", "shape", "threshold", "per-channel", "v(0)/θ", "spike rate"):
-        table.add_column(col, justify="right" if col not in ("layer",) else "left")
+        table.add_column(col, justify="right" if col not in ("layer",) else "left", overflow="fold")
     for row in sm.thresholds():
         th = f"{row['threshold']:.4g}" if not row["per_channel"] else f"{row['threshold_min']:.3g}..{row['threshold_max']:.3g}"
         rate = rates.get(row["layer"])
@@ -200,17 +201,17 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
     out_console.print(table)
     if time_passes:
         pt = Table(title="Pass timing")
-        pt.add_column("pass")
-        pt.add_column("changed")
-        pt.add_column("seconds", justify="right")
+        pt.add_column("pass", overflow="fold")
+        pt.add_column("changed", overflow="fold")
+        pt.add_column("seconds", justify="right", overflow="fold")
         for p in prov["passes"]:
             pt.add_row(p["name"], "yes" if p["changed"] else "no", f"{p['seconds']:.3f}")
         out_console.print(pt)
     ic = prov.get("import_check") or {}
     cc = prov.get("conversion_check") or {}
     summary = Table(show_header=False, title="Summary")
-    summary.add_column("", style="bold")
-    summary.add_column("")
+    summary.add_column("", style="bold", overflow="fold")
+    summary.add_column("", overflow="fold")
     src = prov.get("source", {})
     summary.add_row("model", f"{src.get('path', src.get('class', '?'))} (sha256 {src.get('sha256', '?')[:12]}…)")
     summary.add_row("pipeline", prov["pipeline"])
@@ -253,7 +254,7 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, as_json, batch_size, 
         return
     table = Table(title=f"{Path(artifact).name} on {res['samples']} samples ({backend} backend)")
     for col in ("T", "SNN accuracy", "ANN accuracy", "agreement with ANN"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", overflow="fold")
     ann = res["ann_accuracy"]
     for r in res["results"]:
         table.add_row(
@@ -323,7 +324,7 @@ def inspect(path, as_json):
         return
     table = Table(title=f"{p.name}: {graph.name} [{graph.stage.upper()} stage], {len(graph.nodes)} nodes, {graph.num_params():,} parameters")
     for col in ("node", "op", "inputs", "shape", "parameters / threshold"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for n in graph.nodes:
         info = ", ".join(f"{k}{list(a.shape)}" for k, a in n.params.items() if k not in ("threshold", "v_init"))
         if "threshold" in n.params:
@@ -355,9 +356,9 @@ def check(path, backend_names):
     graph = preflight_graph(path)
     names = list(backend_names) or installed()
     table = Table(title=f"{Path(path).name}: {len(graph.nodes)} nodes after conversion")
-    table.add_column("backend")
-    table.add_column("status")
-    table.add_column("nodes it cannot run")
+    table.add_column("backend", overflow="fold")
+    table.add_column("status", overflow="fold")
+    table.add_column("nodes it cannot run", overflow="fold")
     problems_found = False
     for name in names:
         try:
@@ -404,9 +405,9 @@ def list_passes():
     from snnc.passes import DEFAULT_PIPELINE, registered_passes
 
     table = Table(title=f"Passes (default pipeline: {DEFAULT_PIPELINE})")
-    table.add_column("name", style="bold")
-    table.add_column("options")
-    table.add_column("establishes")
+    table.add_column("name", style="bold", overflow="fold")
+    table.add_column("options", overflow="fold")
+    table.add_column("establishes", overflow="fold")
     for name, cls in registered_passes().items():
         opts = ", ".join(f"{f.name.replace('_', '-')}={f.default}" for f in dataclasses.fields(cls.Options))
         table.add_row(name, opts or "-", " ".join(cls.__doc__.split()))
@@ -420,9 +421,9 @@ def list_backends():
     from snnc.backend import backend_names, get_backend
 
     table = Table(title="Backends")
-    table.add_column("name", style="bold")
-    table.add_column("status")
-    table.add_column("description")
+    table.add_column("name", style="bold", overflow="fold")
+    table.add_column("status", overflow="fold")
+    table.add_column("description", overflow="fold")
     for name in backend_names():
         try:
             be = get_backend(name)
