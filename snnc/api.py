@@ -29,7 +29,7 @@ from snnc.simulator.reference import SimResult
 log = logging.getLogger(__name__)
 
 DEFAULT_CALIB_SAMPLES = 512
-CHECK_SAMPLES = 256
+CHECK_SAMPLES = 128  # ANN-vs-SNN check at conversion: enough to catch a broken conversion, cheap
 
 
 class SpikingModel:

@@ -128,7 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=2000, help="first N test images")
     p.add_argument("--calib", type=int, default=1024, help="seeded random training images for calibration")
     p.add_argument("--no-spikingjelly", action="store_true")
-    p.add_argument("--variants", default="default,mse,mse-channel,max", help="snnc variants besides exporters")
+    p.add_argument("--variants", default="per-T,max,percentile:99.9", help="snnc variants besides the default pipeline per exporter")
+    p.add_argument("--sources", default="legacy,dynamo,torch", help="model sources for the default pipeline")
     p.add_argument("--out", default=str(OUT_DIR))
     args = p.parse_args(argv)
     torch.set_num_threads(2)
@@ -138,12 +139,10 @@ def main(argv=None) -> int:
     calib = x_train[np.sort(np.random.default_rng(0).choice(len(x_train), args.calib, replace=False))]
     x, y = x_test[: args.test], y_test[: args.test]
     variants = {
-        "default": {},
         "max": {"threshold": "max"},
         "percentile:99.9": {"threshold": "percentile:99.9"},
-        "mse": {"threshold": "mse"},
-        "mse-channel": {"threshold": "mse", "granularity": "channel"},
-        "percentile-channel": {"granularity": "channel"},
+        "percentile:99.99": {"threshold": "percentile:99.99"},
+        "mse-layer": {"threshold": "mse"},
     }
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads()},
@@ -166,16 +165,25 @@ def main(argv=None) -> int:
         entry = {"ann_accuracy": accuracy(ann_logits, y), "snnc": {}, "spikingjelly": {}}
         print(f"[{name}] ANN accuracy {entry['ann_accuracy']:.4f}", flush=True)
         sources = {"onnx (legacy exporter)": str(MODELS_DIR / f"{name}.onnx"), "onnx (dynamo exporter)": str(MODELS_DIR / f"{name}_dynamo.onnx"), "torch module": module}
+        wanted = {"legacy": "onnx (legacy exporter)", "dynamo": "onnx (dynamo exporter)", "torch": "torch module"}
         for label, src in sources.items():
-            if isinstance(src, str) and not Path(src).exists():
+            if label not in [wanted[w] for w in args.sources.split(",")] or (isinstance(src, str) and not Path(src).exists()):
                 continue
-            entry["snnc"][f"default / {label}"] = r = run_snnc(src, calib, x, y, steps)
+            entry["snnc"][f"default (mse/channel, T=32) / {label}"] = r = run_snnc(src, calib, x, y, steps)
             print(f"[{name}] snnc default / {label}: {r['accuracy']}", flush=True)
         for v in args.variants.split(","):
-            if v == "default" or not v:
-                continue
-            entry["snnc"][v] = r = run_snnc(sources["onnx (legacy exporter)"], calib, x, y, steps, **variants[v])
-            print(f"[{name}] snnc {v}: {r['accuracy']}", flush=True)
+            if v == "per-T":  # the default pipeline converted for each T it is run at
+                per = {"accuracy": {}, "agreement": {}}
+                for t in steps:
+                    r = run_snnc(sources["onnx (legacy exporter)"], calib, x, y, [t], convert_T=t)
+                    per["accuracy"][t], per["agreement"][t] = r["accuracy"][t], r["agreement"][t]
+                entry["snnc"]["default, converted for each T"] = per
+                print(f"[{name}] snnc per-T: {per['accuracy']}", flush=True)
+            elif v:
+                entry["snnc"][f"{variants[v]['threshold']}/{variants[v].get('granularity', 'layer')}"] = r = run_snnc(
+                    sources["onnx (legacy exporter)"], calib, x, y, steps, **{"granularity": "layer", **variants[v]}
+                )
+                print(f"[{name}] snnc {v}: {r['accuracy']}", flush=True)
         if not args.no_spikingjelly:
             for recipe in ("RateCoding max (layer)", "RateCoding 99.9% (layer)", "RateCoding 99.9% channel-wise, half threshold", "LocalThresholdBalancing"):
                 try:

@@ -27,7 +27,7 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
 class VGGBN(nn.Module):
     """conv(c1) conv(c1) | avgpool2 | conv(c2) conv(c2) | avgpool2 | conv(c3) | GAP | fc."""
 
-    def __init__(self, widths=(32, 64, 128), num_classes: int = 10, in_channels: int = 1):
+    def __init__(self, widths=(24, 48, 96), num_classes: int = 10, in_channels: int = 1):
         super().__init__()
         c1, c2, c3 = widths
         self.features = nn.Sequential(
@@ -75,8 +75,8 @@ class ResNetFn(nn.Module):
 
     def __init__(
         self,
-        stages=((32, 1), (64, 2), (128, 2)),
-        stem_channels: int = 32,
+        stages=((16, 1), (32, 2), (64, 2)),
+        stem_channels: int = 16,
         num_classes: int = 10,
         in_channels: int = 1,
     ):

@@ -40,7 +40,7 @@ DEFAULT_OUT = os.path.join(HERE, "models")
 
 # Default training recipe per model (chosen to finish in < ~10 min on 2 CPU cores).
 DEFAULTS = {
-    "vgg_bn": {"epochs": 6, "config": {"widths": [32, 64, 128]}},
+    "vgg_bn": {"epochs": 7, "config": {"widths": [24, 48, 96]}},
     "resnet": {"epochs": 12, "config": {"stem_channels": 16, "stages": [[16, 1], [32, 2], [64, 2]]}},
 }
 
@@ -116,6 +116,7 @@ def export_all(model, name: str, out_dir: str, x_test: torch.Tensor, y_test: tor
     st_path = os.path.join(out_dir, f"{name}.safetensors")
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(sd, st_path, metadata={"model": name, "config": json.dumps(model._snnc_config)})
+    os.chmod(st_path, 0o644)  # safetensors creates the file 0600
     results["safetensors_bytes"] = os.path.getsize(st_path)
 
     legacy = os.path.join(out_dir, f"{name}.onnx")
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=sorted(DEFAULTS), required=True)
     p.add_argument("--name", default=None, help="output basename (default: the model name)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=4e-3, help="OneCycle max learning rate (Adam)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--no-augment", action="store_true", help="disable random crop (pad 2) + horizontal flip")
@@ -198,6 +199,7 @@ def main(argv=None) -> int:
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    torch.set_flush_denormal(True)
 
     name = args.name or args.model
     epochs = args.epochs if args.epochs is not None else DEFAULTS[args.model]["epochs"]
