@@ -141,3 +141,21 @@ def test_real_process_exit_codes(digits_model, tmp_path):
     assert not (tmp_path / "m.snn").exists()
     res = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_unsupported_op_names_op_node_and_remedy(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"), helper.make_node("Sigmoid", ["h"], ["y"], name="act")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "sig.onnx")
+    np.savez(tmp_path / "c.npz", x=np.random.rand(10, 4).astype(np.float32))
+    res = CliRunner(env=WIDE).invoke(main, ["convert", str(tmp_path / "sig.onnx"), "--calib", str(tmp_path / "c.npz"), "-o", str(tmp_path / "m.snn")])
+    assert res.exit_code == 2
+    assert _error(res).startswith("error: unsupported op 'Sigmoid' at node 'act' (import): Sigmoid is a non-ReLU non-linearity")
+    assert "Replace it by ReLU" in _error(res)
+    assert not (tmp_path / "m.snn").exists()
