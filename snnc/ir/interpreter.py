@@ -23,6 +23,18 @@ def param_tensors(node: Node, device: torch.device | str = "cpu") -> dict[str, t
     return {k: torch.from_numpy(a).to(device) for k, a in node.params.items()}
 
 
+def last_uses(graph: Graph) -> dict[int, int]:
+    """For each value (by id), the index of the last node reading it; graph outputs are
+    read 'after' the last node. Executors free a value once that node has run."""
+    last: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            last[id(v)] = i
+    for v in graph.outputs:
+        last[id(v)] = len(graph.nodes)
+    return last
+
+
 class Interpreter:
     """Runs the stateless ops of a graph on torch tensors.
 
@@ -34,12 +46,7 @@ class Interpreter:
         self.graph = graph
         self.device = torch.device(device)
         self._params = {id(n): param_tensors(n, self.device) for n in graph.nodes}
-        self._last_use: dict[int, int] = {}
-        for i, n in enumerate(graph.nodes):
-            for v in n.inputs:
-                self._last_use[id(v)] = i
-        for v in graph.outputs:
-            self._last_use[id(v)] = len(graph.nodes)
+        self._last_use = last_uses(graph)
 
     @torch.no_grad()
     def run(self, *inputs: torch.Tensor, observe: Observer | None = None, watch: Sequence[Node] | None = None) -> list[torch.Tensor]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from snnc.errors import DataError
 from snnc.ir.graph import Graph, Node
-from snnc.ir.interpreter import check_input, iter_batches, param_tensors
+from snnc.ir.interpreter import check_input, iter_batches, last_uses, param_tensors
 from snnc.ir.ops import get_op
 from snnc.ir.verify import verify
 
@@ -66,10 +66,7 @@ class ReferenceSimulator:
         self.graph = graph
         self.device = torch.device(device)
         self._params = {id(n): param_tensors(n, self.device) for n in graph.nodes}
-        self._last_use: dict[int, int] = {}
-        for i, n in enumerate(graph.nodes):
-            for v in n.inputs:
-                self._last_use[id(v)] = i
+        self._last_use = last_uses(graph)
 
     @torch.no_grad()
     def run(
