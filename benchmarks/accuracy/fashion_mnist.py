@@ -201,6 +201,21 @@ def main(argv=None) -> int:
     return 0
 
 
+def merge(paths: list[str], out: Path) -> None:
+    """Combine per-model result files (runs split to fit a session) into one."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    merged = dict(docs[0])
+    merged["models"] = {k: v for d in docs for k, v in d["models"].items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fashion_mnist.json").write_text(json.dumps(merged, indent=1))
+    (out / "fashion_mnist.md").write_text(markdown(merged))
+
+
+def _pct(acc: dict, t: int) -> str:
+    v = acc.get(t, acc.get(str(t)))  # int keys become strings in JSON
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
 def markdown(results: dict) -> str:
     steps = results["timesteps"]
     lines = [
@@ -217,10 +232,13 @@ def markdown(results: dict) -> str:
                     lines.append(f"| {group} {label} | " + " | ".join("error" for _ in steps) + " |")
                     continue
                 note = " (no spiking neuron inserted)" if r.get("spiking_modules") == 0 else ""
-                lines.append(f"| {group} {label}{note} | " + " | ".join(f"{100 * r['accuracy'][t]:.2f}" for t in steps) + " |")
+                lines.append(f"| {group} {label}{note} | " + " | ".join(_pct(r["accuracy"], t) for t in steps) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "merge":  # merge OUT_DIR A.json B.json ...
+        merge(sys.argv[3:], Path(sys.argv[2]))
+        raise SystemExit(0)
     raise SystemExit(main())
