@@ -129,7 +129,7 @@ def convert(
     calib: np.ndarray | None = None,
     *,
     timesteps: int = 32,
-    threshold: str = "mse",
+    threshold: str = "percentile:98",
     granularity: str = "channel",
     maxpool: str = "gate",
     passes: str | None = None,

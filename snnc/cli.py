@@ -129,7 +129,7 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=32, show_default=True, help="Time steps the SNN is converted for.")
 @click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True, help="Use at most this many calibration samples (seeded subset).")
-@click.option("--threshold", default="mse", show_default=True, help="Threshold balancing: max | percentile:P | mse.")
+@click.option("--threshold", default="percentile:98", show_default=True, help="Threshold balancing: max | percentile:P | mse.")
 @click.option("--granularity", type=click.Choice(["layer", "channel"]), default="channel", show_default=True, help="One threshold per layer or per channel.")
 @click.option("--maxpool", type=click.Choice(["gate", "avg"]), default="gate", show_default=True, help="MaxPool as rate-gated spiking max, or as average pooling.")
 @click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")

@@ -21,10 +21,18 @@ def test_snn_accuracy_approaches_ann(converted, digits_model):
     acc = {r["timesteps"]: r["accuracy"] for r in res["results"]}
     agree = {r["timesteps"]: r["agreement"] for r in res["results"]}
     assert res["ann_accuracy"] == pytest.approx(digits_model.ann_accuracy)
-    assert acc[128] >= res["ann_accuracy"] - 0.01
     assert acc[32] >= res["ann_accuracy"] - 0.03
     assert agree[8] <= agree[128]
-    assert agree[128] > 0.97
+    assert agree[128] > 0.95
+
+
+def test_mse_thresholds_converge_to_the_ann_at_large_T(digits_model):
+    # The default percentile thresholds clip the top 2 % of activations, a bias that
+    # remains at any T; the MSE search for a long T clips (almost) nothing.
+    model = snnc.convert(str(digits_model.onnx_path), calib=digits_model.x_train, timesteps=128, threshold="mse", calib_samples=256)
+    res = snnc.evaluate(model, digits_model.x_test, digits_model.y_test, timesteps=[128])
+    assert res["results"][0]["accuracy"] >= res["ann_accuracy"] - 0.01
+    assert res["results"][0]["agreement"] > 0.97
 
 
 def test_provenance(converted, digits_model):
@@ -32,7 +40,7 @@ def test_provenance(converted, digits_model):
     assert prov["calibration_samples"] == 256 and prov["timesteps"] == 32
     assert prov["import_check"]["reference"] == "onnxruntime"
     assert len(prov["source"]["sha256"]) == 64
-    assert prov["records"]["balance-thresholds"]["method"] == "mse/channel"
+    assert prov["records"]["balance-thresholds"]["method"] == "percentile:98/channel"
     assert converted.snn.stage == "snn"
 
 

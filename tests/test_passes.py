@@ -52,7 +52,7 @@ def test_pipeline_errors(text, message):
 def test_default_pipeline_threshold_syntax():
     assert "percentile=99.9" in default_pipeline("percentile:99.9")
     assert "method=mse" in default_pipeline("mse", "channel")
-    assert parse_pipeline(default_pipeline())[2].options.method == "mse"  # the default: MSE search, per channel
+    assert parse_pipeline(default_pipeline())[2].options.method == "percentile"  # the default: 98th percentile, per channel
     with pytest.raises(PassError, match="only percentile takes a value"):
         default_pipeline("max:3")
 
@@ -216,7 +216,7 @@ def test_balance_thresholds_channel_and_batch_independence():
     thetas = []
     for bs in (5, 64):
         g = small_cnn()
-        run(g, "fold-bn,balance-thresholds{method=percentile granularity=channel}", calib=x, batch_size=bs)
+        run(g, "fold-bn,balance-thresholds{method=percentile percentile=99.99 granularity=channel}", calib=x, batch_size=bs)
         thetas.append(g.node("relu1").params["threshold"])
     assert thetas[0].shape == (6, 1, 1)
     np.testing.assert_array_equal(thetas[0], thetas[1])

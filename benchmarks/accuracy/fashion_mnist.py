@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         for label, src in sources.items():
             if label not in [wanted[w] for w in args.sources.split(",")] or (isinstance(src, str) and not Path(src).exists()):
                 continue
-            entry["snnc"][f"default (mse/channel, T=32) / {label}"] = r = run_snnc(src, calib, x, y, steps)
+            entry["snnc"][f"default (percentile:98/channel) / {label}"] = r = run_snnc(src, calib, x, y, steps)
             print(f"[{name}] snnc default / {label}: {r['accuracy']}", flush=True)
         for v in args.variants.split(","):
             if v == "per-T":  # the default pipeline converted for each T it is run at

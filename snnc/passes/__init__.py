@@ -20,7 +20,7 @@ from snnc.passes import canonicalize, fold_bn, balance, insert_if, normalize  # 
 DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if"
 
 
-def default_pipeline(threshold: str = "mse", granularity: str = "channel", maxpool: str = "gate") -> str:
+def default_pipeline(threshold: str = "percentile:98", granularity: str = "channel", maxpool: str = "gate") -> str:
     """The default pipeline with the user's threshold method (``max``, ``percentile:P``, ``mse``)."""
     method, _, arg = threshold.partition(":")
     opts = [f"method={method}", f"granularity={granularity}"]

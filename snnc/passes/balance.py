@@ -159,8 +159,8 @@ class BalanceThresholds(Pass):
 
     @dataclass
     class Options:
-        method: str = choice("mse", "max", "percentile", "mse")
-        percentile: float = 99.99
+        method: str = choice("percentile", "max", "percentile", "mse")
+        percentile: float = 98.0
         granularity: str = choice("channel", "layer", "channel")
         bins: int = 4096
         half_start: bool = True  # the quantiser MSE assumes (match insert-if's v-init)
