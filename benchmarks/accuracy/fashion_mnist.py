@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=2000, help="first N test images")
     p.add_argument("--calib", type=int, default=1024, help="seeded random training images for calibration")
     p.add_argument("--no-spikingjelly", action="store_true")
-    p.add_argument("--variants", default="per-T,max,percentile:99.9", help="snnc variants besides the default pipeline per exporter")
+    p.add_argument("--variants", default="mse-channel,per-T,max", help="snnc variants besides the default pipeline per exporter")
     p.add_argument("--sources", default="legacy,dynamo,torch", help="model sources for the default pipeline")
     p.add_argument("--out", default=str(OUT_DIR))
     args = p.parse_args(argv)
@@ -143,6 +143,7 @@ def main(argv=None) -> int:
         "percentile:99.9": {"threshold": "percentile:99.9"},
         "percentile:99.99": {"threshold": "percentile:99.99"},
         "mse-layer": {"threshold": "mse"},
+        "mse-channel": {"threshold": "mse", "granularity": "channel"},
     }
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads()},
@@ -172,15 +173,15 @@ def main(argv=None) -> int:
             entry["snnc"][f"default (percentile:98/channel) / {label}"] = r = run_snnc(src, calib, x, y, steps)
             print(f"[{name}] snnc default / {label}: {r['accuracy']}", flush=True)
         for v in args.variants.split(","):
-            if v == "per-T":  # the default pipeline converted for each T it is run at
+            if v == "per-T":  # MSE thresholds depend on T: convert for each T it is run at
                 per = {"accuracy": {}, "agreement": {}}
                 for t in steps:
-                    r = run_snnc(sources["onnx (legacy exporter)"], calib, x, y, [t], convert_T=t)
+                    r = run_snnc(sources["onnx (legacy exporter)"], calib, x, y, [t], convert_T=t, threshold="mse", granularity="channel")
                     per["accuracy"][t], per["agreement"][t] = r["accuracy"][t], r["agreement"][t]
-                entry["snnc"]["default, converted for each T"] = per
+                entry["snnc"]["mse/channel, converted for each T"] = per
                 print(f"[{name}] snnc per-T: {per['accuracy']}", flush=True)
             elif v:
-                entry["snnc"][f"{variants[v]['threshold']}/{variants[v].get('granularity', 'layer')}"] = r = run_snnc(
+                entry["snnc"][f"{variants[v]['threshold']}/{variants[v].get('granularity', 'layer')}, converted for T=32"] = r = run_snnc(
                     sources["onnx (legacy exporter)"], calib, x, y, steps, **{"granularity": "layer", **variants[v]}
                 )
                 print(f"[{name}] snnc {v}: {r['accuracy']}", flush=True)
@@ -229,7 +230,8 @@ def markdown(results: dict) -> str:
         for group, rows in (("snnc", e["snnc"]), ("SpikingJelly", e["spikingjelly"])):
             for label, r in rows.items():
                 if "error" in r:
-                    lines.append(f"| {group} {label} | " + " | ".join("error" for _ in steps) + " |")
+                    reason = r["error"].split(" at 0x")[0].replace("|", "/").replace("<", "&lt;") + ">"
+                    lines.append(f"| {group} {label}: refused ({reason}) | " + " | ".join("–" for _ in steps) + " |")
                     continue
                 note = " (no spiking neuron inserted)" if r.get("spiking_modules") == 0 else ""
                 lines.append(f"| {group} {label}{note} | " + " | ".join(_pct(r["accuracy"], t) for t in steps) + " |")
