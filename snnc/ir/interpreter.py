@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from snnc.errors import DataError, VerificationError
-from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.graph import Graph, Node
 
 Observer = Callable[[Node, torch.Tensor], None]
 
@@ -132,10 +132,3 @@ def infer_shapes(graph: Graph) -> None:
             out = n.spec.compute(ins, n, param_tensors(n))
         n.output.shape = tuple(out.shape[1:])
         env[id(n.output)] = out
-
-
-def value_of(graph: Graph, name: str) -> Value:
-    for v in graph.values():
-        if v.name == name:
-            return v
-    raise KeyError(name)

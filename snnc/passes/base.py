@@ -27,12 +27,6 @@ from snnc.ir.verify import verify
 log = logging.getLogger(__name__)
 
 
-class Progress(typing.Protocol):
-    """What passes and simulators report progress to (the CLI passes a rich progress bar)."""
-
-    def __call__(self, description: str, total: int) -> Any: ...  # returns an object with .advance(n) and context-manager support
-
-
 class _NullTask:
     def __enter__(self):
         return self
