@@ -340,18 +340,21 @@ def _clamp_min(cx: _Context, input: Any, min: Any) -> Value:
 
 
 # ============================================================================ pooling
+def _pool_window(cx: _Context, nd: int, kernel_size: Any, stride: Any, padding: Any) -> dict[str, list[int]]:
+    """Kernel, strides and (symmetric, ONNX-ordered) pads of a pooling call."""
+    kernel = _ints(cx, kernel_size, nd, "kernel_size")
+    # ATen spells "stride defaults to the kernel" as an empty list.
+    strides = _ints(cx, stride, nd, "stride") if stride not in (None, [], ()) else list(kernel)
+    return {"kernel": kernel, "strides": strides, "pads": _ints(cx, padding, nd, "padding") * 2}
+
+
 def _emit_avg_pool(cx: _Context, x: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any, count_include_pad: Any, divisor_override: Any) -> Value:
     x = cx.tensor(x)
     nd = _spatial_rank(cx, x, "average pooling")
     if divisor_override is not None:
         cx.unsupported("divisor_override is not supported; scale the result with a multiplication instead")
-    kernel = _ints(cx, kernel_size, nd, "kernel_size")
-    # ATen spells "stride defaults to the kernel" as an empty list.
-    strides = _ints(cx, stride, nd, "stride") if stride not in (None, [], ()) else list(kernel)
     attrs = {
-        "kernel": kernel,
-        "strides": strides,
-        "pads": _ints(cx, padding, nd, "padding") * 2,
+        **_pool_window(cx, nd, kernel_size, stride, padding),
         "count_include_pad": bool(count_include_pad),
         "ceil_mode": bool(ceil_mode),
     }
@@ -363,12 +366,8 @@ def _emit_max_pool(cx: _Context, x: Any, kernel_size: Any, stride: Any, padding:
     nd = _spatial_rank(cx, x, "max pooling")
     if return_indices:
         cx.unsupported("max pooling with return_indices=True is not supported (indices have no spiking form)")
-    kernel = _ints(cx, kernel_size, nd, "kernel_size")
-    strides = _ints(cx, stride, nd, "stride") if stride not in (None, [], ()) else list(kernel)
     attrs = {
-        "kernel": kernel,
-        "strides": strides,
-        "pads": _ints(cx, padding, nd, "padding") * 2,
+        **_pool_window(cx, nd, kernel_size, stride, padding),
         "dilations": _ints(cx, dilation, nd, "dilation"),
         "ceil_mode": bool(ceil_mode),
     }
