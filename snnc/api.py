@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from snnc.backend import get_backend
+from snnc.defaults import DEFAULT_CALIB_SAMPLES, DEFAULT_CALIBRATION
 from snnc.errors import CalibrationError, DataError
 from snnc.frontends import import_model
 from snnc.frontends.check import check_import
@@ -28,7 +29,6 @@ from snnc.simulator.reference import SimResult
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CALIB_SAMPLES = 512
 CHECK_SAMPLES = 128  # ANN-vs-SNN check at conversion: enough to catch a broken conversion, cheap
 
 
@@ -132,6 +132,7 @@ def convert(
     threshold: str = "percentile:98",
     granularity: str = "channel",
     maxpool: str = "gate",
+    calibration: str = DEFAULT_CALIBRATION,
     passes: str | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     batch_size: int = 128,
@@ -153,7 +154,7 @@ def convert(
             "no calibration data: snnc chooses every firing threshold from the network's activations on real inputs. "
             "Pass --calib FILE.npz (array x with a few hundred training samples) or calib=array in the API."
         )
-    pipeline_text = passes or default_pipeline(threshold, granularity, maxpool)
+    pipeline_text = passes or default_pipeline(threshold, granularity, maxpool, calibration)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
     calib_all = _as_array(calib)
     x_cal = select_calibration(calib_all, calib_samples, seed)
@@ -187,6 +188,7 @@ def convert(
         "pipeline": format_pipeline(pipeline),
         "passes": [{"name": r.name, "options": r.options, "changed": r.changed, "seconds": round(r.seconds, 4)} for r in results],
         "timesteps": int(timesteps),
+        "calibration": calibration_level([p.name for p in pipeline]),
         "calibration_samples": int(len(x_cal)),
         "seed": seed,
         "import_check": import_report,
@@ -197,6 +199,18 @@ def convert(
     if check:
         sm.provenance["conversion_check"] = _conversion_check(sm, x_cal[:CHECK_SAMPLES], timesteps, progress)
     return sm
+
+
+def calibration_level(pass_names: list[str]) -> str:
+    """``none`` / ``light`` / ``advanced`` for the calibration passes of a pipeline, or the
+    passes themselves when they match no level."""
+    from snnc.passes import CALIBRATION_PIPELINES
+
+    used = ",".join(n for n in pass_names if n.startswith("calibrate-"))
+    for level, passes in CALIBRATION_PIPELINES.items():
+        if used == passes:
+            return level
+    return used
 
 
 def _null(description: str, total: int):

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from snnc.defaults import DEFAULT_CALIB_SAMPLES, DEFAULT_CALIBRATION
 from snnc.errors import DataError, SnncError
 
 err_console = Console(stderr=True, highlight=False)
@@ -128,10 +129,17 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=32, show_default=True, help="Time steps the SNN is converted for.")
 @click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
-@click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True, help="Use at most this many calibration samples (seeded subset).")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
 @click.option("--threshold", default="percentile:98", show_default=True, help="Threshold balancing: max | percentile:P | mse.")
 @click.option("--granularity", type=click.Choice(["layer", "channel"]), default="channel", show_default=True, help="One threshold per layer or per channel.")
 @click.option("--maxpool", type=click.Choice(["gate", "avg"]), default="gate", show_default=True, help="MaxPool as rate-gated spiking max, or as average pooling.")
+@click.option(
+    "--calibration",
+    type=click.Choice(["none", "light", "advanced"]),
+    default=DEFAULT_CALIBRATION,
+    show_default=True,
+    help="Layer-wise calibration after conversion: light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential.",
+)
 @click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")
 @click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
@@ -141,7 +149,7 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.pass_context
-def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress):
+def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress):
     """Convert MODEL (an ONNX file) into a spiking network artifact (.snn)."""
     import snnc
 
@@ -165,6 +173,7 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
             threshold=threshold,
             granularity=granularity,
             maxpool=maxpool,
+            calibration=calibration,
             passes=passes,
             calib_samples=calib_samples,
             batch_size=batch_size,
@@ -207,6 +216,16 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
         for p in prov["passes"]:
             pt.add_row(p["name"], "yes" if p["changed"] else "no", f"{p['seconds']:.3f}")
         out_console.print(pt)
+    for key, rec in (prov.get("records") or {}).items():
+        if not key.startswith("calibrate-"):
+            continue
+        ct = Table(title=f"{key} at T={rec['timesteps']} on {rec['samples']} samples ({rec['seconds']:.1f} s): SNN − ANN output per layer")
+        for col in ("layer", "mean before", "mean after", "RMS before", "RMS after"):
+            ct.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
+        for layer in rec["layers"]:
+            b, a = layer["before"], layer["after"]
+            ct.add_row(layer["layer"], f"{b['mean']:+.4f}", f"{a['mean']:+.4f}", f"{b['rms']:.4f}", f"{a['rms']:.4f}")
+        out_console.print(ct)
     ic = prov.get("import_check") or {}
     cc = prov.get("conversion_check") or {}
     summary = Table(show_header=False, title="Summary")
@@ -215,7 +234,7 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
     src = prov.get("source", {})
     summary.add_row("model", f"{src.get('path', src.get('class', '?'))} (sha256 {src.get('sha256', '?')[:12]}…)")
     summary.add_row("pipeline", prov["pipeline"])
-    summary.add_row("calibration", f"{prov['calibration_samples']} samples")
+    summary.add_row("calibration", f"{prov.get('calibration', 'none')} ({prov['calibration_samples']} samples)")
     if ic:
         summary.add_row("import check", f"max |IR − {ic['reference']}| = {ic['max_abs_error']:.2e} on {ic['samples']} samples")
     if cc:

@@ -24,8 +24,12 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def artifact(digits_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "digits.snn"
-    res = invoke("convert", digits_model.onnx_path, "--timesteps", "32", "--calib", digits_model.calib_path, "-o", out, "--report", out.with_suffix(".json"), "--no-progress", "--time-passes")
+    res = invoke(
+        "convert", digits_model.onnx_path, "--timesteps", "32", "--calib", digits_model.calib_path, "-o", out,
+        "--report", out.with_suffix(".json"), "--no-progress", "--time-passes", "--calibration", "light",
+    )
     assert res.exit_code == 0, res.output
+    out.with_suffix(".txt").write_text(res.output)
     return out
 
 
@@ -35,9 +39,29 @@ def test_convert_writes_artifact_report_and_summary(artifact, digits_model):
     assert prov["timesteps"] == 32 and prov["calibration_samples"] == 256
     assert prov["source"]["sha256"] and prov["import_check"]["max_abs_error"] < 1e-4
     assert prov["pipeline"].startswith("canonicalize,fold-bn,balance-thresholds")
-    assert [p["name"] for p in prov["passes"]] == ["canonicalize", "fold-bn", "balance-thresholds", "insert-if"]
+    assert [p["name"] for p in prov["passes"]] == ["canonicalize", "fold-bn", "balance-thresholds", "insert-if", "calibrate-bias"]
+    assert prov["calibration"] == "light"
     assert prov["conversion_check"]["agreement"] > 0.9
     assert len(report["layers"]) == 3
+    rec = prov["records"]["calibrate-bias"]
+    assert rec["timesteps"] == 32 and [row["layer"] for row in rec["layers"]][-1].endswith("readout")
+    summary = artifact.with_suffix(".txt").read_text()
+    assert "calibrate-bias at T=32 on 256 samples" in summary and "RMS before" in summary
+    assert "light (256 samples)" in summary
+
+
+def test_convert_calibration_levels(digits_model, tmp_path):
+    out = tmp_path / "none.snn"
+    res = invoke("convert", digits_model.onnx_path, "-T", "8", "--calib", digits_model.calib_path, "-o", out, "--no-progress", "--calibration", "none")
+    assert res.exit_code == 0, res.output
+    assert "calibrate-" not in res.output and "none (256 samples)" in res.output
+    out = tmp_path / "default.snn"
+    res = invoke("convert", digits_model.onnx_path, "-T", "8", "--calib", digits_model.calib_path, "-o", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "calibrate-weights at T=8" in res.output and "calibrate-potential at T=8" in res.output
+    assert "advanced (256 samples)" in res.output
+    res = invoke("convert", digits_model.onnx_path, "--calib", digits_model.calib_path, "--calibration", "heavy")
+    assert res.exit_code == 2 and "heavy" in res.output
 
 
 def test_eval_json_is_one_object(artifact, digits_model):

@@ -54,6 +54,46 @@ def load_torch(name: str) -> torch.nn.Module:
     return model.eval()
 
 
+def with_relu_modules(module: torch.nn.Module) -> torch.nn.Module | None:
+    """The same trained ResNet with every functional relu replaced by an ``nn.ReLU`` module
+    (an identical function), so that SpikingJelly's converter, which refuses functional
+    relu, can convert it. None for models that already use modules."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from examples.fashion_mnist.models import BasicBlock, ResNetFn
+
+    if not isinstance(module, ResNetFn):
+        return None
+
+    class Block(nn.Module):
+        def __init__(self, b: BasicBlock):
+            super().__init__()
+            self.b, self.relu1, self.relu2 = b, nn.ReLU(), nn.ReLU()
+
+        def forward(self, x):
+            b = self.b
+            out = self.relu1(b.bn1(b.conv1(x)))
+            return self.relu2(b.bn2(b.conv2(out)) + b.shortcut(x))
+
+    class Net(nn.Module):
+        def __init__(self, m: ResNetFn):
+            super().__init__()
+            self.conv1, self.bn1, self.relu, self.fc = m.conv1, m.bn1, nn.ReLU(), m.fc
+            self.layers = nn.Sequential(*[Block(b) for b in m.layers])
+
+        def forward(self, x):
+            x = self.layers(self.relu(self.bn1(self.conv1(x))))
+            return self.fc(torch.flatten(x.mean((2, 3)), 1))
+
+    net = Net(copy.deepcopy(module)).eval()
+    with torch.no_grad():  # the same function, checked
+        probe = torch.rand(8, 1, 28, 28)
+        assert torch.allclose(net(probe), module(probe), atol=1e-5)
+    assert F is not None
+    return net
+
+
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(logits.argmax(1) == y))
 
@@ -73,6 +113,7 @@ def run_snnc(model, calib, x, y, steps, **options) -> dict:
         "import_max_abs_error": sm.provenance["import_check"]["max_abs_error"],
         "ops": [n.op for n in sm.snn.nodes],
         "convert_seconds": round(t_convert, 2),
+        "calibration_seconds": round(sum(p["seconds"] for p in sm.provenance["passes"] if p["name"].startswith("calibrate-")), 2),
         "eval_seconds": round(t_eval, 2),
     }
 
@@ -121,15 +162,31 @@ def run_spikingjelly(module, recipe_name, calib, x, y, steps, batch=250) -> dict
 
 
 # ------------------------------------------------------------------ main
+LEVELS = ("none", "light", "advanced")
+SJ_RECIPES = ("RateCoding max (layer)", "RateCoding 99.9% (layer)", "RateCoding 99.9% channel-wise, half threshold", "LocalThresholdBalancing")
+
+
+def snnc_per_T(src, calib, x, y, steps, **options) -> dict:
+    """Convert for each T and evaluate at that T: what `snnc convert --timesteps T` users get."""
+    per: dict = {"accuracy": {}, "agreement": {}, "convert_seconds": {}, "calibration_seconds": {}}
+    for t in steps:
+        r = run_snnc(src, calib, x, y, [t], convert_T=t, **options)
+        per["accuracy"][t], per["agreement"][t] = r["accuracy"][t], r["agreement"][t]
+        per["convert_seconds"][t], per["calibration_seconds"][t] = r["convert_seconds"], r["calibration_seconds"]
+        per["pipeline"] = r["pipeline"]
+    return per
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="vgg_bn,resnet")
     p.add_argument("--timesteps", default="4,8,16,32,64")
     p.add_argument("--test", type=int, default=2000, help="first N test images")
     p.add_argument("--calib", type=int, default=1024, help="seeded random training images for calibration")
+    p.add_argument("--levels", default=",".join(LEVELS), help="snnc calibration levels, each converted for every T")
     p.add_argument("--no-spikingjelly", action="store_true")
-    p.add_argument("--variants", default="mse-channel,per-T,max", help="snnc variants besides the default pipeline per exporter")
-    p.add_argument("--sources", default="legacy,dynamo,torch", help="model sources for the default pipeline")
+    p.add_argument("--variants", default="", help="extra snnc rows: mse-channel, max, percentile:99.9, ... (converted for T=32)")
+    p.add_argument("--sources", default="", help="exporters to compare with the default pipeline: legacy,dynamo,torch")
     p.add_argument("--out", default=str(OUT_DIR))
     args = p.parse_args(argv)
     torch.set_num_threads(2)
@@ -154,9 +211,9 @@ def main(argv=None) -> int:
         "models": {},
     }
     try:
-        import spikingjelly
+        import spikingjelly  # noqa: F401
 
-        results["versions"]["spikingjelly"] = getattr(spikingjelly, "__version__", "2.0.0")
+        results["versions"]["spikingjelly"] = "2.0.0"
     except ImportError:
         args.no_spikingjelly = True
     for name in args.models.split(","):
@@ -165,41 +222,81 @@ def main(argv=None) -> int:
             ann_logits = module(torch.from_numpy(x)).numpy()
         entry = {"ann_accuracy": accuracy(ann_logits, y), "snnc": {}, "spikingjelly": {}}
         print(f"[{name}] ANN accuracy {entry['ann_accuracy']:.4f}", flush=True)
-        sources = {"onnx (legacy exporter)": str(MODELS_DIR / f"{name}.onnx"), "onnx (dynamo exporter)": str(MODELS_DIR / f"{name}_dynamo.onnx"), "torch module": module}
+        onnx_path = str(MODELS_DIR / f"{name}.onnx")
+        for level in [lv for lv in args.levels.split(",") if lv]:
+            entry["snnc"][f"{level}, converted for each T"] = r = snnc_per_T(onnx_path, calib, x, y, steps, calibration=level)
+            print(f"[{name}] snnc {level}: {r['accuracy']} calibration s {r['calibration_seconds']}", flush=True)
+        sources = {"onnx (legacy exporter)": onnx_path, "onnx (dynamo exporter)": str(MODELS_DIR / f"{name}_dynamo.onnx"), "torch module": module}
         wanted = {"legacy": "onnx (legacy exporter)", "dynamo": "onnx (dynamo exporter)", "torch": "torch module"}
-        for label, src in sources.items():
-            if label not in [wanted[w] for w in args.sources.split(",")] or (isinstance(src, str) and not Path(src).exists()):
-                continue
-            entry["snnc"][f"default (percentile:98/channel) / {label}"] = r = run_snnc(src, calib, x, y, steps)
-            print(f"[{name}] snnc default / {label}: {r['accuracy']}", flush=True)
-        for v in args.variants.split(","):
-            if v == "per-T":  # MSE thresholds depend on T: convert for each T it is run at
-                per = {"accuracy": {}, "agreement": {}}
-                for t in steps:
-                    r = run_snnc(sources["onnx (legacy exporter)"], calib, x, y, [t], convert_T=t, threshold="mse", granularity="channel")
-                    per["accuracy"][t], per["agreement"][t] = r["accuracy"][t], r["agreement"][t]
-                entry["snnc"]["mse/channel, converted for each T"] = per
-                print(f"[{name}] snnc per-T: {per['accuracy']}", flush=True)
-            elif v:
-                entry["snnc"][f"{variants[v]['threshold']}/{variants[v].get('granularity', 'layer')}, converted for T=32"] = r = run_snnc(
-                    sources["onnx (legacy exporter)"], calib, x, y, steps, **{"granularity": "layer", **variants[v]}
-                )
-                print(f"[{name}] snnc {v}: {r['accuracy']}", flush=True)
+        for w in [s for s in args.sources.split(",") if s]:
+            label = wanted[w]
+            entry["snnc"][f"none, converted for T=32 / {label}"] = r = run_snnc(sources[label], calib, x, y, steps, calibration="none")
+            print(f"[{name}] snnc none / {label}: {r['accuracy']}", flush=True)
+        for v in [v for v in args.variants.split(",") if v]:
+            opts = {"granularity": "layer", **variants[v]}
+            entry["snnc"][f"{opts['threshold']}/{opts['granularity']}, none, converted for T=32"] = r = run_snnc(onnx_path, calib, x, y, steps, calibration="none", **opts)
+            print(f"[{name}] snnc {v}: {r['accuracy']}", flush=True)
         if not args.no_spikingjelly:
-            for recipe in ("RateCoding max (layer)", "RateCoding 99.9% (layer)", "RateCoding 99.9% channel-wise, half threshold", "LocalThresholdBalancing"):
-                try:
-                    entry["spikingjelly"][recipe] = r = run_spikingjelly(module, recipe, calib, x, y, steps)
-                    print(f"[{name}] SpikingJelly {recipe}: {r['accuracy']} ({r['spiking_modules']} spiking modules)", flush=True)
-                except Exception as e:  # record the refusal as a result
-                    entry["spikingjelly"][recipe] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc(limit=3)}
-                    print(f"[{name}] SpikingJelly {recipe}: ERROR {e}", flush=True)
+            targets = [("", module)]
+            relu_modules = with_relu_modules(module)
+            if relu_modules is not None:
+                targets.append((" on the same weights with nn.ReLU modules", relu_modules))
+            for suffix, net in targets:
+                for recipe in SJ_RECIPES:
+                    key = recipe + suffix
+                    try:
+                        entry["spikingjelly"][key] = r = run_spikingjelly(net, recipe, calib, x, y, steps)
+                        print(f"[{name}] SpikingJelly {key}: {r['accuracy']} ({r['spiking_modules']} spiking modules)", flush=True)
+                    except Exception as e:  # record the refusal as a result
+                        entry["spikingjelly"][key] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc(limit=3)}
+                        print(f"[{name}] SpikingJelly {key}: ERROR {e}", flush=True)
         results["models"][name] = entry
-    out = Path(args.out)
+        write_results(results, Path(args.out))  # after every model: nothing lost if a later one fails
+    print(markdown(results))
+    return 0
+
+
+def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "fashion_mnist.json").write_text(json.dumps(results, indent=1))
     (out / "fashion_mnist.md").write_text(markdown(results))
-    print(markdown(results))
-    return 0
+    plot(results, out / "fashion_mnist.png")
+
+
+def plot(results: dict, path: Path) -> None:
+    """Accuracy vs T, one panel per model: snnc levels (solid), SpikingJelly recipes (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = results["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.6), squeeze=False)
+    for ax, (name, e) in zip(axes[0], models.items()):
+        ax.axhline(100 * e["ann_accuracy"], color="black", lw=1, ls=":", label=f"ANN {100 * e['ann_accuracy']:.2f}")
+        for group, rows, style in (("snnc", e["snnc"], "-"), ("SpikingJelly", e["spikingjelly"], "--")):
+            for label, r in rows.items():
+                if "error" in r or not r.get("accuracy"):
+                    continue
+                ts = sorted(int(t) for t in r["accuracy"])
+                ax.plot(ts, [100 * _get(r["accuracy"], t) for t in ts], style, marker="o", ms=3, label=f"{group} {label}")
+        refused = [label for label, r in e["spikingjelly"].items() if "error" in r]
+        title = f"{name}" + (f"\n(SpikingJelly refused: {len(refused)} of {len(e['spikingjelly'])} recipes)" if refused else "")
+        ax.set(xscale="log", xlabel="timesteps T", ylabel="test accuracy (%)", title=title, ylim=(max(0, 100 * e["ann_accuracy"] - 40), 100 * e["ann_accuracy"] + 2))
+        ax.set_xticks(results["timesteps"], [str(t) for t in results["timesteps"]])
+        ax.set_xticks([], minor=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Fashion-MNIST, {results['test_images']} test images, {results['calibration_images']} calibration images")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _get(d: dict, t: int):
+    return d.get(t, d.get(str(t)))
 
 
 def merge(paths: list[str], out: Path) -> None:
@@ -207,9 +304,7 @@ def merge(paths: list[str], out: Path) -> None:
     docs = [json.loads(Path(p).read_text()) for p in paths]
     merged = dict(docs[0])
     merged["models"] = {k: v for d in docs for k, v in d["models"].items()}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fashion_mnist.json").write_text(json.dumps(merged, indent=1))
-    (out / "fashion_mnist.md").write_text(markdown(merged))
+    write_results(merged, out)
 
 
 def _pct(acc: dict, t: int) -> str:
@@ -235,6 +330,12 @@ def markdown(results: dict) -> str:
                     continue
                 note = " (no spiking neuron inserted)" if r.get("spiking_modules") == 0 else ""
                 lines.append(f"| {group} {label}{note} | " + " | ".join(_pct(r["accuracy"], t) for t in steps) + " |")
+        timed = {label: r for label, r in e["snnc"].items() if isinstance(r.get("calibration_seconds"), dict)}
+        if timed:
+            lines += ["", "Conversion time in seconds, of which calibration passes (2 CPU threads):", "", "| snnc | " + " | ".join(f"T={t}" for t in steps) + " |", "|---|" + "---|" * len(steps)]
+            for label, r in timed.items():
+                cells = [f"{_get(r['convert_seconds'], t):.1f} ({_get(r['calibration_seconds'], t):.1f})" if _get(r["convert_seconds"], t) is not None else "–" for t in steps]
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

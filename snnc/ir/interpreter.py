@@ -49,9 +49,16 @@ class Interpreter:
         self._last_use = last_uses(graph)
 
     @torch.no_grad()
-    def run(self, *inputs: torch.Tensor, observe: Observer | None = None, watch: Sequence[Node] | None = None) -> list[torch.Tensor]:
+    def run(
+        self,
+        *inputs: torch.Tensor,
+        observe: Observer | None = None,
+        watch: Sequence[Node] | None = None,
+        stop_after: Node | None = None,
+    ) -> list[torch.Tensor]:
         """Evaluate the graph on one batch; ``observe(node, out)`` is called for each node
-        in ``watch`` (every node when ``watch`` is None)."""
+        in ``watch`` (every node when ``watch`` is None). With ``stop_after``, evaluation
+        ends once that node has run and an empty list is returned."""
         if len(inputs) != len(self.graph.inputs):
             raise DataError(f"graph {self.graph.name!r} takes {len(self.graph.inputs)} input(s), got {len(inputs)}")
         env: dict[int, torch.Tensor] = {}
@@ -66,6 +73,8 @@ class Interpreter:
             env[id(n.output)] = out
             if observe is not None and (watched is None or id(n) in watched):
                 observe(n, out)
+            if n is stop_after:
+                return []
             for v in n.inputs:
                 if self._last_use.get(id(v)) == i:
                     env.pop(id(v), None)

@@ -15,13 +15,27 @@ from snnc.passes.base import (
     registered_passes,
     run_passes,
 )
-from snnc.passes import canonicalize, fold_bn, balance, insert_if, normalize  # noqa: E402,F401  (registration)
+from snnc.passes import canonicalize, fold_bn, balance, insert_if, calibrate, normalize  # noqa: E402,F401  (registration)
 
 DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if"
 
 
-def default_pipeline(threshold: str = "percentile:98", granularity: str = "channel", maxpool: str = "gate") -> str:
-    """The default pipeline with the user's threshold method (``max``, ``percentile:P``, ``mse``)."""
+CALIBRATION_PIPELINES = {
+    "none": "",
+    "light": "calibrate-bias",
+    "advanced": "calibrate-weights,calibrate-bias,calibrate-potential",
+}
+
+
+def default_pipeline(
+    threshold: str = "percentile:98", granularity: str = "channel", maxpool: str = "gate", calibration: str = "none"
+) -> str:
+    """The default pipeline with the user's threshold method (``max``, ``percentile:P``,
+    ``mse``) and calibration level (``none``, ``light``, ``advanced``)."""
+    if calibration not in CALIBRATION_PIPELINES:
+        from snnc.errors import PassError
+
+        raise PassError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATION_PIPELINES)}")
     method, _, arg = threshold.partition(":")
     opts = [f"method={method}", f"granularity={granularity}"]
     if method == "percentile" and arg:
@@ -30,10 +44,13 @@ def default_pipeline(threshold: str = "percentile:98", granularity: str = "chann
         from snnc.errors import PassError
 
         raise PassError(f"threshold method {threshold!r}: only percentile takes a value (percentile:99.9)")
-    return f"canonicalize,fold-bn,balance-thresholds{{{' '.join(opts)}}},insert-if{{maxpool={maxpool}}}"
+    pipeline = f"canonicalize,fold-bn,balance-thresholds{{{' '.join(opts)}}},insert-if{{maxpool={maxpool}}}"
+    extra = CALIBRATION_PIPELINES[calibration]
+    return f"{pipeline},{extra}" if extra else pipeline
 
 
 __all__ = [
+    "CALIBRATION_PIPELINES",
     "DEFAULT_PIPELINE",
     "Pass",
     "PassContext",

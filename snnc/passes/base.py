@@ -54,6 +54,18 @@ class PassContext:
     progress: Callable[[str, int], Any] = null_progress
     notices: list[str] = field(default_factory=list)
     records: dict[str, Any] = field(default_factory=dict)  # per-pass results, saved in provenance
+    # Set by insert-if: the ANN just before conversion (the calibration passes' target) and,
+    # for each spiking node it created, the name of the ANN node it replaced.
+    ann_reference: Graph | None = None
+    ann_names: dict[str, str] = field(default_factory=dict)
+
+    def record(self, pass_name: str, data: Any) -> None:
+        """Store a pass's results under its name (``name#2`` for a second run)."""
+        key, i = pass_name, 1
+        while key in self.records:
+            i += 1
+            key = f"{pass_name}#{i}"
+        self.records[key] = data
 
     def require_calib(self, pass_name: str) -> np.ndarray:
         if self.calib is None or len(self.calib) == 0:

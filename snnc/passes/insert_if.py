@@ -1,7 +1,9 @@
 """insert-if: turn the balanced ANN into a spiking network (ANN stage -> SNN stage).
 
 * Every ReLU with a threshold θ becomes an ``if_neuron`` with that threshold, reset by
-  subtraction (soft reset) and, by default, the half-threshold start v(0) = θ/2. For a
+  subtraction (soft reset) and, by default, the half-threshold start v(0) = θ/2
+  (``v_init=bias`` instead adds θ/(2T) to the input current every step, for the T of the
+  conversion; ``v_init=zero`` has no shift). For a
   constant input current z this neuron's average output over T steps is
   (θ/T) floor(clip((zT + θ/2)/θ, 0, T)): the ReLU clipped at θ and quantised to T levels,
   rounded to the nearest level instead of floored (Deng & Gu 2021; QCFS 2022).
@@ -25,6 +27,7 @@ import numpy as np
 from snnc.errors import PassError
 from snnc.ir.graph import Graph
 from snnc.passes.base import Pass, PassContext, choice, register_pass
+from snnc.passes.current import channel_shape, shift_input_current
 
 
 @register_pass
@@ -37,12 +40,14 @@ class InsertIF(Pass):
 
     @dataclass
     class Options:
-        v_init: str = choice("half", "half", "zero")
+        v_init: str = choice("half", "half", "zero", "bias")
         reset: str = choice("subtract", "subtract", "zero")
         maxpool: str = choice("gate", "gate", "avg")
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         o = self.options
+        ctx.ann_reference = graph.clone()
+        ctx.ann_names = {}
         for node in list(graph.nodes):
             if node.op == "relu":
                 if "threshold" not in node.params:
@@ -60,6 +65,10 @@ class InsertIF(Pass):
                 )
                 graph.replace_all_uses(node.output, neuron.output)
                 graph.remove_node(node)
+                ctx.ann_names[neuron.name] = node.name
+                if o.v_init == "bias":
+                    delta = np.broadcast_to(theta, channel_shape(neuron.output)).reshape(-1) / (2 * ctx.timesteps)
+                    shift_input_current(graph, neuron, delta, name="half_step")
             elif node.op == "max_pool":
                 self._convert_maxpool(graph, node, ctx)
         for out in list(graph.outputs):
@@ -84,3 +93,4 @@ class InsertIF(Pass):
             )
         graph.replace_all_uses(node.output, new.output)
         graph.remove_node(node)
+        ctx.ann_names[new.name] = node.name

@@ -43,7 +43,7 @@ class SimResult:
         return self.outputs[timesteps][index]
 
 
-class _Timed:
+class Timed:
     """A value over time: ``data`` is [T, B, ...] or, when ``static``, [B, ...] for every step."""
 
     __slots__ = ("data", "static")
@@ -85,20 +85,14 @@ class ReferenceSimulator:
             raise DataError(f"timesteps must be positive integers, got {list(timesteps)}")
         T = steps[-1]
         x = x.to(self.device, torch.float32)
-        env: dict[int, _Timed] = {id(self.graph.inputs[0]): self._encode(x, T, encoding, generator)}
+        env: dict[int, Timed] = {id(self.graph.inputs[0]): self._encode(x, T, encoding, generator)}
         results: dict[int, list[torch.Tensor]] = {t: [] for t in steps}
         readouts: dict[int, dict[int, torch.Tensor]] = {}
         for i, node in enumerate(self.graph.nodes):
             ins = [env[id(v)] for v in node.inputs]
             if node.op == "readout":
                 readouts[id(node.output)] = _readout(ins[0], steps)
-                out = ins[0]
-            elif node.op == "if_neuron":
-                out = self._if_neuron(node, ins[0], T, spike_counts)
-            elif node.op == "spiking_max_pool":
-                out = _spiking_max_pool(node, ins[0], T)
-            else:
-                out = self._stateless(node, ins, T)
+            out = self.step(node, ins, T, spike_counts)
             env[id(node.output)] = out
             for v in node.inputs:
                 if self._last_use.get(id(v)) == i:
@@ -109,26 +103,44 @@ class ReferenceSimulator:
                 results[t].append(per_t[t])
         return results
 
+    def step(self, node: Node, ins: list[Timed], T: int, spike_counts: dict[str, float] | None = None) -> Timed:
+        """Execute one node on its inputs' values over all T steps (a readout passes its
+        input through; the caller averages it)."""
+        if node.op == "readout":
+            return ins[0]
+        if node.op == "if_neuron":
+            return self._if_neuron(node, ins[0], T, spike_counts)
+        if node.op == "spiking_max_pool":
+            return _spiking_max_pool(node, ins[0], T)
+        return self._stateless(node, ins, T)
+
+    def refresh(self, node: Node) -> None:
+        """Re-read ``node``'s parameters after a pass changed them."""
+        self._params[id(node)] = param_tensors(node, self.device)
+
+    def encode(self, x: torch.Tensor, T: int, encoding: str = "direct", generator: torch.Generator | None = None) -> Timed:
+        return self._encode(x.to(self.device, torch.float32), T, encoding, generator)
+
     # ----------------------------------------------------------------- ops
-    def _encode(self, x: torch.Tensor, T: int, encoding: str, generator: torch.Generator | None) -> _Timed:
+    def _encode(self, x: torch.Tensor, T: int, encoding: str, generator: torch.Generator | None) -> Timed:
         if encoding == "direct":
-            return _Timed(x, static=True)
+            return Timed(x, static=True)
         if encoding == "poisson":
             p = x.abs().clamp(max=1.0)
             rnd = torch.rand((T, *x.shape), generator=generator, device=x.device)
-            return _Timed((rnd < p).float() * torch.sign(x), static=False)
+            return Timed((rnd < p).float() * torch.sign(x), static=False)
         raise DataError(f"unknown input encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
 
-    def _stateless(self, node: Node, ins: list[_Timed], T: int) -> _Timed:
+    def _stateless(self, node: Node, ins: list[Timed], T: int) -> Timed:
         compute = node.spec.compute
         params = self._params[id(node)]
         if all(v.static for v in ins):
-            return _Timed(compute([v.data for v in ins], node, params), static=True)
+            return Timed(compute([v.data for v in ins], node, params), static=True)
         flat = [v.dense(T).reshape(-1, *v.data.shape[(0 if v.static else 1) + 1 :]) for v in ins]
         y = compute(flat, node, params)
-        return _Timed(y.reshape(T, -1, *y.shape[1:]), static=False)
+        return Timed(y.reshape(T, -1, *y.shape[1:]), static=False)
 
-    def _if_neuron(self, node: Node, z: _Timed, T: int, spike_counts: dict[str, float] | None) -> _Timed:
+    def _if_neuron(self, node: Node, z: Timed, T: int, spike_counts: dict[str, float] | None) -> Timed:
         p = self._params[id(node)]
         theta, v0 = p["threshold"], p["v_init"]
         shape = z.data.shape if z.static else z.data.shape[1:]  # [B, *neuron shape]
@@ -148,7 +160,7 @@ class ReferenceSimulator:
         out = spikes.reshape(T, *shape)
         if node.attr("spike_scale") == "threshold":
             out.mul_(theta)
-        return _Timed(out, static=False)
+        return Timed(out, static=False)
 
 
 _IF_CHUNK = 1 << 15  # neurons per chunk on CPU: v, θ and one step's z stay in L2
@@ -168,17 +180,17 @@ def _integrate_and_fire(z: torch.Tensor, v: torch.Tensor, theta: torch.Tensor, o
             v.masked_fill_(spiked, 0.0)
 
 
-def _readout(x: _Timed, steps: list[int]) -> dict[int, torch.Tensor]:
+def _readout(x: Timed, steps: list[int]) -> dict[int, torch.Tensor]:
     if x.static:
         return {t: x.data for t in steps}
     csum = torch.cumsum(x.data, dim=0)
     return {t: csum[t - 1] / t for t in steps}
 
 
-def _spiking_max_pool(node: Node, x: _Timed, T: int) -> _Timed:
+def _spiking_max_pool(node: Node, x: Timed, T: int) -> Timed:
     """Gate each window by the running sum of its inputs (see the op's docstring)."""
     if x.static:  # a constant input: the gate picks the plain maximum
-        return _Timed(get_op("max_pool").compute([x.data], node, {}), static=True)
+        return Timed(get_op("max_pool").compute([x.data], node, {}), static=True)
     data = x.data
     nd = data.dim() - 3
     k = node.attr("kernel")
@@ -197,7 +209,7 @@ def _spiking_max_pool(node: Node, x: _Timed, T: int) -> _Timed:
     pool = F.max_pool1d if nd == 1 else F.max_pool2d
     _, idx = pool(csum, k, strides, 0, dilation=dil, ceil_mode=bool(node.attr("ceil_mode")), return_indices=True)
     picked = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
-    return _Timed(picked.reshape(T, -1, *picked.shape[1:]), static=False)
+    return Timed(picked.reshape(T, -1, *picked.shape[1:]), static=False)
 
 
 def simulate(

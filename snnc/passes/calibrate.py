@@ -1,0 +1,462 @@
+"""Layer-wise calibration of the converted SNN (SNN Calibration, Li et al. 2021/2022).
+
+Conversion leaves a per-layer error: a spiking layer's time-averaged output r is the ANN's
+activation a clipped at the threshold and quantised to T levels, and the error of each
+layer shifts the input of the next. The calibration passes correct it layer by layer in
+forward order, each layer measured with every earlier layer already spiking and
+calibrated, against the ANN's activation computed with the original weights:
+
+* ``calibrate-bias`` (the light pipeline): per output channel c, e_c = mean over samples
+  and positions of (r − a); the layer's input current is lowered by e_c every step.
+* ``calibrate-potential``: per channel (or per neuron), v(0) += T · mean over samples of
+  (a − r), so that the neurons fire the missing (or surplus) spikes over the T steps.
+* ``calibrate-weights`` (then ``calibrate-bias`` and ``calibrate-potential``: the advanced
+  pipeline): the
+  weights of the layer minimise ‖Q_T(W·x̄ + b; θ, v0) − a‖², x̄ the time-averaged spiking
+  input of the layer and Q_T the IF neuron's response to a constant current
+  (θ/T)·clip(floor((zT + v0)/θ), 0, T), with a straight-through gradient for the floor;
+  Adam with a cosine learning-rate schedule.
+
+All three calibrate for the T of the conversion (``--timesteps``). The SNN is simulated
+one layer at a time over all calibration samples: the spike trains between layers are
+kept bit-packed (T·N bits per neuron), so each calibration pass costs two simulations
+of the network, independent of its depth, plus one ANN evaluation per layer. Statistics
+are accumulated batch by batch. Weight calibration also keeps, for the layer being
+calibrated, the time-averaged inputs and the ANN targets of all samples (float32).
+
+Each pass records, per layer, the mean and RMS of SNN − ANN output before and after
+(``provenance["records"]``, shown by ``snnc convert``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from snnc.errors import PassError
+from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.interpreter import Interpreter, param_tensors
+from snnc.passes.base import Pass, PassContext, choice, register_pass
+from snnc.passes.current import channel_shape, shift_input_current
+from snnc.simulator.reference import ReferenceSimulator, Timed, _keep_freed_memory, default_batch_size
+
+log = logging.getLogger(__name__)
+
+_STATEFUL = ("if_neuron", "spiking_max_pool", "readout")
+_TRAINABLE = ("conv", "conv_transpose", "linear")
+
+
+# ------------------------------------------------------------------ storage
+class _Spikes:
+    """A [T, B, ...] value that is ``scale`` times a binary tensor, stored bit-packed."""
+
+    __slots__ = ("bits", "shape", "scale")
+
+    def __init__(self, data: torch.Tensor, scale: torch.Tensor):
+        self.shape = tuple(data.shape)
+        self.scale = scale
+        self.bits = np.packbits((data != 0).numpy().reshape(-1))
+
+    def unpack(self) -> torch.Tensor:
+        n = int(np.prod(self.shape))
+        mask = torch.from_numpy(np.unpackbits(self.bits, count=n).reshape(self.shape))
+        return mask.to(torch.float32) * self.scale
+
+
+def _pack(value: Timed, scale: torch.Tensor | None) -> Any:
+    """Keep ``value`` compactly: bit-packed when it is ``scale`` times a spike train."""
+    if value.static or scale is None:
+        return value
+    try:
+        packed = _Spikes(value.data, scale)
+    except RuntimeError:  # scale does not broadcast to the value
+        return value
+    if not torch.equal(packed.unpack(), value.data):
+        return value
+    return packed
+
+
+def _unpack(stored: Any) -> Timed:
+    if isinstance(stored, _Spikes):
+        return Timed(stored.unpack(), static=False)
+    return stored
+
+
+# ------------------------------------------------------------ the engine
+@dataclass
+class _Segment:
+    """A stateful node and the stateless nodes computing its input from stored values."""
+
+    node: Node
+    nodes: list[Node]  # in graph order
+    boundary: list[Value]  # stored values the segment reads
+
+
+def segments(graph: Graph) -> list[_Segment]:
+    """One segment per stateful node (neuron, spiking max pool, readout), in graph order."""
+    out = []
+    for node in graph.nodes:
+        if node.op not in _STATEFUL:
+            continue
+        members: set[int] = set()
+        boundary: dict[int, Value] = {}
+        stack = list(node.inputs)
+        while stack:
+            v = stack.pop()
+            p = v.producer
+            if p is None or p.op in _STATEFUL:
+                boundary[id(v)] = v
+            elif id(p) not in members:
+                members.add(id(p))
+                stack.extend(p.inputs)
+        nodes = [n for n in graph.nodes if id(n) in members]
+        out.append(_Segment(node, nodes, list(boundary.values())))
+    return out
+
+
+class LayerwiseRunner:
+    """Simulates an SNN-stage graph one stateful node at a time over all samples of ``x``.
+
+    ``run_segment(seg)`` yields, per batch, the segment's time-averaged input current,
+    output and boundary inputs; ``commit(seg)`` stores the segment's output for the later
+    layers. Parameters changed by a calibration are picked up by ``refresh``.
+    """
+
+    def __init__(self, graph: Graph, ann: Graph, ann_names: dict[str, str], x: np.ndarray, T: int, batch_size: int | None = None):
+        self.graph = graph
+        self.T = T
+        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        self.sim = ReferenceSimulator(graph)
+        _keep_freed_memory()
+        bs = batch_size or default_batch_size(T, graph)
+        self.batches = [slice(lo, min(len(x), lo + bs)) for lo in range(0, len(x), bs)]
+        self.segments = segments(graph)
+        self._store: dict[int, list[Any]] = {}
+        self._scale: dict[int, torch.Tensor | None] = {}
+        self._remaining = {id(v): 0 for v in graph.values()}
+        for seg in self.segments:
+            for v in seg.boundary:
+                self._remaining[id(v)] += 1
+        self.ann = ann
+        self._ann_interp = Interpreter(ann)
+        self._ann_names = ann_names
+        self._ann_outputs = {id(v): i for i, v in enumerate(graph.outputs)}
+
+    # ------------------------------------------------------------ helpers
+    def refresh(self, seg: _Segment) -> None:
+        for n in [*seg.nodes, seg.node]:
+            self.sim.refresh(n)
+
+    def _boundary(self, seg: _Segment, b: int) -> dict[int, Timed]:
+        env = {}
+        for v in seg.boundary:
+            if v.producer is None:
+                env[id(v)] = self.sim.encode(self.x[self.batches[b]], self.T)
+            else:
+                env[id(v)] = _unpack(self._store[id(v)][b])
+        return env
+
+    def current(self, seg: _Segment, env: dict[int, Timed]) -> Timed:
+        """The segment's input current from its boundary values (all T steps)."""
+        for n in seg.nodes:
+            env[id(n.output)] = self.sim.step(n, [env[id(v)] for v in n.inputs], self.T)
+        return env[id(seg.node.inputs[0])]
+
+    def ann_target(self, seg: _Segment, b: int) -> torch.Tensor:
+        """The ANN's output of the node ``seg.node`` replaced (or the graph output it reads)."""
+        xb = self.x[self.batches[b]]
+        if seg.node.op == "readout":
+            return self._ann_interp.run(xb)[self._ann_outputs[id(seg.node.output)]]
+        name = self._ann_names.get(seg.node.name)
+        if name is None:
+            raise PassError(f"calibration: no ANN counterpart recorded for {seg.node.name!r}; run the calibration passes after insert-if")
+        target = self.ann.node(name)
+        got: list[torch.Tensor] = []
+        self._ann_interp.run(xb, observe=lambda n, out: got.append(out), watch=[target], stop_after=target)
+        return got[0]
+
+    def batch(self, seg: _Segment, b: int, *, keep_env: bool = False):
+        """Simulate the segment on batch ``b``: (output Timed, time-averaged current, env)."""
+        env = self._boundary(seg, b)
+        z = self.current(seg, env)
+        out = self.sim.step(seg.node, [z], self.T)
+        return out, z, (env if keep_env else None)
+
+    def commit(self, seg: _Segment, outputs: list[Timed]) -> None:
+        """Store the segment's outputs (one per batch) and free inputs no longer needed."""
+        node = seg.node
+        if node.op != "readout":
+            scale = None
+            if node.op == "if_neuron":
+                p = self.sim._params[id(node)]
+                scale = p["threshold"] if node.attr("spike_scale") == "threshold" else torch.ones(())
+            elif node.op == "spiking_max_pool":
+                scale = self._scale.get(id(node.inputs[0]))
+            self._scale[id(node.output)] = scale
+            self._store[id(node.output)] = [_pack(o, scale) for o in outputs]
+        for v in seg.boundary:
+            self._remaining[id(v)] -= 1
+            if self._remaining[id(v)] == 0:
+                self._store.pop(id(v), None)
+
+
+def time_average(v: Timed) -> torch.Tensor:
+    return v.data if v.static else v.data.mean(0)
+
+
+# ------------------------------------------------------------ statistics
+class ErrorStats:
+    """Streaming mean and RMS of SNN − ANN over every element."""
+
+    def __init__(self):
+        self.n = 0
+        self.s = 0.0
+        self.s2 = 0.0
+
+    def add(self, diff: torch.Tensor) -> None:
+        d = diff.double()
+        self.n += d.numel()
+        self.s += float(d.sum())
+        self.s2 += float((d * d).sum())
+
+    def summary(self) -> dict[str, float]:
+        n = max(1, self.n)
+        return {"mean": self.s / n, "rms": math.sqrt(self.s2 / n)}
+
+
+def _per_channel_sum(d: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Sum over batch and positions per channel (axis 1) and the count per channel."""
+    c = d.shape[1]
+    flat = d.transpose(0, 1).reshape(c, -1)
+    return flat.double().sum(1), flat.shape[1]
+
+
+# ----------------------------------------------------------------- passes
+class _Calibration(Pass):
+    """Shared driver: walks the segments in forward order, calibrating the target layers."""
+
+    requires_stage = "snn"
+    description = "calibrating"
+
+    @dataclass
+    class Options:
+        samples: int = 1024
+        output: bool = True
+
+    def targets(self, seg: _Segment) -> bool:
+        if seg.node.op == "if_neuron":
+            return True
+        return seg.node.op == "readout" and self.options.output
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if ctx.ann_reference is None:
+            raise PassError(f"{self.name}: the ANN reference is missing; run it in the same pipeline as insert-if, after it")
+        for n in graph.find("if_neuron"):
+            if n.attr("spike_scale") != "threshold":
+                raise PassError(f"{self.name}: neuron {n.name!r} emits unit spikes; put normalize-weights after the calibration passes")
+        x = ctx.require_calib(self.name)[: self.options.samples]
+        torch.manual_seed(ctx.seed)
+        T = ctx.timesteps
+        runner = LayerwiseRunner(graph, ctx.ann_reference, ctx.ann_names, x, T)
+        nb = len(runner.batches)
+        work = sum(2 if self.targets(s) else 1 for s in runner.segments) * nb
+        layers = []
+        t0 = time.perf_counter()
+        with ctx.progress(f"{self.name} (T={T})", work) as task:
+            for seg in runner.segments:
+                if not self.targets(seg):
+                    outs = []
+                    for b in range(nb):
+                        outs.append(runner.batch(seg, b)[0])
+                        task.advance(1)
+                    runner.commit(seg, outs)
+                    continue
+                before = ErrorStats()
+                self.begin(seg)
+                for b in range(nb):
+                    out, z, env = runner.batch(seg, b, keep_env=self.wants_inputs)
+                    a = runner.ann_target(seg, b)
+                    r = time_average(out)
+                    before.add(r - a)
+                    self.observe(seg, b, r, a, z, env, runner)
+                    task.advance(1)
+                where = self.update(graph, seg, runner, ctx, task)
+                runner.refresh(seg)
+                after = ErrorStats()
+                outs = []
+                for b in range(nb):
+                    out, _, _ = runner.batch(seg, b)
+                    after.add(time_average(out) - runner.ann_target(seg, b))
+                    outs.append(out)
+                    task.advance(1)
+                runner.commit(seg, outs)
+                layers.append({"layer": seg.node.name, "changed": where, "before": before.summary(), "after": after.summary()})
+        ctx.record(
+            self.name,
+            {"timesteps": T, "samples": int(len(x)), "seconds": round(time.perf_counter() - t0, 3), "layers": layers},
+        )
+        return True
+
+    # hooks -------------------------------------------------------------
+    wants_inputs = False
+
+    def begin(self, seg: _Segment) -> None:
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    def observe(self, seg, b, r, a, z, env, runner) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def update(self, graph, seg, runner, ctx, task) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@register_pass
+class CalibrateBias(_Calibration):
+    """After calibrate-bias, each spiking layer's (and, with output=true, each readout's)
+    mean SNN − ANN error per channel, measured on the calibration samples at the
+    conversion's T with all earlier layers calibrated, has been subtracted from its input
+    current. The graph stays in the SNN stage."""
+
+    name = "calibrate-bias"
+
+    @dataclass
+    class Options:
+        samples: int = 256
+        output: bool = True
+
+    def observe(self, seg, b, r, a, z, env, runner) -> None:
+        s, n = _per_channel_sum(r - a)
+        self._sum = s if self._sum is None else self._sum + s
+        self._count += n
+
+    def update(self, graph, seg, runner, ctx, task) -> str:
+        err = (self._sum / max(1, self._count)).numpy()
+        return shift_input_current(graph, seg.node, -err, name="calib_bias")
+
+
+@register_pass
+class CalibratePotential(_Calibration):
+    """After calibrate-potential, each spiking neuron's initial potential has been raised
+    by T times its mean ANN − SNN output error on the calibration samples (per channel, or
+    per neuron with granularity=neuron), with all earlier layers calibrated; readouts
+    (output=true) get the bias correction instead. The graph stays in the SNN stage."""
+
+    name = "calibrate-potential"
+
+    @dataclass
+    class Options:
+        samples: int = 1024
+        output: bool = True
+        granularity: str = choice("channel", "neuron", "channel")
+
+    def observe(self, seg, b, r, a, z, env, runner) -> None:
+        if seg.node.op == "readout" or self.options.granularity == "channel":
+            s, n = _per_channel_sum(a - r)
+        else:
+            s, n = (a - r).double().sum(0), r.shape[0]
+        self._sum = s if self._sum is None else self._sum + s
+        self._count += n
+
+    def update(self, graph, seg, runner, ctx, task) -> str:
+        err = (self._sum / max(1, self._count)).numpy()
+        node = seg.node
+        if node.op == "readout":
+            return shift_input_current(graph, node, err, name="calib_bias")
+        if self.options.granularity == "channel":
+            err = err.reshape(channel_shape(node.output))
+        node.set_param("v_init", node.params["v_init"] + ctx.timesteps * err)
+        return node.name
+
+
+def _quantise_ste(z: torch.Tensor, theta: torch.Tensor, v0: torch.Tensor, T: int) -> torch.Tensor:
+    """The IF neuron's mean output for a constant current z over T steps, with a
+    straight-through gradient for the floor: (θ/T) clip(floor((zT + v0)/θ), 0, T)."""
+    u = (z * T + v0) / theta
+    u = u + (torch.floor(u) - u).detach()
+    return u.clamp(0, T) * theta / T
+
+
+@register_pass
+class CalibrateWeights(_Calibration):
+    """After calibrate-weights, the weights of each layer's conv / linear / transposed conv
+    minimise, by Adam with a cosine schedule and a straight-through floor, the squared
+    error between the ANN activation and the IF neuron's response to the layer's
+    time-averaged spiking input (the calibration samples at the conversion's T, earlier
+    layers calibrated). Biases, thresholds and potentials are unchanged. The graph stays
+    in the SNN stage."""
+
+    name = "calibrate-weights"
+    wants_inputs = True
+
+    @dataclass
+    class Options:
+        samples: int = 1024
+        output: bool = True
+        iterations: int = 300
+        batch: int = 64
+        lr: float = 1e-3
+
+    def begin(self, seg: _Segment) -> None:
+        self._inputs: list[dict[int, torch.Tensor]] = []
+        self._targets: list[torch.Tensor] = []
+
+    def observe(self, seg, b, r, a, z, env, runner) -> None:
+        self._inputs.append({id(v): time_average(env[id(v)]) for v in seg.boundary})
+        self._targets.append(a)
+
+    def update(self, graph, seg, runner, ctx, task) -> str:
+        o = self.options
+        train = [n for n in seg.nodes if n.op in _TRAINABLE and not self._done(n)]
+        if not train or o.iterations <= 0:
+            return ""
+        xs = {k: torch.cat([d[k] for d in self._inputs]) for k in self._inputs[0]}
+        target = torch.cat(self._targets)
+        self._inputs, self._targets = [], []
+        params = {id(n): param_tensors(n) for n in seg.nodes}
+        weights = []
+        for n in train:
+            w = params[id(n)]["weight"].clone().requires_grad_(True)
+            params[id(n)]["weight"] = w
+            weights.append(w)
+        node = seg.node
+        if node.op == "if_neuron":
+            p = param_tensors(node)
+            theta, v0 = p["threshold"], p["v_init"]
+        gen = torch.Generator().manual_seed(ctx.seed)
+        opt = torch.optim.Adam(weights, lr=o.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=o.iterations)
+        n_samples = len(target)
+        with torch.enable_grad():
+            for _ in range(o.iterations):
+                idx = torch.randint(0, n_samples, (min(o.batch, n_samples),), generator=gen)
+                env = {k: v[idx] for k, v in xs.items()}
+                for n in seg.nodes:
+                    env[id(n.output)] = n.spec.compute([env[id(v)] for v in n.inputs], n, params[id(n)])
+                z = env[id(node.inputs[0])]
+                y = z if node.op == "readout" else _quantise_ste(z, theta, v0, ctx.timesteps)
+                loss = torch.mean((y - target[idx]) ** 2)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        for n, w in zip(train, weights):
+            n.set_param("weight", w.detach().numpy())
+            self._mark(n)
+        return ",".join(n.name for n in train)
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        self._trained: set[int] = set()
+        return super().run(graph, ctx)
+
+    def _done(self, n: Node) -> bool:
+        return id(n) in self._trained
+
+    def _mark(self, n: Node) -> None:
+        self._trained.add(id(n))

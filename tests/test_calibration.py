@@ -1,0 +1,270 @@
+"""Layer-wise calibration: the layer-by-layer engine, the three passes, their records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _graphs import conv_params, images, rng, small_cnn
+
+from snnc.errors import PassError
+from snnc.ir import Graph, infer_shapes, run_ann, verify
+from snnc.passes import PassContext, parse_pipeline, run_passes
+from snnc.passes.calibrate import LayerwiseRunner, _quantise_ste, segments
+from snnc.passes.current import shift_input_current
+from snnc.simulator import simulate
+
+CONVERT = "canonicalize,fold-bn,balance-thresholds,insert-if"
+
+
+def run(graph, pipeline, calib, **ctx):
+    context = PassContext(calib=calib, **ctx)
+    results = run_passes(graph, parse_pipeline(pipeline), context)
+    return results, context
+
+
+def concat_graph(seed: int = 7) -> Graph:
+    """Two conv+relu branches concatenated, max-pooled, flattened, a linear readout."""
+    r = rng(seed)
+    g = Graph("cat")
+    x = g.add_input("x", (1, 8, 8))
+    a = g.add_node("relu", [g.add_node("conv", [x], {"pads": [1, 1, 1, 1]}, conv_params(r, 3, 1), "ca").output], name="ra").output
+    b = g.add_node("relu", [g.add_node("conv", [x], {"pads": [1, 1, 1, 1]}, conv_params(r, 4, 1), "cb").output], name="rb").output
+    c = g.add_node("concat", [a, b], {"axis": 1}, name="cat").output
+    p = g.add_node("max_pool", [c], {"kernel": [2, 2]}, name="mp").output
+    h = g.add_node("relu", [g.add_node("conv", [p], {"pads": [1, 1, 1, 1]}, conv_params(r, 5, 7), "cc").output], name="rc").output
+    f = g.add_node("reshape", [h], {"shape": [80]}, name="flat").output
+    g.set_outputs([g.add_node("linear", [f], {}, {"weight": r.normal(0, 0.3, (3, 80)), "bias": np.zeros(3)}, "fc").output])
+    infer_shapes(g)
+    verify(g)
+    return g
+
+
+GRAPHS = {
+    "residual+maxpool": lambda: small_cnn(residual=True, maxpool=True),
+    "concat+maxpool": concat_graph,
+}
+
+
+def _images_for(g: Graph, n: int, seed: int = 1) -> np.ndarray:
+    return images(n, seed, shape=g.inputs[0].shape)
+
+
+# ------------------------------------------------------------------ the engine
+@pytest.mark.parametrize("name", GRAPHS)
+def test_layerwise_runner_matches_reference_simulator(name):
+    """Simulating one layer at a time over all samples (spikes stored bit-packed between
+    layers) gives exactly the batch-by-batch reference simulator's outputs."""
+    g = GRAPHS[name]()
+    x = _images_for(g, 20)
+    _, ctx = run(g, CONVERT, x)
+    T = 12
+    runner = LayerwiseRunner(g, ctx.ann_reference, ctx.ann_names, x, T, batch_size=7)
+    assert [s.node.op for s in runner.segments][-1] == "readout"
+    for seg in runner.segments:
+        outs = [runner.batch(seg, b)[0] for b in range(len(runner.batches))]
+        runner.commit(seg, outs)
+    layerwise = torch.cat([o.data.mean(0) for o in outs]).numpy()
+    reference = simulate(g, x, T, batch_size=5).output(T)
+    np.testing.assert_allclose(layerwise, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_segments_cover_every_node_once_per_reader():
+    g = small_cnn(residual=True, maxpool=True)
+    run(g, CONVERT, images(8))
+    segs = segments(g)
+    assert [s.node.op for s in segs] == ["if_neuron", "if_neuron", "spiking_max_pool", "readout"]
+    second = segs[1]
+    assert [n.op for n in second.nodes] == ["conv", "add"]  # conv2 and the residual add
+    assert {v.producer.op for v in second.boundary} == {"if_neuron"}
+    stateless = {n.name for s in segs for n in s.nodes}
+    assert stateless == {n.name for n in g.nodes if n.op not in ("if_neuron", "spiking_max_pool", "readout")}
+
+
+def test_ann_targets_are_the_original_activations():
+    g = small_cnn()
+    x = images(10)
+    ann = g.clone()
+    _, ctx = run(g, CONVERT, x)
+    runner = LayerwiseRunner(g, ctx.ann_reference, ctx.ann_names, x, 4)
+    relu2 = []
+    from snnc.ir.interpreter import Interpreter
+
+    Interpreter(ann).run(torch.from_numpy(x), observe=lambda n, out: relu2.append(out), watch=[ann.node("relu2")])
+    seg = next(s for s in runner.segments if ctx.ann_names.get(s.node.name) == "relu2")
+    np.testing.assert_allclose(runner.ann_target(seg, 0).numpy(), relu2[0].numpy(), rtol=1e-5, atol=1e-6)
+    out_seg = runner.segments[-1]
+    np.testing.assert_allclose(runner.ann_target(out_seg, 0).numpy(), run_ann(ann, x)[0], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------ the quantiser
+@pytest.mark.parametrize("T", [1, 4, 13, 32])
+def test_straight_through_quantiser_is_the_neurons_response_to_a_constant_current(T):
+    """Q_T(z) = (θ/T) clip(floor((zT + v0)/θ), 0, T) is what an IF neuron with soft reset
+    outputs on average for a constant input current (the identity in conversion.md; it
+    holds for 0 <= v0 < θ: at most one spike per step)."""
+    r = rng(T)
+    g = Graph("one")
+    x = g.add_input("x", (64,))
+    theta = r.uniform(0.2, 2.0, 64).astype(np.float32)
+    v0 = (theta * r.uniform(0.0, 0.999, 64)).astype(np.float32)  # exact for 0 <= v0 < θ
+    h = g.add_node("if_neuron", [x], {}, {"threshold": theta, "v_init": v0}, "n").output
+    g.set_outputs([g.add_node("readout", [h]).output])
+    g.stage = "snn"
+    infer_shapes(g)
+    z = r.uniform(-1.0, 3.0, (16, 64)).astype(np.float32)
+    sim = simulate(g, z, T).output(T)
+    zt = torch.from_numpy(z).requires_grad_(True)
+    q = _quantise_ste(zt, torch.from_numpy(theta), torch.from_numpy(v0), T)
+    np.testing.assert_allclose(q.detach().numpy(), sim, rtol=1e-5, atol=1e-5)
+    q.sum().backward()  # straight-through: slope 1 where the spike count is in [0, T], else 0
+    count = np.floor((z * T + v0) / theta)
+    inside = torch.from_numpy((count >= 0) & (count <= T))
+    assert torch.allclose(zt.grad[inside], torch.ones(())) and torch.all(zt.grad[~inside] == 0) and not torch.all(inside)
+
+
+# ------------------------------------------------------- input current shifts
+def _current_of(g: Graph, consumer: str, x: np.ndarray) -> np.ndarray:
+    from snnc.ir.interpreter import Interpreter
+
+    node = g.node(consumer)
+    got = []
+    producer = node.inputs[0].producer
+    Interpreter(g).run(torch.from_numpy(x), observe=lambda n, out: got.append(out), watch=[producer])
+    return got[0].numpy()
+
+
+@pytest.mark.parametrize("case", ["conv", "add", "affine"])
+def test_shift_input_current_adds_delta_per_channel(case):
+    x = images(4)
+    if case == "conv":
+        g, consumer = small_cnn(bn=False), "relu1"
+    elif case == "add":
+        g, consumer = small_cnn(bn=False, residual=True), "relu2"
+        g.node("add").attrs["coeffs"] = [[0.5] * 6, 2.0]
+    else:  # the pool's output feeds nothing with a bias: an affine node is inserted
+        g = small_cnn(bn=False)
+        pool = g.node("pool")
+        relu = g.add_node("relu", [pool.output], name="relu3", shape=pool.output.shape, before=g.node("gap"))
+        g.set_input(g.node("gap"), 0, relu.output)
+        consumer = "relu3"
+    before = _current_of(g, consumer, x)
+    delta = np.arange(6, dtype=np.float32) / 10
+    where = shift_input_current(g, g.node(consumer), delta)
+    verify(g)
+    after = _current_of(g, consumer, x)
+    np.testing.assert_allclose(after - before, np.broadcast_to(delta.reshape(1, 6, 1, 1), before.shape), atol=1e-5)
+    assert g.node(where).op == {"conv": "conv", "add": "conv", "affine": "affine"}[case]
+
+
+# -------------------------------------------------------------- the passes
+def _errors(ctx, key):
+    return ctx.records[key]["layers"]
+
+
+@pytest.mark.parametrize("pipeline", ["calibrate-bias", "calibrate-potential", "calibrate-weights{iterations=60}"])
+def test_calibration_pass_records_and_reduces_error(pipeline):
+    g = small_cnn(residual=True)
+    x = images(48)
+    (_, _, _, _, res), ctx = run(g, f"{CONVERT},{pipeline}", x, timesteps=6)
+    assert res.changed
+    verify(g, "snn")
+    name = pipeline.split("{")[0]
+    layers = _errors(ctx, name)
+    assert [row["layer"] for row in layers] == [n.name for n in g.find("if_neuron")] + [g.outputs[0].producer.name]
+    rec = ctx.records[name]
+    assert rec["timesteps"] == 6 and rec["samples"] == 48
+    for row in layers:
+        assert set(row["before"]) == {"mean", "rms"} and row["before"]["rms"] >= abs(row["before"]["mean"])
+    if name == "calibrate-weights":  # least squares lowers the RMS error of what it fits
+        assert sum(r["after"]["rms"] for r in layers) < sum(r["before"]["rms"] for r in layers)
+    else:  # the mean error of each layer is driven towards zero
+        out = layers[-1]
+        assert abs(out["after"]["mean"]) < 1e-4 < abs(out["before"]["mean"])
+        assert sum(abs(r["after"]["mean"]) for r in layers) < sum(abs(r["before"]["mean"]) for r in layers)
+
+
+def test_calibrate_potential_is_per_neuron_and_depends_on_T():
+    x = images(32)
+    results = {}
+    for T in (4, 16):
+        g = small_cnn()
+        run(g, f"{CONVERT},calibrate-potential{{granularity=neuron}}", x, timesteps=T)
+        results[T] = [n.params["v_init"] for n in g.find("if_neuron")]
+        assert all(v.shape == n.output.shape for v, n in zip(results[T], g.find("if_neuron")))
+    assert not np.allclose(results[4][1], results[16][1])
+    g = small_cnn()
+    run(g, f"{CONVERT},calibrate-potential", x, timesteps=4)  # per channel by default
+    assert [n.params["v_init"].shape for n in g.find("if_neuron")] == [(6, 1, 1), (6, 1, 1)]
+
+
+def test_calibration_is_deterministic_and_bounded_by_samples():
+    x = images(40)
+    params = []
+    for _ in range(2):
+        g = small_cnn(residual=True)
+        _, ctx = run(g, f"{CONVERT},calibrate-weights{{iterations=20 samples=24}},calibrate-potential{{samples=24}}", x, timesteps=5, seed=3)
+        params.append({(n.name, k): v.copy() for n in g.nodes for k, v in n.params.items()})
+        assert ctx.records["calibrate-weights"]["samples"] == 24
+    assert params[0].keys() == params[1].keys()
+    for k in params[0]:
+        np.testing.assert_array_equal(params[0][k], params[1][k])
+
+
+def test_calibration_statistics_do_not_depend_on_the_batch_size(monkeypatch):
+    import snnc.passes.calibrate as cal
+
+    x = images(30)
+    out = []
+    for bs in (4, 30):
+        monkeypatch.setattr(cal, "default_batch_size", lambda T, graph, _bs=bs: _bs)
+        g = small_cnn()
+        run(g, f"{CONVERT},calibrate-bias", x, timesteps=8)
+        out.append([g.node(n).params["bias"] for n in ("conv1", "conv2", "fc")])
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_calibration_needs_insert_if_and_weighted_spikes():
+    g = small_cnn()
+    run(g, CONVERT, images(8))
+    with pytest.raises(PassError, match="ANN reference is missing; run it in the same pipeline as insert-if"):
+        run(g, "calibrate-bias", images(8))
+    with pytest.raises(PassError, match="put normalize-weights after the calibration passes"):
+        run(small_cnn(), f"{CONVERT},normalize-weights,calibrate-bias", images(8))
+    with pytest.raises(PassError, match="needs a graph in the SNN stage"):
+        run(small_cnn(), "calibrate-bias", images(8))
+
+
+def test_half_step_as_bias_gives_the_same_first_layer_counts():
+    """v(0) = θ/2 once, or θ/(2T) added every step: the same number of spikes by step T
+    for a constant input (the first layer)."""
+    x = images(12)
+    T = 10
+    rates = {}
+    for v_init in ("half", "bias"):
+        g = small_cnn(bn=False)
+        run(g, f"canonicalize,balance-thresholds,insert-if{{v-init={v_init}}}", x, timesteps=T)
+        first = g.find("if_neuron")[0]
+        probe = g.add_node("readout", [first.output], name="probe", shape=first.output.shape)
+        g.set_outputs([*g.outputs, probe.output])
+        rates[v_init] = simulate(g, x, T).outputs[T][1]
+        if v_init == "bias":
+            assert np.all(first.params["v_init"] == 0)
+    np.testing.assert_allclose(rates["half"], rates["bias"], atol=1e-5)
+
+
+def test_calibration_recovers_accuracy_on_a_trained_cnn(digits_model):
+    """On the digits CNN trained in the test session, at small T, each calibration level
+    agrees with the ANN at least as often as the uncalibrated SNN, and advanced more."""
+    import snnc
+
+    m = digits_model
+    T = 4
+    agreement = {}
+    for level in ("none", "light", "advanced"):
+        sm = snnc.convert(str(m.onnx_path), m.x_train[:256], timesteps=T, calibration=level, check=False)
+        ann = sm.ann_outputs(m.x_test).argmax(1)
+        agreement[level] = float(np.mean(sm.run(m.x_test, T).argmax(1) == ann))
+        assert sm.provenance["calibration"] == level
+    assert agreement["light"] >= agreement["none"] and agreement["advanced"] > agreement["none"]
