@@ -46,6 +46,7 @@ bench-deps: setup
 
 bench-accuracy: bench-deps data
 	$(PY) benchmarks/accuracy/fashion_mnist.py
+	$(PY) benchmarks/accuracy/ablation.py
 
 clean:
 	rm -rf $(VENV) .data out .pytest_cache

@@ -59,7 +59,6 @@ def with_relu_modules(module: torch.nn.Module) -> torch.nn.Module | None:
     (an identical function), so that SpikingJelly's converter, which refuses functional
     relu, can convert it. None for models that already use modules."""
     import torch.nn as nn
-    import torch.nn.functional as F
 
     from examples.fashion_mnist.models import BasicBlock, ResNetFn
 
@@ -90,7 +89,6 @@ def with_relu_modules(module: torch.nn.Module) -> torch.nn.Module | None:
     with torch.no_grad():  # the same function, checked
         probe = torch.rand(8, 1, 28, 28)
         assert torch.allclose(net(probe), module(probe), atol=1e-5)
-    assert F is not None
     return net
 
 
@@ -177,6 +175,26 @@ def snnc_per_T(src, calib, x, y, steps, **options) -> dict:
     return per
 
 
+def common_setup(args) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, dict]:
+    """T values, the seeded calibration images, the first ``args.test`` test images and
+    labels, and the results header (machine, versions, data sizes)."""
+    torch.set_num_threads(2)
+    steps = [int(t) for t in args.timesteps.split(",")]
+    x_train, _ = load_fashion_mnist("train")
+    x_test, y_test = load_fashion_mnist("test")
+    calib = x_train[np.sort(np.random.default_rng(0).choice(len(x_train), args.calib, replace=False))]
+    x, y = x_test[: args.test], y_test[: args.test]
+    results = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads()},
+        "versions": {"snnc": snnc.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "test_images": len(x),
+        "calibration_images": len(calib),
+        "timesteps": steps,
+        "models": {},
+    }
+    return steps, calib, x, y, results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="vgg_bn,resnet")
@@ -189,26 +207,13 @@ def main(argv=None) -> int:
     p.add_argument("--sources", default="", help="exporters to compare with the default pipeline: legacy,dynamo,torch")
     p.add_argument("--out", default=str(OUT_DIR))
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
-    steps = [int(t) for t in args.timesteps.split(",")]
-    x_train, _ = load_fashion_mnist("train")
-    x_test, y_test = load_fashion_mnist("test")
-    calib = x_train[np.sort(np.random.default_rng(0).choice(len(x_train), args.calib, replace=False))]
-    x, y = x_test[: args.test], y_test[: args.test]
+    steps, calib, x, y, results = common_setup(args)
     variants = {
         "max": {"threshold": "max"},
         "percentile:99.9": {"threshold": "percentile:99.9"},
         "percentile:99.99": {"threshold": "percentile:99.99"},
         "mse-layer": {"threshold": "mse"},
         "mse-channel": {"threshold": "mse", "granularity": "channel"},
-    }
-    results = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_threads": torch.get_num_threads()},
-        "versions": {"snnc": snnc.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "test_images": len(x),
-        "calibration_images": len(calib),
-        "timesteps": steps,
-        "models": {},
     }
     try:
         import spikingjelly  # noqa: F401
@@ -271,7 +276,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = results["models"]
-    fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 6.6), squeeze=False)
     for ax, (name, e) in zip(axes[0], models.items()):
         ax.axhline(100 * e["ann_accuracy"], color="black", lw=1, ls=":", label=f"ANN {100 * e['ann_accuracy']:.2f}")
         for group, rows, style in (("snnc", e["snnc"], "-"), ("SpikingJelly", e["spikingjelly"], "--")):
@@ -286,7 +291,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xticks(results["timesteps"], [str(t) for t in results["timesteps"]])
         ax.set_xticks([], minor=True)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     fig.suptitle(f"Fashion-MNIST, {results['test_images']} test images, {results['calibration_images']} calibration images")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
