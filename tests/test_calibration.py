@@ -65,8 +65,11 @@ def test_layerwise_runner_matches_reference_simulator(name):
     runner = LayerwiseRunner(g, ctx.ann_reference, ctx.ann_names, x, T, batch_size=7)
     assert [s.node.op for s in runner.segments][-1] == "readout"
     for seg in runner.segments:
-        outs = [runner.batch(seg, b)[0] for b in range(len(runner.batches))]
-        runner.commit(seg, outs)
+        outs = []
+        for b in range(len(runner.batches)):
+            outs.append(runner.batch(seg, b)[0])
+            runner.keep(seg, b, outs[-1])
+        runner.done(seg)
     layerwise = torch.cat([o.data.mean(0) for o in outs]).numpy()
     reference = simulate(g, x, T, batch_size=5).output(T)
     np.testing.assert_allclose(layerwise, reference, rtol=1e-5, atol=1e-5)

@@ -124,7 +124,7 @@ class LayerwiseRunner:
     """Simulates an SNN-stage graph one stateful node at a time over all samples of ``x``.
 
     ``run_segment(seg)`` yields, per batch, the segment's time-averaged input current,
-    output and boundary inputs; ``commit(seg)`` stores the segment's output for the later
+    output and boundary inputs; ``keep(seg, b, out)`` stores the segment's output for the later
     layers. Parameters changed by a calibration are picked up by ``refresh``.
     """
 
@@ -188,10 +188,13 @@ class LayerwiseRunner:
         out = self.sim.step(seg.node, [z], self.T)
         return out, z, (env if keep_env else None)
 
-    def commit(self, seg: _Segment, outputs: list[Timed]) -> None:
-        """Store the segment's outputs (one per batch) and free inputs no longer needed."""
+    def keep(self, seg: _Segment, b: int, out: Timed) -> None:
+        """Store the segment's output for batch ``b`` (bit-packed spikes where possible), so
+        that memory holds one dense batch at a time."""
         node = seg.node
-        if node.op != "readout":
+        if node.op == "readout":
+            return
+        if b == 0:
             scale = None
             if node.op == "if_neuron":
                 p = self.sim._params[id(node)]
@@ -199,7 +202,11 @@ class LayerwiseRunner:
             elif node.op == "spiking_max_pool":
                 scale = self._scale.get(id(node.inputs[0]))
             self._scale[id(node.output)] = scale
-            self._store[id(node.output)] = [_pack(o, scale) for o in outputs]
+            self._store[id(node.output)] = []
+        self._store[id(node.output)].append(_pack(out, self._scale[id(node.output)]))
+
+    def done(self, seg: _Segment) -> None:
+        """The segment's outputs are all kept: free the inputs no later segment reads."""
         for v in seg.boundary:
             self._remaining[id(v)] -= 1
             if self._remaining[id(v)] == 0:
@@ -271,11 +278,10 @@ class _Calibration(Pass):
         with ctx.progress(f"{self.name} (T={T})", work) as task:
             for seg in runner.segments:
                 if not self.targets(seg):
-                    outs = []
                     for b in range(nb):
-                        outs.append(runner.batch(seg, b)[0])
+                        runner.keep(seg, b, runner.batch(seg, b)[0])
                         task.advance(1)
-                    runner.commit(seg, outs)
+                    runner.done(seg)
                     continue
                 before = ErrorStats()
                 self.begin(seg)
@@ -289,13 +295,12 @@ class _Calibration(Pass):
                 where = self.update(graph, seg, runner, ctx, task)
                 runner.refresh(seg)
                 after = ErrorStats()
-                outs = []
                 for b in range(nb):
                     out, _, _ = runner.batch(seg, b)
                     after.add(time_average(out) - runner.ann_target(seg, b))
-                    outs.append(out)
+                    runner.keep(seg, b, out)
                     task.advance(1)
-                runner.commit(seg, outs)
+                runner.done(seg)
                 layers.append({"layer": seg.node.name, "changed": where, "before": before.summary(), "after": after.summary()})
         ctx.record(
             self.name,
