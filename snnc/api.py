@@ -145,7 +145,10 @@ def convert(
     the original, run the pass pipeline and return the :class:`SpikingModel`.
 
     ``calib`` (array ``[N, ...]``) provides the activations thresholds are chosen from;
-    without it the conversion refuses (thresholds come from data).
+    without it the conversion refuses (thresholds come from data). ``calibration``
+    (``"none"``, ``"light"``, ``"advanced"``) appends the layer-wise calibration passes,
+    which calibrate for ``timesteps``; ``passes`` replaces the whole pipeline (calibration
+    included).
     """
     if timesteps < 1:
         raise DataError(f"timesteps must be a positive integer, got {timesteps}")

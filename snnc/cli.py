@@ -138,7 +138,7 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     type=click.Choice(["none", "light", "advanced"]),
     default=DEFAULT_CALIBRATION,
     show_default=True,
-    help="Layer-wise calibration after conversion: light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential.",
+    help="Layer-wise calibration after conversion, for --timesteps: light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential. (--passes replaces the whole pipeline, calibration included.)",
 )
 @click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")
 @click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
