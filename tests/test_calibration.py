@@ -53,6 +53,17 @@ def _images_for(g: Graph, n: int, seed: int = 1) -> np.ndarray:
     return images(n, seed, shape=g.inputs[0].shape)
 
 
+def _run_layerwise(runner: LayerwiseRunner) -> np.ndarray:
+    """Every segment over every batch, keeping outputs; the time-averaged last output."""
+    for seg in runner.segments:
+        outs = []
+        for b in range(len(runner.batches)):
+            outs.append(runner.batch(seg, b)[0])
+            runner.keep(seg, b, outs[-1])
+        runner.done(seg)
+    return torch.cat([o.data.mean(0) for o in outs]).numpy()
+
+
 # ------------------------------------------------------------------ the engine
 @pytest.mark.parametrize("name", GRAPHS)
 def test_layerwise_runner_matches_reference_simulator(name):
@@ -64,13 +75,7 @@ def test_layerwise_runner_matches_reference_simulator(name):
     T = 12
     runner = LayerwiseRunner(g, ctx.ann_reference, ctx.ann_names, x, T, batch_size=7)
     assert [s.node.op for s in runner.segments][-1] == "readout"
-    for seg in runner.segments:
-        outs = []
-        for b in range(len(runner.batches)):
-            outs.append(runner.batch(seg, b)[0])
-            runner.keep(seg, b, outs[-1])
-        runner.done(seg)
-    layerwise = torch.cat([o.data.mean(0) for o in outs]).numpy()
+    layerwise = _run_layerwise(runner)
     reference = simulate(g, x, T, batch_size=5).output(T)
     np.testing.assert_allclose(layerwise, reference, rtol=1e-5, atol=1e-5)
 
@@ -140,27 +145,78 @@ def _current_of(g: Graph, consumer: str, x: np.ndarray) -> np.ndarray:
     return got[0].numpy()
 
 
-@pytest.mark.parametrize("case", ["conv", "add", "affine"])
+def _relu_after_pool() -> Graph:
+    """small_cnn with a ReLU between the pool and the global pool (nothing with a bias feeds it)."""
+    g = small_cnn(bn=False)
+    pool = g.node("pool")
+    relu = g.add_node("relu", [pool.output], name="relu3", shape=pool.output.shape, before=g.node("gap"))
+    g.set_input(g.node("gap"), 0, relu.output)
+    verify(g)
+    return g
+
+
+def _linear_on_rows() -> Graph:
+    """A linear layer acting on the last axis of a [3, 4] value: its bias is not per channel."""
+    r = rng(3)
+    g = Graph("rows")
+    x = g.add_input("x", (3, 4))
+    h = g.add_node("linear", [x], {}, {"weight": r.normal(size=(4, 4)), "bias": np.zeros(4)}, "fc").output
+    g.set_outputs([g.add_node("relu", [h], name="relu1").output])
+    infer_shapes(g)
+    return g
+
+
+def _add_twice() -> Graph:
+    g = small_cnn(bn=False)
+    conv2 = g.node("conv2")
+    add = g.add_node("add", [conv2.output, conv2.output], name="add", shape=conv2.output.shape, before=g.node("relu2"))
+    g.set_input(g.node("relu2"), 0, add.output)
+    verify(g)
+    return g
+
+
+SHIFT_CASES = {  # graph, consumer, which node must carry the shift
+    "conv": (lambda: small_cnn(bn=False), "relu1", "conv"),
+    "add": (lambda: small_cnn(bn=False, residual=True), "relu2", "conv"),
+    "pool": (_relu_after_pool, "relu3", "affine"),
+    "linear on rows": (_linear_on_rows, "relu1", "affine"),
+    "add reading one branch twice": (_add_twice, "relu2", "affine"),
+}
+
+
+@pytest.mark.parametrize("case", SHIFT_CASES)
 def test_shift_input_current_adds_delta_per_channel(case):
-    x = images(4)
-    if case == "conv":
-        g, consumer = small_cnn(bn=False), "relu1"
-    elif case == "add":
-        g, consumer = small_cnn(bn=False, residual=True), "relu2"
+    build, consumer, carrier = SHIFT_CASES[case]
+    g = build()
+    if case == "add":
         g.node("add").attrs["coeffs"] = [[0.5] * 6, 2.0]
-    else:  # the pool's output feeds nothing with a bias: an affine node is inserted
-        g = small_cnn(bn=False)
-        pool = g.node("pool")
-        relu = g.add_node("relu", [pool.output], name="relu3", shape=pool.output.shape, before=g.node("gap"))
-        g.set_input(g.node("gap"), 0, relu.output)
-        consumer = "relu3"
+    x = images(4, shape=g.inputs[0].shape)
     before = _current_of(g, consumer, x)
-    delta = np.arange(6, dtype=np.float32) / 10
+    c = before.shape[1]
+    delta = np.arange(c, dtype=np.float32) / 10
     where = shift_input_current(g, g.node(consumer), delta)
     verify(g)
     after = _current_of(g, consumer, x)
-    np.testing.assert_allclose(after - before, np.broadcast_to(delta.reshape(1, 6, 1, 1), before.shape), atol=1e-5)
-    assert g.node(where).op == {"conv": "conv", "add": "conv", "affine": "affine"}[case]
+    expect = np.broadcast_to(delta.reshape((1, c) + (1,) * (before.ndim - 2)), before.shape)
+    np.testing.assert_allclose(after - before, expect, atol=1e-5)
+    assert where.op == carrier
+
+
+def test_calibrate_bias_through_an_inserted_affine_node():
+    """A neuron fed by a pool gets its correction in a new affine node, which the engine
+    then simulates as part of the layer."""
+    g = _relu_after_pool()
+    x = images(24)
+    _, ctx = run(g, f"{CONVERT},calibrate-bias", x, timesteps=6)
+    rows = {r["layer"]: r for r in ctx.records["calibrate-bias"]["layers"]}
+    assert g.node("relu3_if_calib_bias").op == "affine" and rows["relu3_if"]["changed"] == "relu3_if_calib_bias"
+    verify(g, "snn")
+    assert np.any(g.node("relu3_if_calib_bias").params["shift"] != 0)
+    out = rows[g.outputs[0].producer.name]
+    assert abs(out["after"]["mean"]) < 1e-4  # later layers were calibrated on the new graph
+    runner = LayerwiseRunner(g, ctx.ann_reference, ctx.ann_names, x, 6)
+    layerwise = _run_layerwise(runner)
+    np.testing.assert_allclose(layerwise, simulate(g, x, 6).output(6), rtol=1e-5, atol=1e-5)
 
 
 # -------------------------------------------------------------- the passes
@@ -240,6 +296,8 @@ def test_calibration_needs_insert_if_and_weighted_spikes():
         run(small_cnn(), f"{CONVERT},normalize-weights,calibrate-bias", images(8))
     with pytest.raises(PassError, match="needs a graph in the SNN stage"):
         run(small_cnn(), "calibrate-bias", images(8))
+    with pytest.raises(PassError, match="resets to zero; the fitted quantiser models soft reset"):
+        run(small_cnn(), "canonicalize,fold-bn,balance-thresholds,insert-if{reset=zero},calibrate-weights", images(8))
 
 
 def test_half_step_as_bias_gives_the_same_first_layer_counts():

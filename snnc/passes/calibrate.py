@@ -20,7 +20,8 @@ calibrated, against the ANN's activation computed with the original weights:
 All three calibrate for the T of the conversion (``--timesteps``). The SNN is simulated
 one layer at a time over all calibration samples: the spike trains between layers are
 kept bit-packed (T·N bits per neuron), so each calibration pass costs two simulations
-of the network, independent of its depth, plus one ANN evaluation per layer. Statistics
+of the network, independent of its depth; the ANN up to each layer is re-evaluated per
+batch for that layer's targets (cheap next to the SNN, but it grows with depth). Statistics
 are accumulated batch by batch. Weight calibration also keeps, for the layer being
 calibrated, the time-averaged inputs and the ANN targets of all samples (float32).
 
@@ -75,11 +76,10 @@ def _pack(value: Timed, scale: torch.Tensor | None) -> Any:
         return value
     try:
         packed = _Spikes(value.data, scale)
+        exact = torch.equal(packed.unpack(), value.data)
     except RuntimeError:  # scale does not broadcast to the value
         return value
-    if not torch.equal(packed.unpack(), value.data):
-        return value
-    return packed
+    return packed if exact else value
 
 
 def _unpack(stored: Any) -> Timed:
@@ -100,24 +100,25 @@ class _Segment:
 
 def segments(graph: Graph) -> list[_Segment]:
     """One segment per stateful node (neuron, spiking max pool, readout), in graph order."""
-    out = []
-    for node in graph.nodes:
-        if node.op not in _STATEFUL:
-            continue
-        members: set[int] = set()
-        boundary: dict[int, Value] = {}
-        stack = list(node.inputs)
-        while stack:
-            v = stack.pop()
-            p = v.producer
-            if p is None or p.op in _STATEFUL:
-                boundary[id(v)] = v
-            elif id(p) not in members:
-                members.add(id(p))
-                stack.extend(p.inputs)
-        nodes = [n for n in graph.nodes if id(n) in members]
-        out.append(_Segment(node, nodes, list(boundary.values())))
-    return out
+    return [_segment(graph, node) for node in graph.nodes if node.op in _STATEFUL]
+
+
+def _segment(graph: Graph, node: Node) -> _Segment:
+    """The stateless nodes computing ``node``'s input back to stored values (the outputs
+    of stateful nodes and the graph input), in graph order."""
+    members: set[int] = set()
+    boundary: dict[int, Value] = {}
+    stack = list(node.inputs)
+    while stack:
+        v = stack.pop()
+        p = v.producer
+        if p is None or p.op in _STATEFUL:
+            boundary[id(v)] = v
+        elif id(p) not in members:
+            members.add(id(p))
+            stack.extend(p.inputs)
+    nodes = [n for n in graph.nodes if id(n) in members]
+    return _Segment(node, nodes, list(boundary.values()))
 
 
 class LayerwiseRunner:
@@ -150,6 +151,8 @@ class LayerwiseRunner:
 
     # ------------------------------------------------------------ helpers
     def refresh(self, seg: _Segment) -> None:
+        """Re-read the segment's parameters and nodes (a calibration may have inserted one)."""
+        seg.nodes = _segment(self.graph, seg.node).nodes
         for n in [*seg.nodes, seg.node]:
             self.sim.refresh(n)
 
@@ -343,7 +346,7 @@ class CalibrateBias(_Calibration):
 
     def update(self, graph, seg, runner, ctx, task) -> str:
         err = (self._sum / max(1, self._count)).numpy()
-        return shift_input_current(graph, seg.node, -err, name="calib_bias")
+        return shift_input_current(graph, seg.node, -err, name="calib_bias").name
 
 
 @register_pass
@@ -373,7 +376,7 @@ class CalibratePotential(_Calibration):
         err = (self._sum / max(1, self._count)).numpy()
         node = seg.node
         if node.op == "readout":
-            return shift_input_current(graph, node, err, name="calib_bias")
+            return shift_input_current(graph, node, err, name="calib_bias").name
         if self.options.granularity == "channel":
             err = err.reshape(channel_shape(node.output))
         node.set_param("v_init", node.params["v_init"] + ctx.timesteps * err)
@@ -431,6 +434,8 @@ class CalibrateWeights(_Calibration):
             params[id(n)]["weight"] = w
             weights.append(w)
         node = seg.node
+        if node.op == "if_neuron" and node.attr("reset") != "subtract":
+            raise PassError(f"{self.name}: neuron {node.name!r} resets to zero; the fitted quantiser models soft reset (insert-if reset=subtract)")
         if node.op == "if_neuron":
             p = param_tensors(node)
             theta, v0 = p["threshold"], p["v_init"]
