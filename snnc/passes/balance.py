@@ -55,7 +55,7 @@ class ActivationStats:
         return float(self.channel_max.max()) if self.channel_max.size else 0.0
 
 
-def _channels_last(out: torch.Tensor) -> torch.Tensor:
+def channels_last(out: torch.Tensor) -> torch.Tensor:
     """[B, C, *spatial] -> [C, B*spatial] (a [B, F] output has F channels)."""
     c = out.shape[1] if out.dim() > 1 else 1
     return out.transpose(0, 1).reshape(c, -1)
@@ -71,7 +71,7 @@ def collect_activation_stats(
     counts: dict[str, int] = {}
 
     def observe_max(node: Node, out: torch.Tensor) -> None:
-        flat = _channels_last(out)
+        flat = channels_last(out)
         m = flat.max(dim=1).values.clamp_min(0)
         maxes[node.name] = m if node.name not in maxes else torch.maximum(maxes[node.name], m)
         counts[node.name] = counts.get(node.name, 0) + flat.shape[1]
@@ -90,7 +90,7 @@ def collect_activation_stats(
     npos = {n.name: torch.zeros(maxes[n.name].numel(), dtype=torch.float64) for n in nodes}
 
     def observe_hist(node: Node, out: torch.Tensor) -> None:
-        flat = _channels_last(out).double()
+        flat = channels_last(out).double()
         cmax = maxes[node.name].double()
         pos = flat > 0
         npos[node.name] += pos.sum(dim=1).double()

@@ -31,7 +31,6 @@ Each pass records, per layer, the mean and RMS of SNN − ANN output before and 
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -43,11 +42,10 @@ import torch
 from snnc.errors import PassError
 from snnc.ir.graph import Graph, Node, Value
 from snnc.ir.interpreter import Interpreter, param_tensors
+from snnc.passes.balance import channels_last
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
-from snnc.simulator.reference import ReferenceSimulator, Timed, _keep_freed_memory, default_batch_size
-
-log = logging.getLogger(__name__)
+from snnc.simulator.reference import ReferenceSimulator, Timed, keep_freed_memory, default_batch_size
 
 _STATEFUL = ("if_neuron", "spiking_max_pool", "readout")
 _TRAINABLE = ("conv", "conv_transpose", "linear")
@@ -124,9 +122,9 @@ def _segment(graph: Graph, node: Node) -> _Segment:
 class LayerwiseRunner:
     """Simulates an SNN-stage graph one stateful node at a time over all samples of ``x``.
 
-    ``run_segment(seg)`` yields, per batch, the segment's time-averaged input current,
-    output and boundary inputs; ``keep(seg, b, out)`` stores the segment's output for the later
-    layers. Parameters changed by a calibration are picked up by ``refresh``.
+    ``batch(seg, b)`` simulates one segment on one batch of samples; ``keep(seg, b, out)``
+    stores its output for the later segments and ``done(seg)`` frees what no later segment
+    reads. Parameters (and nodes) changed by a calibration are picked up by ``refresh``.
     """
 
     def __init__(self, graph: Graph, ann: Graph, ann_names: dict[str, str], x: np.ndarray, T: int, batch_size: int | None = None):
@@ -134,7 +132,7 @@ class LayerwiseRunner:
         self.T = T
         self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         self.sim = ReferenceSimulator(graph)
-        _keep_freed_memory()
+        keep_freed_memory()
         bs = batch_size or default_batch_size(T, graph)
         self.batches = [slice(lo, min(len(x), lo + bs)) for lo in range(0, len(x), bs)]
         self.segments = segments(graph)
@@ -184,12 +182,12 @@ class LayerwiseRunner:
         self._ann_interp.run(xb, observe=lambda n, out: got.append(out), watch=[target], stop_after=target)
         return got[0]
 
-    def batch(self, seg: _Segment, b: int, *, keep_env: bool = False):
-        """Simulate the segment on batch ``b``: (output Timed, time-averaged current, env)."""
+    def batch(self, seg: _Segment, b: int) -> tuple[Timed, dict[int, Timed]]:
+        """Simulate the segment on batch ``b``: its output and the values it computed from
+        (by value id)."""
         env = self._boundary(seg, b)
         z = self.current(seg, env)
-        out = self.sim.step(seg.node, [z], self.T)
-        return out, z, (env if keep_env else None)
+        return self.sim.step(seg.node, [z], self.T), env
 
     def keep(self, seg: _Segment, b: int, out: Timed) -> None:
         """Store the segment's output for batch ``b`` (bit-packed spikes where possible), so
@@ -200,8 +198,7 @@ class LayerwiseRunner:
         if b == 0:
             scale = None
             if node.op == "if_neuron":
-                p = self.sim._params[id(node)]
-                scale = p["threshold"] if node.attr("spike_scale") == "threshold" else torch.ones(())
+                scale = self.sim.param(node, "threshold") if node.attr("spike_scale") == "threshold" else torch.ones(())
             elif node.op == "spiking_max_pool":
                 scale = self._scale.get(id(node.inputs[0]))
             self._scale[id(node.output)] = scale
@@ -242,8 +239,7 @@ class ErrorStats:
 
 def _per_channel_sum(d: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Sum over batch and positions per channel (axis 1) and the count per channel."""
-    c = d.shape[1]
-    flat = d.transpose(0, 1).reshape(c, -1)
+    flat = channels_last(d)
     return flat.double().sum(1), flat.shape[1]
 
 
@@ -252,7 +248,6 @@ class _Calibration(Pass):
     """Shared driver: walks the segments in forward order, calibrating the target layers."""
 
     requires_stage = "snn"
-    description = "calibrating"
 
     @dataclass
     class Options:
@@ -264,14 +259,17 @@ class _Calibration(Pass):
             return True
         return seg.node.op == "readout" and self.options.output
 
-    def run(self, graph: Graph, ctx: PassContext) -> bool:
-        if ctx.ann_reference is None:
-            raise PassError(f"{self.name}: the ANN reference is missing; run it in the same pipeline as insert-if, after it")
+    def check(self, graph: Graph) -> None:
+        """Refuse, before any work, a graph this pass cannot calibrate."""
         for n in graph.find("if_neuron"):
             if n.attr("spike_scale") != "threshold":
                 raise PassError(f"{self.name}: neuron {n.name!r} emits unit spikes; put normalize-weights after the calibration passes")
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if ctx.ann_reference is None:
+            raise PassError(f"{self.name}: the ANN reference is missing; run it in the same pipeline as insert-if, after it")
+        self.check(graph)
         x = ctx.require_calib(self.name)[: self.options.samples]
-        torch.manual_seed(ctx.seed)
         T = ctx.timesteps
         runner = LayerwiseRunner(graph, ctx.ann_reference, ctx.ann_names, x, T)
         nb = len(runner.batches)
@@ -289,17 +287,17 @@ class _Calibration(Pass):
                 before = ErrorStats()
                 self.begin(seg)
                 for b in range(nb):
-                    out, z, env = runner.batch(seg, b, keep_env=self.wants_inputs)
+                    out, env = runner.batch(seg, b)
                     a = runner.ann_target(seg, b)
                     r = time_average(out)
                     before.add(r - a)
-                    self.observe(seg, b, r, a, z, env, runner)
+                    self.observe(seg, r, a, env)
                     task.advance(1)
-                where = self.update(graph, seg, runner, ctx, task)
+                where = self.update(graph, seg, ctx)
                 runner.refresh(seg)
                 after = ErrorStats()
                 for b in range(nb):
-                    out, _, _ = runner.batch(seg, b)
+                    out, _ = runner.batch(seg, b)
                     after.add(time_average(out) - runner.ann_target(seg, b))
                     runner.keep(seg, b, out)
                     task.advance(1)
@@ -312,17 +310,25 @@ class _Calibration(Pass):
         return True
 
     # hooks -------------------------------------------------------------
-    wants_inputs = False
-
     def begin(self, seg: _Segment) -> None:
+        """Start the statistics of one layer."""
         self._sum: torch.Tensor | None = None
         self._count = 0
 
-    def observe(self, seg, b, r, a, z, env, runner) -> None:  # pragma: no cover - abstract
+    def observe(self, seg: _Segment, r: torch.Tensor, a: torch.Tensor, env: dict[int, Timed]) -> None:  # pragma: no cover - abstract
+        """One batch: SNN time-averaged output ``r``, ANN target ``a``, the segment's values."""
         raise NotImplementedError
 
-    def update(self, graph, seg, runner, ctx, task) -> str:  # pragma: no cover - abstract
+    def update(self, graph: Graph, seg: _Segment, ctx: PassContext) -> str:  # pragma: no cover - abstract
+        """Apply the correction; return the name(s) of what changed."""
         raise NotImplementedError
+
+    def _add_sum(self, s: torch.Tensor, n: int) -> None:
+        self._sum = s if self._sum is None else self._sum + s
+        self._count += n
+
+    def _mean(self) -> np.ndarray:
+        return (self._sum / max(1, self._count)).numpy()
 
 
 @register_pass
@@ -339,14 +345,11 @@ class CalibrateBias(_Calibration):
         samples: int = 256
         output: bool = True
 
-    def observe(self, seg, b, r, a, z, env, runner) -> None:
-        s, n = _per_channel_sum(r - a)
-        self._sum = s if self._sum is None else self._sum + s
-        self._count += n
+    def observe(self, seg, r, a, env) -> None:
+        self._add_sum(*_per_channel_sum(r - a))
 
-    def update(self, graph, seg, runner, ctx, task) -> str:
-        err = (self._sum / max(1, self._count)).numpy()
-        return shift_input_current(graph, seg.node, -err, name="calib_bias").name
+    def update(self, graph, seg, ctx) -> str:
+        return shift_input_current(graph, seg.node, -self._mean(), name="calib_bias").name
 
 
 @register_pass
@@ -364,16 +367,14 @@ class CalibratePotential(_Calibration):
         output: bool = True
         granularity: str = choice("channel", "neuron", "channel")
 
-    def observe(self, seg, b, r, a, z, env, runner) -> None:
+    def observe(self, seg, r, a, env) -> None:
         if seg.node.op == "readout" or self.options.granularity == "channel":
-            s, n = _per_channel_sum(a - r)
+            self._add_sum(*_per_channel_sum(a - r))
         else:
-            s, n = (a - r).double().sum(0), r.shape[0]
-        self._sum = s if self._sum is None else self._sum + s
-        self._count += n
+            self._add_sum((a - r).double().sum(0), r.shape[0])
 
-    def update(self, graph, seg, runner, ctx, task) -> str:
-        err = (self._sum / max(1, self._count)).numpy()
+    def update(self, graph, seg, ctx) -> str:
+        err = self._mean()
         node = seg.node
         if node.op == "readout":
             return shift_input_current(graph, node, err, name="calib_bias").name
@@ -401,7 +402,6 @@ class CalibrateWeights(_Calibration):
     in the SNN stage."""
 
     name = "calibrate-weights"
-    wants_inputs = True
 
     @dataclass
     class Options:
@@ -415,13 +415,19 @@ class CalibrateWeights(_Calibration):
         self._inputs: list[dict[int, torch.Tensor]] = []
         self._targets: list[torch.Tensor] = []
 
-    def observe(self, seg, b, r, a, z, env, runner) -> None:
+    def observe(self, seg, r, a, env) -> None:
         self._inputs.append({id(v): time_average(env[id(v)]) for v in seg.boundary})
         self._targets.append(a)
 
-    def update(self, graph, seg, runner, ctx, task) -> str:
+    def check(self, graph: Graph) -> None:
+        super().check(graph)
+        for n in graph.find("if_neuron"):
+            if n.attr("reset") != "subtract":
+                raise PassError(f"{self.name}: neuron {n.name!r} resets to zero; the fitted quantiser models soft reset (insert-if reset=subtract)")
+
+    def update(self, graph, seg, ctx) -> str:
         o = self.options
-        train = [n for n in seg.nodes if n.op in _TRAINABLE and not self._done(n)]
+        train = [n for n in seg.nodes if n.op in _TRAINABLE and id(n) not in self._trained]
         if not train or o.iterations <= 0:
             return ""
         xs = {k: torch.cat([d[k] for d in self._inputs]) for k in self._inputs[0]}
@@ -434,8 +440,6 @@ class CalibrateWeights(_Calibration):
             params[id(n)]["weight"] = w
             weights.append(w)
         node = seg.node
-        if node.op == "if_neuron" and node.attr("reset") != "subtract":
-            raise PassError(f"{self.name}: neuron {node.name!r} resets to zero; the fitted quantiser models soft reset (insert-if reset=subtract)")
         if node.op == "if_neuron":
             p = param_tensors(node)
             theta, v0 = p["threshold"], p["v_init"]
@@ -458,15 +462,9 @@ class CalibrateWeights(_Calibration):
                 sched.step()
         for n, w in zip(train, weights):
             n.set_param("weight", w.detach().numpy())
-            self._mark(n)
+            self._trained.add(id(n))
         return ",".join(n.name for n in train)
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        self._trained: set[int] = set()
+        self._trained: set[int] = set()  # a node shared by two layers is fitted once
         return super().run(graph, ctx)
-
-    def _done(self, n: Node) -> bool:
-        return id(n) in self._trained
-
-    def _mark(self, n: Node) -> None:
-        self._trained.add(id(n))

@@ -84,8 +84,7 @@ class ReferenceSimulator:
         if not steps or steps[0] < 1:
             raise DataError(f"timesteps must be positive integers, got {list(timesteps)}")
         T = steps[-1]
-        x = x.to(self.device, torch.float32)
-        env: dict[int, Timed] = {id(self.graph.inputs[0]): self._encode(x, T, encoding, generator)}
+        env: dict[int, Timed] = {id(self.graph.inputs[0]): self.encode(x, T, encoding, generator)}
         results: dict[int, list[torch.Tensor]] = {t: [] for t in steps}
         readouts: dict[int, dict[int, torch.Tensor]] = {}
         for i, node in enumerate(self.graph.nodes):
@@ -118,11 +117,14 @@ class ReferenceSimulator:
         """Re-read ``node``'s parameters after a pass changed them."""
         self._params[id(node)] = param_tensors(node, self.device)
 
-    def encode(self, x: torch.Tensor, T: int, encoding: str = "direct", generator: torch.Generator | None = None) -> Timed:
-        return self._encode(x.to(self.device, torch.float32), T, encoding, generator)
+    def param(self, node: Node, key: str) -> torch.Tensor:
+        """``node``'s parameter as the tensor the simulation uses."""
+        return self._params[id(node)][key]
 
-    # ----------------------------------------------------------------- ops
-    def _encode(self, x: torch.Tensor, T: int, encoding: str, generator: torch.Generator | None) -> Timed:
+    def encode(self, x: torch.Tensor, T: int, encoding: str = "direct", generator: torch.Generator | None = None) -> Timed:
+        """The graph input over T steps: the analog input every step (direct) or seeded
+        Poisson spikes."""
+        x = x.to(self.device, torch.float32)
         if encoding == "direct":
             return Timed(x, static=True)
         if encoding == "poisson":
@@ -130,6 +132,8 @@ class ReferenceSimulator:
             rnd = torch.rand((T, *x.shape), generator=generator, device=x.device)
             return Timed((rnd < p).float() * torch.sign(x), static=False)
         raise DataError(f"unknown input encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+
+    # ----------------------------------------------------------------- ops
 
     def _stateless(self, node: Node, ins: list[Timed], T: int) -> Timed:
         compute = node.spec.compute
@@ -231,7 +235,7 @@ def simulate(
     if batch_size is None:
         batch_size = default_batch_size(T, graph, str(torch.device(device).type))
     if torch.device(device).type == "cpu":
-        _keep_freed_memory()
+        keep_freed_memory()
     gen = torch.Generator(device=device).manual_seed(seed)
     counts: dict[str, float] = {}
     outs: dict[int, list[list[np.ndarray]]] = {t: [[] for _ in graph.outputs] for t in steps}
@@ -255,7 +259,7 @@ def default_batch_size(timesteps: int, graph: Graph | None = None, device: str =
     """Samples per batch.
 
     On CPU the batch is sized so that the largest ``[T, B, ...]`` value stays under 30 MiB:
-    with :func:`_keep_freed_memory` such buffers are recycled by malloc instead of being
+    with :func:`keep_freed_memory` such buffers are recycled by malloc instead of being
     mapped and page-faulted afresh for every layer and batch, which measured 2.4x faster
     on the Fashion-MNIST ResNet (2 cores). Elsewhere, T x B is kept near 4096.
     """
@@ -268,7 +272,7 @@ def default_batch_size(timesteps: int, graph: Graph | None = None, device: str =
 _MALLOC_TUNED = False
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Ask glibc to serve allocations up to 32 MiB from its heap and not to return freed
     memory to the OS, so per-layer buffers are reused (no page faults on every layer).
     A no-op where glibc is not the allocator."""
