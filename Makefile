@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo test clean data bench-deps bench-accuracy
+.PHONY: setup demo test clean data bench-accuracy bench-throughput
 
 setup: $(STAMP) $(FMNIST)
 
@@ -15,9 +15,17 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Re-install only when the project's declared dependencies change.
-$(STAMP): pyproject.toml | $(PY)
+# SpikingJelly 2.0 goes in with --no-deps: its declared requirements (torchaudio,
+# torchvision, tensorboard, ...) would replace the pinned torch; the packages it imports
+# at run time are listed next to it. The backend packages register through entry points.
+SJ_RUNTIME := spikingjelly==2.0.0
+SJ_IMPORTS := loguru tqdm h5py requests packaging scipy
+$(STAMP): pyproject.toml backends/spikingjelly/pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(SJ_RUNTIME)
+	$(PY) -m pip install -q $(SJ_IMPORTS)
+	$(PY) -m pip install -q --no-deps -e backends/spikingjelly
 	touch $(STAMP)
 
 # Fashion-MNIST ships as a Debian package (IDX files under /usr/share/datasets).
@@ -38,13 +46,7 @@ demo: data
 test: setup
 	$(PY) -m pytest -q
 
-# SpikingJelly 2.0 for the side-by-side benchmark: --no-deps, because its declared
-# requirements (torchaudio, torchvision, ...) would replace the pinned torch.
-bench-deps: setup
-	$(PY) -m pip install -q --no-deps spikingjelly==2.0.0
-	$(PY) -m pip install -q tqdm loguru h5py requests
-
-bench-accuracy: bench-deps data
+bench-accuracy: data
 	$(PY) benchmarks/accuracy/fashion_mnist.py
 	$(PY) benchmarks/accuracy/ablation.py
 

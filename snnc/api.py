@@ -50,16 +50,19 @@ class SpikingModel:
         timesteps: int | Sequence[int] | None = None,
         *,
         backend: str = "reference",
+        device: str | None = None,
         batch_size: int | None = None,
         encoding: str = "direct",
         seed: int = 0,
         progress=None,
     ) -> SimResult:
-        """Run the SNN on ``x`` for one or several T; returns outputs per T and spike rates."""
+        """Run the SNN on ``x`` for one or several T; returns outputs per T and spike rates.
+        ``device`` ("cpu", "cuda", "cuda:1", ...) defaults to the backend's choice (the
+        reference: CPU; spikingjelly: CUDA when available)."""
         x = _as_array(x)
         check_input(self.snn, x)
         steps = [self.timesteps] if timesteps is None else ([timesteps] if isinstance(timesteps, int) else list(timesteps))
-        be = get_backend(backend)
+        be = get_backend(backend, **({"device": device} if device else {}))
         be.check(self.snn)
         return be.run(self.snn, x, steps, batch_size=batch_size, encoding=encoding, seed=seed, progress=progress)
 
@@ -67,6 +70,13 @@ class SpikingModel:
         """Time-averaged SNN outputs (first graph output) after ``timesteps`` steps."""
         T = self.timesteps if timesteps is None else int(timesteps)
         return self.simulate(x, T, backend=backend, **kwargs).output(T)
+
+    def to_spikingjelly(self, device: str = "cpu"):
+        """The SNN as a SpikingJelly 2.0 multi-step ``nn.Module`` to embed in your own code:
+        ``net(x, timesteps)`` returns the readout after ``timesteps`` steps of direct-coded
+        input ``x`` ([B, ...]); ``net.sequence(x, T)`` returns it after every step. Needs the
+        ``spikingjelly`` backend package (installed by ``make setup``)."""
+        return get_backend("spikingjelly", device=device).lower(self.snn)
 
     def ann_outputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """The original ANN's outputs (post-processing stripped) on ``x``."""
@@ -265,6 +275,7 @@ def evaluate(
     *,
     timesteps: int | Sequence[int] = (8, 16, 32),
     backend: str = "reference",
+    device: str | None = None,
     batch_size: int | None = None,
     encoding: str = "direct",
     progress=None,
@@ -278,7 +289,7 @@ def evaluate(
     x = _as_array(x)
     steps = [timesteps] if isinstance(timesteps, int) else sorted(set(int(t) for t in timesteps))
     ann_out = sm.ann_outputs(x)
-    res = sm.simulate(x, steps, backend=backend, batch_size=batch_size, encoding=encoding, progress=progress)
+    res = sm.simulate(x, steps, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
     ann_pred = _argmax(ann_out)
     results = []
     for t in steps:

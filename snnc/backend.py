@@ -4,6 +4,10 @@ A backend lowers an SNN-stage graph to its target through a per-op table and run
 The core knows only the built-in ``reference`` backend; every other backend is a
 separate package under ``backends/`` that registers itself under the entry-point group
 ``snnc.backends`` (name -> ``module:factory``). The core never imports a backend.
+
+What a backend package may use from the core: this module (:class:`Backend`,
+:class:`Unsupported`, :class:`SimResult`, :func:`encode`, :func:`spike_rates`) and
+:mod:`snnc.ir` (the graph, its ops and their executable semantics).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import numpy as np
 
 from snnc.errors import BackendError
 from snnc.ir.graph import Graph
-from snnc.simulator.reference import SimResult, simulate
+from snnc.simulator.reference import SimResult, Timed, default_batch_size, encode, simulate, spike_rates
+
+__all__ = ["Backend", "Unsupported", "SimResult", "Timed", "encode", "spike_rates", "default_batch_size", "get_backend", "backend_names"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,10 @@ class ReferenceBackend(Backend):
     description = "snnc's reference simulator (torch; the semantic ground truth)"
 
     def __init__(self, device: str = "cpu"):
+        import torch
+
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} was requested but torch sees no CUDA device; use --device cpu")
         self.device = device
 
     def unsupported(self, graph: Graph) -> list[Unsupported]:

@@ -254,12 +254,13 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and optionally integer labels y.")
 @click.option("-T", "--timesteps", "timesteps_text", default="8,16,32", show_default=True, help="Comma-separated T values.")
 @click.option("--backend", default="reference", show_default=True, help="Backend to run on (see `snnc backends`).")
+@click.option("--device", default=None, help="Device for the backend: cpu, cuda, cuda:N (default: the backend's choice; spikingjelly uses CUDA when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout instead of tables.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per simulation batch (default: from T).")
 @click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N samples.")
 @click.option("--no-progress", is_flag=True)
-def eval_cmd(artifact, data_path, timesteps_text, backend, as_json, batch_size, encoding, limit, no_progress):
+def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, no_progress):
     """Evaluate ARTIFACT on a data set: accuracy and ANN agreement for each T."""
     import snnc
 
@@ -267,7 +268,7 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, as_json, batch_size, 
     sm = snnc.load(artifact)
     data = load_data(data_path, what="data file", limit=limit)
     with progress_bars(not (no_progress or as_json)) as progress:
-        res = snnc.evaluate(sm, data["x"], data.get("y"), timesteps=steps, backend=backend, batch_size=batch_size, encoding=encoding, progress=progress)
+        res = snnc.evaluate(sm, data["x"], data.get("y"), timesteps=steps, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
     if as_json:
         click.echo(json.dumps({k: res[k] for k in ("backend", "ann_accuracy", "results")}))
         return
@@ -294,12 +295,13 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, as_json, batch_size, 
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="NPZ with array x.")
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps (default: the artifact's).")
-@click.option("--backend", default="reference", show_default=True)
+@click.option("--backend", default="reference", show_default=True, help="Backend to run on (see `snnc backends`).")
+@click.option("--device", default=None, help="Device for the backend: cpu, cuda, cuda:N (default: the backend's choice; spikingjelly uses CUDA when available).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="NPZ to write (array outputs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True)
 @click.option("--no-progress", is_flag=True)
-def run_cmd(artifact, input_path, timesteps, backend, output, batch_size, encoding, no_progress):
+def run_cmd(artifact, input_path, timesteps, backend, device, output, batch_size, encoding, no_progress):
     """Run ARTIFACT on inputs; write the time-averaged outputs as array `outputs`."""
     import snnc
     from snnc.utils.io import write_npz
@@ -308,7 +310,7 @@ def run_cmd(artifact, input_path, timesteps, backend, output, batch_size, encodi
     x = load_data(input_path, what="input file")["x"]
     T = timesteps or sm.timesteps
     with progress_bars(not no_progress) as progress:
-        out = sm.run(x, T, backend=backend, batch_size=batch_size, encoding=encoding, progress=progress)
+        out = sm.run(x, T, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
     write_npz(output, outputs=out)
     err_console.print(f"wrote {output}: outputs {list(out.shape)} (T={T}, {backend})")
 

@@ -355,11 +355,47 @@ def _spiking_max_pool(xs, node, p):
     (first position on ties). The time average of the output tends to the maximum of
     the inputs' time averages as T grows; for small T it can differ, which is why the
     alternative (``--maxpool avg``: treat as average pooling) exists. Attributes as max_pool.
+    Executable form: :func:`spiking_max_pool_sequence`.
     """
+
+
+def spiking_max_pool_sequence(
+    x_seq: torch.Tensor, kernel: list[int], strides: list[int] | None = None, pads: list[int] | None = None, dilations: list[int] | None = None, ceil_mode: bool = False
+) -> torch.Tensor:
+    """The ``spiking_max_pool`` equations over a whole input sequence ``[T, B, C, *spatial]``
+    (every backend runs exactly this): gate each window by the running sum of its inputs.
+    Arguments are the op's attributes."""
+    T = x_seq.shape[0]
+    nd = x_seq.dim() - 3
+    k = kernel
+    strides = strides or list(k)
+    dil = dilations or [1] * nd
+    pads = pads or [0] * (2 * nd)
+    begin, end = pads[:nd], pads[nd:]
+    flat = x_seq.reshape(-1, *x_seq.shape[2:])
+    csum = torch.cumsum(x_seq, dim=0).reshape(flat.shape)
+    fpad: list[int] = []
+    for i in reversed(range(nd)):
+        fpad += [begin[i], end[i]]
+    if any(fpad):
+        csum = F.pad(csum, fpad, value=-torch.inf)
+        flat = F.pad(flat, fpad, value=0.0)
+    pool = F.max_pool1d if nd == 1 else F.max_pool2d
+    _, idx = pool(csum, k, strides, 0, dilation=dil, ceil_mode=bool(ceil_mode), return_indices=True)
+    picked = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+    return picked.reshape(T, -1, *picked.shape[1:])
 
 
 @op("readout", "readout", (SNN,))
 @_stateful
 def _readout(xs, node, p):
     """Non-spiking integrator at a graph output: ``y = (1/T) * sum_t x(t)``, the time
-    average of its input (same argmax as the running sum)."""
+    average of its input (same argmax as the running sum). Executable form:
+    :func:`readout_sequence`."""
+
+
+def readout_sequence(x_seq: torch.Tensor) -> torch.Tensor:
+    """The ``readout`` after every step of ``x_seq`` ([T, B, ...]): step t holds the mean of
+    steps 1..t (every backend computes it exactly so)."""
+    steps = torch.arange(1, x_seq.shape[0] + 1, device=x_seq.device, dtype=x_seq.dtype)
+    return torch.cumsum(x_seq, dim=0) / steps.view(-1, *([1] * (x_seq.dim() - 1)))

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from snnc.errors import DataError
 from snnc.ir.graph import Graph, Node
 from snnc.ir.interpreter import check_input, iter_batches, last_uses, param_tensors
-from snnc.ir.ops import get_op
+from snnc.ir.ops import get_op, readout_sequence, spiking_max_pool_sequence
 from snnc.ir.verify import verify
 
 ENCODINGS = ("direct", "poisson")
@@ -122,16 +121,8 @@ class ReferenceSimulator:
         return self._params[id(node)][key]
 
     def encode(self, x: torch.Tensor, T: int, encoding: str = "direct", generator: torch.Generator | None = None) -> Timed:
-        """The graph input over T steps: the analog input every step (direct) or seeded
-        Poisson spikes."""
-        x = x.to(self.device, torch.float32)
-        if encoding == "direct":
-            return Timed(x, static=True)
-        if encoding == "poisson":
-            p = x.abs().clamp(max=1.0)
-            rnd = torch.rand((T, *x.shape), generator=generator, device=x.device)
-            return Timed((rnd < p).float() * torch.sign(x), static=False)
-        raise DataError(f"unknown input encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        """The graph input over T steps (see :func:`encode`)."""
+        return encode(x.to(self.device), T, encoding, generator)
 
     # ----------------------------------------------------------------- ops
 
@@ -167,6 +158,20 @@ class ReferenceSimulator:
         return Timed(out, static=False)
 
 
+def encode(x: torch.Tensor, T: int, encoding: str = "direct", generator: torch.Generator | None = None) -> Timed:
+    """The graph input over T steps, on ``x``'s device: the analog input every step
+    (direct; static) or seeded Poisson spikes drawn from ``generator``. Every backend
+    encodes through this function, so a seed gives every backend the same spikes."""
+    x = x.to(torch.float32)
+    if encoding == "direct":
+        return Timed(x, static=True)
+    if encoding == "poisson":
+        p = x.abs().clamp(max=1.0)
+        rnd = torch.rand((T, *x.shape), generator=generator, device=x.device)
+        return Timed((rnd < p).float() * torch.sign(x), static=False)
+    raise DataError(f"unknown input encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+
+
 _IF_CHUNK = 1 << 15  # neurons per chunk on CPU: v, θ and one step's z stay in L2
 
 
@@ -187,33 +192,16 @@ def _integrate_and_fire(z: torch.Tensor, v: torch.Tensor, theta: torch.Tensor, o
 def _readout(x: Timed, steps: list[int]) -> dict[int, torch.Tensor]:
     if x.static:
         return {t: x.data for t in steps}
-    csum = torch.cumsum(x.data, dim=0)
-    return {t: csum[t - 1] / t for t in steps}
+    means = readout_sequence(x.data)
+    return {t: means[t - 1] for t in steps}
 
 
 def _spiking_max_pool(node: Node, x: Timed, T: int) -> Timed:
     """Gate each window by the running sum of its inputs (see the op's docstring)."""
     if x.static:  # a constant input: the gate picks the plain maximum
         return Timed(get_op("max_pool").compute([x.data], node, {}), static=True)
-    data = x.data
-    nd = data.dim() - 3
-    k = node.attr("kernel")
-    strides = node.attr("strides") or list(k)
-    dil = node.attr("dilations") or [1] * nd
-    pads = node.attr("pads") or [0] * (2 * nd)
-    begin, end = pads[:nd], pads[nd:]
-    flat = data.reshape(-1, *data.shape[2:])
-    csum = torch.cumsum(data, dim=0).reshape(flat.shape)
-    fpad: list[int] = []
-    for i in reversed(range(nd)):
-        fpad += [begin[i], end[i]]
-    if any(fpad):
-        csum = F.pad(csum, fpad, value=-torch.inf)
-        flat = F.pad(flat, fpad, value=0.0)
-    pool = F.max_pool1d if nd == 1 else F.max_pool2d
-    _, idx = pool(csum, k, strides, 0, dilation=dil, ceil_mode=bool(node.attr("ceil_mode")), return_indices=True)
-    picked = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
-    return Timed(picked.reshape(T, -1, *picked.shape[1:]), static=False)
+    attrs = {k: node.attr(k) for k in ("kernel", "strides", "pads", "dilations", "ceil_mode")}
+    return Timed(spiking_max_pool_sequence(x.data, **attrs), static=False)
 
 
 def simulate(
@@ -247,9 +235,14 @@ def simulate(
                 acc.append(y.cpu().numpy())
         if task:
             task.advance(len(xb))
+    return SimResult({t: [np.concatenate(a, 0) for a in outs[t]] for t in steps}, spike_rates(graph, counts, len(x), T), len(x))
+
+
+def spike_rates(graph: Graph, counts: dict[str, float], samples: int, timesteps: int) -> dict[str, float]:
+    """Spikes per neuron per step for every ``if_neuron`` of ``graph``, from the total spike
+    ``counts`` over ``samples`` samples of ``timesteps`` steps."""
     neurons = {n.name: int(np.prod(n.output.shape)) for n in graph.find("if_neuron")}
-    rates = {name: counts.get(name, 0.0) / (neurons[name] * len(x) * T) for name in neurons}
-    return SimResult({t: [np.concatenate(a, 0) for a in outs[t]] for t in steps}, rates, len(x))
+    return {name: counts.get(name, 0.0) / (size * samples * timesteps) for name, size in neurons.items()}
 
 
 _CPU_VALUE_BYTES = 30 << 20  # keep one [T, B, ...] value under glibc's largest mmap threshold

@@ -1,0 +1,250 @@
+"""The SpikingJelly backend computes exactly what the reference simulator computes.
+
+Every SNN-stage op is lowered and compared spike for spike (outputs bit-identical: both
+run the same float32 arithmetic), on hand-built graphs and on the shipped Fashion-MNIST
+models. ``SNNC_TEST_DEVICE=cuda`` runs the whole file with both backends on a GPU
+(benchmarks/throughput/gpu_check.sh does, next to the 2000-image check).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _graphs import conv_params, fashion_or_noise, images, rng, small_cnn
+from click.testing import CliRunner
+
+import snnc
+from snnc.backend import backend_names, get_backend
+from snnc.cli import main
+from snnc.errors import BackendError
+from snnc.ir import Graph, infer_shapes, verify
+from snnc.passes import PassContext, parse_pipeline, run_passes
+from snnc.simulator import simulate
+
+pytest.importorskip("spikingjelly.activation_based.neuron", reason="SpikingJelly 2.0 is installed by `make setup`")
+DEVICE = os.environ.get("SNNC_TEST_DEVICE", "cpu")
+sj = get_backend("spikingjelly", device=DEVICE)
+
+MODELS = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist" / "models"
+
+
+def assert_same(graph: Graph, x: np.ndarray, steps=(1, 5, 16), batch_size: int = 4, **kw) -> None:
+    ref = simulate(graph, x, list(steps), batch_size=batch_size, device=DEVICE, **kw)
+    got = sj.run(graph, x, list(steps), batch_size=batch_size, **kw)
+    for t in steps:
+        for a, b in zip(ref.outputs[t], got.outputs[t]):
+            assert a.shape == b.shape
+            np.testing.assert_array_equal(a, b, err_msg=f"T={t}")
+    assert got.spike_rates == ref.spike_rates
+    assert any(r > 0 for r in ref.spike_rates.values())  # the comparison saw spikes
+
+
+def neuron(g: Graph, h, c: int, r, *, per="channel", reset="subtract", scale="threshold"):
+    """An if_neuron on value h with c channels and random thresholds / initial potentials."""
+    infer_shapes(g)
+    shape = h.shape
+    if per == "layer":
+        th = np.array(r.uniform(0.3, 1.0))
+    elif per == "channel":
+        th = r.uniform(0.3, 1.0, (c,) + (1,) * (len(shape) - 1))
+    else:
+        th = r.uniform(0.3, 1.0, shape)
+    v0 = r.uniform(0, 0.5, shape) * th
+    return g.add_node("if_neuron", [h], {"reset": reset, "spike_scale": scale}, {"threshold": th, "v_init": v0}).output
+
+
+def finish(g: Graph, h) -> Graph:
+    g.set_outputs([g.add_node("readout", [h]).output])
+    infer_shapes(g)
+    verify(g, "snn")
+    return g
+
+
+def conv(g, h, cout, cin, r, **attrs):
+    p = conv_params(r, cout, cin)
+    return g.add_node("conv", [h], attrs, p).output
+
+
+def graph_with(op_case: str) -> Graph:
+    """A small SNN exercising ``op_case`` between spiking layers."""
+    r = rng(3)
+    g = Graph(op_case, "snn")
+    x = g.add_input("x", (2, 8, 8))
+    h = conv(g, x, 4, 2, r, pads=[1, 1, 1, 1])
+    h = neuron(g, h, 4, r)
+    if op_case == "conv-strided-grouped-dilated":
+        p = {"weight": r.normal(0, 0.5, (4, 2, 3, 3)), "bias": r.normal(0, 0.1, 4)}
+        h = g.add_node("conv", [h], {"pads": [2, 2, 2, 2], "strides": [2, 2], "dilations": [2, 2], "groups": 2}, p).output
+    elif op_case == "conv-asymmetric-pads":
+        h = conv(g, h, 4, 4, r, pads=[0, 1, 1, 2])
+    elif op_case == "conv-transpose":
+        p = {"weight": r.normal(0, 0.4, (4, 3, 3, 3)), "bias": r.normal(0, 0.1, 3)}
+        h = g.add_node("conv_transpose", [h], {"strides": [2, 2], "output_padding": [1, 1]}, p).output
+    elif op_case == "conv-transpose-cropped":
+        p = {"weight": r.normal(0, 0.4, (4, 3, 2, 2)), "bias": r.normal(0, 0.1, 3)}
+        h = g.add_node("conv_transpose", [h], {"strides": [2, 2], "pads": [1, 0, 0, 1]}, p).output
+    elif op_case == "avg-pool":
+        h = g.add_node("avg_pool", [h], {"kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": True}).output
+    elif op_case == "avg-pool-asymmetric":
+        h = g.add_node("avg_pool", [h], {"kernel": [2, 2], "pads": [0, 0, 1, 1], "count_include_pad": True}).output
+    elif op_case == "spiking-max-pool":
+        h = g.add_node("spiking_max_pool", [h], {"kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}).output
+    elif op_case == "residual-add":
+        b = conv(g, h, 4, 4, r, pads=[1, 1, 1, 1])
+        b = neuron(g, b, 4, r)
+        h = g.add_node("add", [h, b], {"coeffs": [[0.5, 1.0, 2.0, 1.5], 1.0]}).output
+    elif op_case == "concat":
+        b = conv(g, h, 3, 4, r, pads=[1, 1, 1, 1])
+        b = neuron(g, b, 3, r, per="layer")
+        h = g.add_node("concat", [h, b], {"axis": 1}).output
+    elif op_case == "upsample":
+        h = g.add_node("upsample", [h], {"scales": [2, 2]}).output
+    elif op_case == "affine":
+        h = g.add_node("affine", [h], {}, {"scale": r.uniform(0.5, 2, (4, 1, 1)), "shift": r.normal(0, 0.1, (4, 1, 1))}).output
+    elif op_case == "flatten-linear":
+        h = g.add_node("global_avg_pool", [h], {"keepdims": True}).output
+        h = g.add_node("reshape", [h], {"shape": [4]}).output
+        h = g.add_node("linear", [h], {}, {"weight": r.normal(0, 0.8, (6, 4)), "bias": r.normal(0, 0.1, 6)}).output
+    elif op_case == "per-neuron-threshold":
+        h = conv(g, h, 4, 4, r, pads=[1, 1, 1, 1])
+        h = neuron(g, g.add_node("affine", [h], {}, {"scale": np.array(1.0), "shift": np.array(0.1)}).output, 4, r, per="neuron")
+    elif op_case == "hard-reset-unit-spikes":
+        h = conv(g, h, 4, 4, r, pads=[1, 1, 1, 1])
+        h = neuron(g, h, 4, r, reset="zero", scale="unit")
+    else:
+        raise KeyError(op_case)
+    infer_shapes(g)
+    c = h.shape[0]
+    h = neuron(g, h, c, r)  # every op's output feeds spiking neurons again
+    return finish(g, h)
+
+
+OP_CASES = [
+    "conv-strided-grouped-dilated", "conv-asymmetric-pads", "conv-transpose", "conv-transpose-cropped", "avg-pool",
+    "avg-pool-asymmetric", "spiking-max-pool", "residual-add", "concat", "upsample", "affine", "flatten-linear",
+    "per-neuron-threshold", "hard-reset-unit-spikes",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op_case", OP_CASES)
+def test_every_op_matches_the_reference_spike_for_spike(op_case):
+    g = graph_with(op_case)
+    assert sj.unsupported(g) == []
+    x = images(6, seed=4, shape=(2, 8, 8)) * 2
+    assert_same(g, x)
+
+
+def test_poisson_input_gives_the_same_spikes():
+    g = graph_with("residual-add")
+    assert_same(g, images(5, seed=2, shape=(2, 8, 8)), steps=(4, 9), encoding="poisson", seed=7)
+
+
+def test_one_dimensional_convolution_and_pooling():
+    r = rng(5)
+    g = Graph("conv1d", "snn")
+    x = g.add_input("x", (3, 20))
+    h = g.add_node("conv", [x], {"pads": [1, 1]}, conv_params(r, 5, 3, nd=1)).output
+    h = neuron(g, h, 5, r)
+    h = g.add_node("avg_pool", [h], {"kernel": [2]}).output
+    h = g.add_node("spiking_max_pool", [h], {"kernel": [2]}).output
+    h = g.add_node("linear", [h], {}, {"weight": r.normal(0, 0.5, (4, 5)), "bias": r.normal(0, 0.1, 4)}).output  # row-wise linear
+    infer_shapes(g)
+    h = neuron(g, h, 5, r)
+    g = finish(g, h)
+    assert_same(g, rng(6).normal(0, 1, (7, 3, 20)).astype(np.float32))
+
+
+def test_converted_pipeline_with_maxpool_and_residual():
+    g = small_cnn(residual=True, maxpool=True)
+    run_passes(g, parse_pipeline("canonicalize,fold-bn,balance-thresholds,insert-if"), PassContext(calib=images(32)))
+    assert_same(g, images(9, seed=8), steps=(2, 7, 32))
+
+
+@pytest.fixture(scope="module")
+def fashion_models():
+    x = fashion_or_noise(160, seed=3)
+    return {name: snnc.convert(MODELS / f"{name}.onnx", timesteps=16, calib=x[:128], calibration="light", progress=False) for name in ("vgg_bn", "resnet")}, x[128:]
+
+
+@pytest.mark.parametrize("name", ["vgg_bn", "resnet"])
+def test_example_models_match_the_reference(fashion_models, name):
+    models, x = fashion_models
+    assert_same(models[name].snn, x, steps=(4, 16), batch_size=16)
+
+
+def test_to_spikingjelly_hands_out_the_network(fashion_models):
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.neuron import ActivationAwareIFNode
+
+    models, x = fashion_models
+    sm = models["vgg_bn"]
+    net = sm.to_spikingjelly(device=DEVICE)
+    assert isinstance(net, torch.nn.Module)
+    kinds = [type(m) for m in net.modules()]
+    assert sum(issubclass(k, ActivationAwareIFNode) for k in kinds) == len(sm.snn.find("if_neuron"))
+    xb = torch.from_numpy(x[:16]).to(DEVICE)
+    with torch.inference_mode():
+        y = net(xb, 16).cpu()
+        seq = net.sequence(xb, 16)[0].cpu()
+    np.testing.assert_array_equal(y.numpy(), sm.run(x[:16], 16, device=DEVICE, batch_size=16))
+    np.testing.assert_array_equal(seq[3].numpy(), sm.simulate(x[:16], 4, device=DEVICE, batch_size=16).output(4))
+    functional.reset_net(net)  # SpikingJelly's own utilities work on it
+    # A [T, B, ...] input sequence: the analog input repeated equals direct coding.
+    with torch.inference_mode():
+        rep = net(xb.unsqueeze(0).expand(16, *xb.shape).contiguous()).cpu()
+    np.testing.assert_allclose(rep.numpy(), y.numpy(), atol=1e-5)
+
+
+def test_cli_eval_run_and_check_on_spikingjelly(tmp_path, fashion_models):
+    models, x = fashion_models
+    art = tmp_path / "vgg.snn"
+    models["vgg_bn"].save(art)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x[:20], y=np.zeros(20, dtype=np.int64))
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", str(art), "--data", str(data), "-T", "4,8", "--backend", "spikingjelly", "--device", DEVICE, "--json", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    sj_res = json.loads(res.output)
+    ref = json.loads(runner.invoke(main, ["eval", str(art), "--data", str(data), "-T", "4,8", "--device", DEVICE, "--json", "--no-progress"]).output)
+    assert sj_res["backend"] == "spikingjelly" and sj_res["results"] == ref["results"]
+    out = tmp_path / "o.npz"
+    res = runner.invoke(main, ["run", str(art), "--input", str(data), "-T", "8", "--backend", "spikingjelly", "--device", DEVICE, "-o", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(out)["outputs"], models["vgg_bn"].run(x[:20], 8, device=DEVICE))
+    res = runner.invoke(main, ["check", str(MODELS / "resnet.onnx"), "--backend", "spikingjelly"])
+    assert res.exit_code == 0, res.output
+    assert "ok" in res.output
+
+
+def test_unlowerable_nodes_are_listed_before_running():
+    ann = small_cnn()  # ANN stage: relu and batch_norm have no SpikingJelly lowering
+    problems = sj.unsupported(ann)
+    assert {p.op for p in problems} == {"relu", "batch_norm"}
+    with pytest.raises(BackendError, match="cannot run"):
+        sj.check(ann)
+
+
+def test_missing_spikingjelly_is_a_clear_error(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def version(name):
+        if name == "spikingjelly":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(BackendError, match="SpikingJelly is not installed; install it without its declared dependencies"):
+        get_backend("spikingjelly")
+    assert "spikingjelly" in backend_names()  # still listed; `snnc backends` says why it is unavailable
+    res = CliRunner().invoke(main, ["backends"])
+    assert res.exit_code == 0 and "unavailable" in res.output
+    # The core keeps working.
+    g = graph_with("concat")
+    assert simulate(g, images(2, shape=(2, 8, 8)), 4).output(4).shape == (2, 7, 8, 8)
