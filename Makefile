@@ -46,6 +46,9 @@ demo: data
 test: setup
 	$(PY) -m pytest -q
 
+bench-throughput: setup
+	$(PY) benchmarks/throughput/throughput.py
+
 bench-accuracy: data
 	$(PY) benchmarks/accuracy/fashion_mnist.py
 	$(PY) benchmarks/accuracy/ablation.py

@@ -17,7 +17,7 @@ versions are recorded. Usage::
 
     python benchmarks/accuracy/fashion_mnist.py [--models vgg_bn,resnet] [--test 2000]
 
-SpikingJelly is optional (``make bench-deps`` installs it without its torch pins).
+SpikingJelly is optional (``make setup`` installs it without its torch pins).
 """
 
 from __future__ import annotations

@@ -88,8 +88,12 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-ref", default=None, help="NPZ of CPU reference outputs to compare with")
     p.add_argument("--make-cpu-ref", default=None, help="write CPU reference outputs to this NPZ and stop")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--no-tf32", action="store_true", help="full float32 convolutions and matmuls (torch's default allows TF32 in cuDNN)")
     p.add_argument("-o", "--output", default="gpu_check.json")
     args = p.parse_args(argv)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     d = np.load(args.data)
     x, y = d["x"], d["y"]
     if args.make_cpu_ref:
@@ -101,7 +105,14 @@ def main(argv=None) -> int:
         np.savez(args.make_cpu_ref, **outs)
         return 0
     cpu_ref = np.load(args.cpu_ref) if args.cpu_ref else None
-    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda, "images": len(x), "models": {}}
+    report = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
+        "images": len(x),
+        "models": {},
+    }
     sj = get_backend("spikingjelly", device="cuda")
     ref = get_backend("reference", device="cuda")
     for art in args.artifacts:
