@@ -21,9 +21,9 @@ import numpy as np
 
 from snnc.errors import BackendError
 from snnc.ir.graph import Graph
-from snnc.simulator.reference import SimResult, Timed, default_batch_size, encode, simulate, spike_rates
+from snnc.simulator.reference import SimResult, Timed, check_timesteps, default_batch_size, encode, keep_freed_memory, simulate, spike_rates
 
-__all__ = ["Backend", "Unsupported", "SimResult", "Timed", "encode", "spike_rates", "default_batch_size", "get_backend", "backend_names"]
+__all__ = ["Backend", "Unsupported", "SimResult", "Timed", "encode", "spike_rates", "default_batch_size", "keep_freed_memory", "resolve_device", "check_timesteps", "get_backend", "backend_names"]
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,7 @@ class ReferenceBackend(Backend):
     description = "snnc's reference simulator (torch; the semantic ground truth)"
 
     def __init__(self, device: str = "cpu"):
-        import torch
-
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError(f"device {device!r} was requested but torch sees no CUDA device; use --device cpu")
-        self.device = device
+        self.device = resolve_device(device, "cpu")
 
     def unsupported(self, graph: Graph) -> list[Unsupported]:
         from snnc.ir.ops import SNN
@@ -90,6 +86,29 @@ class ReferenceBackend(Backend):
 
     def run(self, graph, x, timesteps, *, batch_size=None, encoding="direct", seed=0, progress=None) -> SimResult:
         return simulate(graph, x, timesteps, batch_size=batch_size, device=self.device, encoding=encoding, seed=seed, progress=progress)
+
+
+def resolve_device(device: str | None, default: str = "cpu") -> str:
+    """A validated torch device string: ``None`` / ``"auto"`` give ``default`` ("auto":
+    CUDA when available); a BackendError names the valid forms or the missing GPU."""
+    import torch
+
+    if device in (None, "auto"):
+        device = default
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BackendError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} was requested but torch sees no CUDA device; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BackendError(f"device {device!r} does not exist: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise BackendError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return str(dev)
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

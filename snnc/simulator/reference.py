@@ -79,9 +79,7 @@ class ReferenceSimulator:
     ) -> dict[int, list[torch.Tensor]]:
         """Simulate one batch for max(timesteps) steps; return the time-averaged outputs
         after each requested number of steps."""
-        steps = sorted(set(int(t) for t in timesteps))
-        if not steps or steps[0] < 1:
-            raise DataError(f"timesteps must be positive integers, got {list(timesteps)}")
+        steps = check_timesteps(timesteps)
         T = steps[-1]
         env: dict[int, Timed] = {id(self.graph.inputs[0]): self.encode(x, T, encoding, generator)}
         results: dict[int, list[torch.Tensor]] = {t: [] for t in steps}
@@ -151,11 +149,19 @@ class ReferenceSimulator:
             hi = min(th.numel(), lo + chunk)
             _integrate_and_fire(zf[lo:hi] if z.static else zf[:, lo:hi], v_all[lo:hi], th[lo:hi], spikes[:, lo:hi], subtract, z.static)
         if spike_counts is not None:
-            spike_counts[node.name] = spike_counts.get(node.name, 0.0) + float(spikes.sum())
+            spike_counts[node.name] = spike_counts.get(node.name, 0.0) + float(spikes.sum(dtype=torch.float64))
         out = spikes.reshape(T, *shape)
         if node.attr("spike_scale") == "threshold":
             out.mul_(theta)
         return Timed(out, static=False)
+
+
+def check_timesteps(timesteps: Sequence[int]) -> list[int]:
+    """The sorted distinct T values; a DataError unless they are positive integers."""
+    steps = sorted(set(int(t) for t in timesteps))
+    if not steps or steps[0] < 1:
+        raise DataError(f"timesteps must be positive integers, got {list(timesteps)}")
+    return steps
 
 
 def encode(x: torch.Tensor, T: int, encoding: str = "direct", generator: torch.Generator | None = None) -> Timed:

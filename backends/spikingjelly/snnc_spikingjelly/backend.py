@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from snnc.backend import Backend, SimResult, Unsupported, default_batch_size, encode, spike_rates
+from snnc.backend import Backend, SimResult, Unsupported, check_timesteps, default_batch_size, encode, keep_freed_memory, resolve_device, spike_rates
 from snnc.errors import BackendError
 from snnc.ir.graph import Graph
 from snnc.ir.interpreter import check_input, iter_batches
@@ -42,14 +42,6 @@ def require_spikingjelly() -> str:
     return version
 
 
-def _auto_device(device: str | None) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise BackendError(f"device {device!r} was requested but torch sees no CUDA device")
-    return str(device)
-
-
 class SpikingJellyBackend(Backend):
     """SpikingJelly 2.0 multi-step network: fused CUDA/Triton IF kernels on a GPU."""
 
@@ -57,7 +49,7 @@ class SpikingJellyBackend(Backend):
 
     def __init__(self, device: str | None = "auto"):
         self.version = require_spikingjelly()
-        self.device = _auto_device(device)
+        self.device = resolve_device(device, "auto")
         self.description = f"SpikingJelly {self.version} multi-step network on {self.device} (its CUDA/Triton neuron kernels on a GPU)"
 
     def unsupported(self, graph: Graph) -> list[Unsupported]:
@@ -69,6 +61,8 @@ class SpikingJellyBackend(Backend):
                 problems.append(Unsupported(n.name, n.op, "no SpikingJelly lowering for this op (SNN-stage graphs only)"))
             elif n.op == "if_neuron" and n.attr("reset") not in ("subtract", "zero"):
                 problems.append(Unsupported(n.name, n.op, f"reset {n.attr('reset')!r} is neither soft (subtract) nor hard (zero)"))
+            elif n.op == "if_neuron" and not (np.all(np.isfinite(n.params["threshold"])) and np.all(n.params["threshold"] > 0)):
+                problems.append(Unsupported(n.name, n.op, "thresholds must be finite and positive"))
             elif n.op in ("conv", "conv_transpose", "avg_pool", "spiking_max_pool") and n.output.shape is not None and len(n.output.shape) - 1 not in (1, 2):
                 problems.append(Unsupported(n.name, n.op, f"{len(n.output.shape) - 1}-d spatial data (1-d and 2-d are supported)"))
         return problems
@@ -84,12 +78,15 @@ class SpikingJellyBackend(Backend):
         return SpikingJellyNetwork(graph).to(self.device).eval()
 
     def run(self, graph, x, timesteps: Sequence[int], *, batch_size=None, encoding="direct", seed=0, progress=None) -> SimResult:
-        steps = sorted(set(int(t) for t in timesteps))
+        steps = check_timesteps(timesteps)
         check_input(graph, x)
         net = self.lower(graph)
         T = steps[-1]
+        cpu = torch.device(self.device).type == "cpu"
         if batch_size is None:
-            batch_size = default_batch_size(T, graph, torch.device(self.device).type)
+            batch_size = default_batch_size(T, graph, "cpu" if cpu else "cuda")
+        if cpu:
+            keep_freed_memory()  # [T, B, ...] buffers recycled by malloc, as in the reference
         neurons = net.neurons()
         for m in neurons.values():
             m.count_spikes, m.spike_count = True, 0.0

@@ -92,7 +92,7 @@ class IFNeuron(ActivationAwareIFNode):
             x_seq = x_seq.reshape(shape[0], shape[1], -1)
         spikes = super().multi_step_forward(x_seq, *args, **kwargs).reshape(shape)
         if self.count_spikes:
-            self.spike_count += float(spikes.sum())
+            self.spike_count += float(spikes.sum(dtype=torch.float64))
         if self.spike_scale is not None:
             spikes = spikes * self.spike_scale
         return spikes
@@ -102,11 +102,16 @@ class IFNeuron(ActivationAwareIFNode):
 
 
 def _per_channel(th: torch.Tensor, shape: tuple[int, ...]) -> bool:
-    """Does ``th`` hold one value per channel (axis 0 of the per-sample shape)?"""
+    """Does ``th`` hold one value per channel (axis 0 of the per-sample shape)? Shapes align
+    from the right, as in broadcasting: ``[C, 1, 1]`` on ``[C, H, W]`` is per channel,
+    ``[C]`` on ``[C, L]`` is not (it is one value per position)."""
     dims = list(th.shape)
-    while dims and dims[0] == 1 and len(dims) > len(shape):
-        dims.pop(0)
-    return len(dims) >= 1 and dims[0] == shape[0] and all(d == 1 for d in dims[1:]) and len(dims) <= len(shape)
+    if len(dims) > len(shape):
+        if any(d != 1 for d in dims[: len(dims) - len(shape)]):
+            return False
+        dims = dims[len(dims) - len(shape) :]
+    dims = [1] * (len(shape) - len(dims)) + dims
+    return bool(dims) and dims[0] == shape[0] and all(d == 1 for d in dims[1:])
 
 
 class Readout(nn.Module):
