@@ -278,33 +278,41 @@ def evaluate(
     device: str | None = None,
     batch_size: int | None = None,
     encoding: str = "direct",
+    compare_reference: bool = False,
     progress=None,
 ) -> dict[str, Any]:
     """Accuracy (with labels) and ANN agreement of the SNN for each T.
 
-    Returns ``{"backend", "ann_accuracy", "results": [{"timesteps", "accuracy", "agreement"}]}``;
-    agreement is the fraction of samples whose SNN argmax equals the ANN's.
+    Returns ``{"backend", "ann_accuracy", "results": [{"timesteps", "accuracy", "agreement"}],
+    "samples", "spike_rates", "details"}``; agreement is the fraction of samples whose SNN
+    argmax equals the ANN's; ``details`` holds what the backend reports about itself (e.g.
+    lava-fixed's deployment report). With ``compare_reference`` each result also holds the
+    float SNN's (reference simulator's) ``reference_accuracy`` and the ``reference_agreement``.
     """
     sm = model if isinstance(model, SpikingModel) else load(model)
     x = _as_array(x)
     steps = [timesteps] if isinstance(timesteps, int) else sorted(set(int(t) for t in timesteps))
     ann_out = sm.ann_outputs(x)
     res = sm.simulate(x, steps, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
+    ref = sm.simulate(x, steps, encoding=encoding, progress=progress) if compare_reference and backend != "reference" else None
     ann_pred = _argmax(ann_out)
     results = []
     for t in steps:
         out = res.output(t)
-        results.append(
-            {
-                "timesteps": t,
-                "accuracy": accuracy(out, y) if y is not None else None,
-                "agreement": float(np.mean(_argmax(out) == ann_pred)),
-            }
-        )
+        row = {
+            "timesteps": t,
+            "accuracy": accuracy(out, y) if y is not None else None,
+            "agreement": float(np.mean(_argmax(out) == ann_pred)),
+        }
+        if ref is not None:
+            row["reference_accuracy"] = accuracy(ref.output(t), y) if y is not None else None
+            row["reference_agreement"] = float(np.mean(_argmax(out) == _argmax(ref.output(t))))
+        results.append(row)
     return {
         "backend": backend,
         "ann_accuracy": accuracy(ann_out, y) if y is not None else None,
         "results": results,
         "samples": int(len(x)),
         "spike_rates": res.spike_rates,
+        "details": res.details,
     }

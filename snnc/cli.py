@@ -259,34 +259,96 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per simulation batch (default: from T).")
 @click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N samples.")
+@click.option("--fail-under", type=click.FloatRange(0, 100), default=None, help="Exit with status 1 when the SNN's accuracy (%) at the largest T is below this (CI gate; needs labels).")
+@click.option("--vs-float/--no-vs-float", default=None, help="Also run the float SNN (reference simulator) and compare (default: on for lava-fixed).")
 @click.option("--no-progress", is_flag=True)
-def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, no_progress):
-    """Evaluate ARTIFACT on a data set: accuracy and ANN agreement for each T."""
+def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, fail_under, vs_float, no_progress):
+    """Evaluate ARTIFACT on a data set: accuracy and ANN agreement for each T.
+
+    Exit status 1 when --fail-under is given and the accuracy at the largest T is below it."""
     import snnc
 
     steps = parse_timesteps(timesteps_text)
     sm = snnc.load(artifact)
-    data = load_data(data_path, what="data file", limit=limit)
+    data = load_data(data_path, what="data file", limit=limit, need_labels=fail_under is not None)
+    compare = backend == "lava-fixed" if vs_float is None else vs_float
     with progress_bars(not (no_progress or as_json)) as progress:
-        res = snnc.evaluate(sm, data["x"], data.get("y"), timesteps=steps, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
+        res = snnc.evaluate(
+            sm, data["x"], data.get("y"), timesteps=steps, backend=backend, device=device, batch_size=batch_size,
+            encoding=encoding, compare_reference=compare, progress=progress,
+        )  # fmt: skip
+    gate = _fail_under(res, fail_under)
     if as_json:
-        click.echo(json.dumps({k: res[k] for k in ("backend", "ann_accuracy", "results")}))
-        return
+        out = {k: res[k] for k in ("backend", "ann_accuracy", "results")}
+        if res["details"]:
+            out["details"] = res["details"]
+        if gate is not None:
+            out["fail_under"] = gate
+        click.echo(json.dumps(out))
+    else:
+        print_eval(res, artifact, backend, compare)
+        if gate is not None:
+            style = "red" if not gate["passed"] else "green"
+            err_console.print(f"[{style}]{gate['message']}[/]")
+    if gate is not None and not gate["passed"]:
+        sys.exit(1)
+
+
+def _fail_under(res: dict, threshold: float | None) -> dict | None:
+    """The --fail-under verdict on the accuracy at the largest T (None without a gate)."""
+    if threshold is None:
+        return None
+    last = res["results"][-1]
+    acc = 100 * last["accuracy"]
+    passed = acc >= threshold
+    word = "passes" if passed else "FAILS"
+    gap = f"{acc - threshold:+.2f} points"
+    msg = f"{word} --fail-under {threshold:g}: accuracy at T={last['timesteps']} on the {res['backend']} backend is {acc:.2f}% ({gap})"
+    return {"threshold": threshold, "timesteps": last["timesteps"], "accuracy": acc, "margin": acc - threshold, "passed": passed, "message": msg}
+
+
+def print_eval(res: dict, artifact: str, backend: str, compare: bool) -> None:
     table = Table(title=f"{Path(artifact).name} on {res['samples']} samples ({backend} backend)")
-    for col in ("T", "SNN accuracy", "ANN accuracy", "agreement with ANN"):
+    cols = ["T", "SNN accuracy", "ANN accuracy", "agreement with ANN"]
+    if compare:
+        cols += ["float SNN accuracy", "agreement with float SNN"]
+    for col in cols:
         table.add_column(col, justify="right", overflow="fold")
     ann = res["ann_accuracy"]
+    pct = lambda v: f"{100 * v:.2f}%" if v is not None else "-"  # noqa: E731
     for r in res["results"]:
-        table.add_row(
-            str(r["timesteps"]),
-            f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-",
-            f"{100 * ann:.2f}%" if ann is not None else "-",
-            f"{100 * r['agreement']:.2f}%",
-        )
+        row = [str(r["timesteps"]), pct(r["accuracy"]), pct(ann), pct(r["agreement"])]
+        if compare:
+            row += [pct(r.get("reference_accuracy")), pct(r.get("reference_agreement"))]
+        table.add_row(*row)
     out_console.print(table)
     if res.get("spike_rates"):
         mean_rate = float(np.mean(list(res["spike_rates"].values())))
-        out_console.print(f"mean spike rate at T={max(steps)}: {mean_rate:.3f} spikes per neuron per step")
+        out_console.print(f"mean spike rate at T={res['results'][-1]['timesteps']}: {mean_rate:.3f} spikes per neuron per step")
+    dep = res.get("details", {}).get("deployment")
+    if dep:
+        print_deployment(dep)
+
+
+def print_deployment(dep: dict) -> None:
+    """The lava-fixed deployment report: per-layer scaling, quantisation error, resources."""
+    table = Table(title="Loihi fixed-point deployment (lava-fixed)")
+    for col in ("layer", "vth", "synapses: weight exp / max |mantissa| / weight error", "bias error", "neurons", "connections", "max fan-in", "cores"):
+        table.add_column(col, overflow="fold", justify="left" if col.startswith(("layer", "syn")) else "right")
+    for L in dep["layers"]:
+        syn = "; ".join(f"{s['node']}: 2^{s['weight_exp']} / {s['max_mantissa']} / {100 * s['relative_rms_error']:.2f}%" for s in L["synapses"]) or "(bias only)"
+        table.add_row(
+            L["layer"], str(L["vth"]), syn, f"{100 * L['bias_relative_rms_error']:.3f}%", f"{L['neurons']:,}",
+            f"{L['connections']:,}", f"{L['max_fan_in']:,}", str(L["cores"]),
+        )  # fmt: skip
+    out_console.print(table)
+    r = dep["resources"]
+    lim = r["limits"]
+    out_console.print(
+        f"Loihi 2 estimate: {r['neurons']:,} neurons, {r['connections']:,} synaptic connections, {r['cores']} cores "
+        f"(chip: {lim['cores_per_chip']} cores, {lim['neurons_per_chip']:,} neurons, {lim['synapses_per_chip']:,} synapses) -> "
+        + ("fits one chip" if r["fits_one_chip"] else f"{r['chips']} chips")
+    )
 
 
 # ---------------------------------------------------------------------- run

@@ -63,3 +63,93 @@ def fashion_or_noise(n: int, seed: int) -> np.ndarray:
         return x[seed * n : (seed + 1) * n]
     except Exception:
         return np.random.default_rng(seed).uniform(0, 1, (n, 1, 28, 28)).astype(np.float32)
+
+
+# ------------------------------------------------- SNN-stage graphs, one per op case
+def neuron(g: Graph, h, c: int, r, *, per="channel", reset="subtract", scale="threshold"):
+    """An if_neuron on value h with c channels and random thresholds / initial potentials."""
+    infer_shapes(g)
+    shape = h.shape
+    if per == "layer":
+        th = np.array(r.uniform(0.3, 1.0))
+    elif per == "channel":
+        th = r.uniform(0.3, 1.0, (c,) + (1,) * (len(shape) - 1))
+    else:
+        th = r.uniform(0.3, 1.0, shape)
+    v0 = r.uniform(0, 0.5, shape) * th
+    return g.add_node("if_neuron", [h], {"reset": reset, "spike_scale": scale}, {"threshold": th, "v_init": v0}).output
+
+
+def finish(g: Graph, h) -> Graph:
+    g.set_outputs([g.add_node("readout", [h]).output])
+    infer_shapes(g)
+    verify(g, "snn")
+    return g
+
+
+def conv(g, h, cout, cin, r, **attrs):
+    p = conv_params(r, cout, cin)
+    return g.add_node("conv", [h], attrs, p).output
+
+
+def graph_with(op_case: str) -> Graph:
+    """A small SNN exercising ``op_case`` between spiking layers."""
+    r = rng(3)
+    g = Graph(op_case, "snn")
+    x = g.add_input("x", (2, 8, 8))
+    h = conv(g, x, 4, 2, r, pads=[1, 1, 1, 1])
+    h = neuron(g, h, 4, r)
+    if op_case == "conv-strided-grouped-dilated":
+        p = {"weight": r.normal(0, 0.5, (4, 2, 3, 3)), "bias": r.normal(0, 0.1, 4)}
+        h = g.add_node("conv", [h], {"pads": [2, 2, 2, 2], "strides": [2, 2], "dilations": [2, 2], "groups": 2}, p).output
+    elif op_case == "conv-asymmetric-pads":
+        h = conv(g, h, 4, 4, r, pads=[0, 1, 1, 2])
+    elif op_case == "conv-transpose":
+        p = {"weight": r.normal(0, 0.4, (4, 3, 3, 3)), "bias": r.normal(0, 0.1, 3)}
+        h = g.add_node("conv_transpose", [h], {"strides": [2, 2], "output_padding": [1, 1]}, p).output
+    elif op_case == "conv-transpose-cropped":
+        p = {"weight": r.normal(0, 0.4, (4, 3, 2, 2)), "bias": r.normal(0, 0.1, 3)}
+        h = g.add_node("conv_transpose", [h], {"strides": [2, 2], "pads": [1, 0, 0, 1]}, p).output
+    elif op_case == "avg-pool":
+        h = g.add_node("avg_pool", [h], {"kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": True}).output
+    elif op_case == "avg-pool-asymmetric":
+        h = g.add_node("avg_pool", [h], {"kernel": [2, 2], "pads": [0, 0, 1, 1], "count_include_pad": True}).output
+    elif op_case == "spiking-max-pool":
+        h = g.add_node("spiking_max_pool", [h], {"kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}).output
+    elif op_case == "residual-add":
+        b = conv(g, h, 4, 4, r, pads=[1, 1, 1, 1])
+        b = neuron(g, b, 4, r)
+        h = g.add_node("add", [h, b], {"coeffs": [[0.5, 1.0, 2.0, 1.5], 1.0]}).output
+    elif op_case == "concat":
+        b = conv(g, h, 3, 4, r, pads=[1, 1, 1, 1])
+        b = neuron(g, b, 3, r, per="layer")
+        h = g.add_node("concat", [h, b], {"axis": 1}).output
+    elif op_case == "upsample":
+        h = g.add_node("upsample", [h], {"scales": [2, 2]}).output
+    elif op_case == "affine":
+        h = g.add_node("affine", [h], {}, {"scale": r.uniform(0.5, 2, (4, 1, 1)), "shift": r.normal(0, 0.1, (4, 1, 1))}).output
+    elif op_case == "flatten-linear":
+        h = g.add_node("global_avg_pool", [h], {"keepdims": True}).output
+        h = g.add_node("reshape", [h], {"shape": [4]}).output
+        h = g.add_node("linear", [h], {}, {"weight": r.normal(0, 0.8, (6, 4)), "bias": r.normal(0, 0.1, 6)}).output
+    elif op_case == "per-neuron-threshold":
+        h = conv(g, h, 4, 4, r, pads=[1, 1, 1, 1])
+        h = neuron(g, g.add_node("affine", [h], {}, {"scale": np.array(1.0), "shift": np.array(0.1)}).output, 4, r, per="neuron")
+    elif op_case == "hard-reset-unit-spikes":
+        h = conv(g, h, 4, 4, r, pads=[1, 1, 1, 1])
+        h = neuron(g, h, 4, r, reset="zero", scale="unit")
+    else:
+        raise KeyError(op_case)
+    infer_shapes(g)
+    c = h.shape[0]
+    h = neuron(g, h, c, r)  # every op's output feeds spiking neurons again
+    return finish(g, h)
+
+
+OP_CASES = [
+    "conv-strided-grouped-dilated", "conv-asymmetric-pads", "conv-transpose", "conv-transpose-cropped", "avg-pool",
+    "avg-pool-asymmetric", "spiking-max-pool", "residual-add", "concat", "upsample", "affine", "flatten-linear",
+    "per-neuron-threshold", "hard-reset-unit-spikes",
+]  # fmt: skip
+
+

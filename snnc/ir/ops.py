@@ -355,34 +355,39 @@ def _spiking_max_pool(xs, node, p):
     (first position on ties). The time average of the output tends to the maximum of
     the inputs' time averages as T grows; for small T it can differ, which is why the
     alternative (``--maxpool avg``: treat as average pooling) exists. Attributes as max_pool.
-    Executable form: :func:`spiking_max_pool_sequence`.
+    Executable forms: :func:`spiking_max_pool_gate` (one step), :func:`spiking_max_pool_sequence`.
     """
 
 
-def spiking_max_pool_sequence(
-    x_seq: torch.Tensor, kernel: list[int], strides: list[int] | None = None, pads: list[int] | None = None, dilations: list[int] | None = None, ceil_mode: bool = False
+def spiking_max_pool_gate(
+    csum: torch.Tensor, x: torch.Tensor, kernel: list[int], strides: list[int] | None = None, pads: list[int] | None = None,
+    dilations: list[int] | None = None, ceil_mode: bool = False,
 ) -> torch.Tensor:
-    """The ``spiking_max_pool`` equations over a whole input sequence ``[T, B, C, *spatial]``
-    (every backend runs exactly this): gate each window by the running sum of its inputs.
-    Arguments are the op's attributes."""
-    T = x_seq.shape[0]
-    nd = x_seq.dim() - 3
-    k = kernel
-    strides = strides or list(k)
+    """One step of ``spiking_max_pool`` on ``[N, C, *spatial]``: in each window, the input
+    ``x`` at the position whose running sum ``csum`` (inputs so far, this step included) is
+    largest, the first such position on ties. Arguments after ``x`` are the op's attributes."""
+    nd = x.dim() - 2
+    strides = strides or list(kernel)
     dil = dilations or [1] * nd
     pads = pads or [0] * (2 * nd)
-    begin, end = pads[:nd], pads[nd:]
-    flat = x_seq.reshape(-1, *x_seq.shape[2:])
-    csum = torch.cumsum(x_seq, dim=0).reshape(flat.shape)
     fpad: list[int] = []
     for i in reversed(range(nd)):
-        fpad += [begin[i], end[i]]
+        fpad += [pads[i], pads[nd + i]]
     if any(fpad):
         csum = F.pad(csum, fpad, value=-torch.inf)
-        flat = F.pad(flat, fpad, value=0.0)
+        x = F.pad(x, fpad, value=0.0)
     pool = F.max_pool1d if nd == 1 else F.max_pool2d
-    _, idx = pool(csum, k, strides, 0, dilation=dil, ceil_mode=bool(ceil_mode), return_indices=True)
-    picked = torch.gather(flat.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+    _, idx = pool(csum, kernel, strides, 0, dilation=dil, ceil_mode=bool(ceil_mode), return_indices=True)
+    return torch.gather(x.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+
+
+def spiking_max_pool_sequence(x_seq: torch.Tensor, kernel: list[int], **attrs) -> torch.Tensor:
+    """The ``spiking_max_pool`` equations over a whole input sequence ``[T, B, C, *spatial]``
+    (every step of :func:`spiking_max_pool_gate` at once)."""
+    T = x_seq.shape[0]
+    flat = x_seq.reshape(-1, *x_seq.shape[2:])
+    csum = torch.cumsum(x_seq, dim=0).reshape(flat.shape)
+    picked = spiking_max_pool_gate(csum, flat, kernel, **attrs)
     return picked.reshape(T, -1, *picked.shape[1:])
 
 

@@ -37,6 +37,7 @@ class SimResult:
     outputs: dict[int, list[np.ndarray]]  # T -> one array per graph output, [N, ...]
     spike_rates: dict[str, float] = field(default_factory=dict)  # if_neuron name -> spikes / neuron / step (at max T)
     samples: int = 0
+    details: dict = field(default_factory=dict)  # backend-specific facts (JSON-able), e.g. a deployment report
 
     def output(self, timesteps: int, index: int = 0) -> np.ndarray:
         return self.outputs[timesteps][index]

@@ -1,0 +1,241 @@
+"""What each snnc Lava process computes per time step, in float or Loihi fixed point.
+
+A kernel is built inside the process model from its ``spec`` (plain data: strings,
+numbers, numpy arrays). Float kernels follow the reference simulator's equations in
+float32. Fixed-point kernels follow Loihi's conventions as Lava's bit-accurate LIF and
+Dense models implement them:
+
+* binary spikes between layers; synapse outputs are integers: ``a = (sum_i w_i s_i) << e``
+  (``>> -e`` for negative exponents, an arithmetic shift) with ``w = 2 * m``, ``m`` an 8-bit
+  signed mantissa (Lava's mixed-sign 8-bit weights) and ``e`` the layer's weight exponent;
+* the neuron: ``u = wrap24(a << 6)`` (current, wraps like Lava's), ``v = clip24(v + u + bias)``
+  (voltage saturates), spike when ``v > vth << 6``, then ``v -= vth << 6`` (soft reset; ours,
+  where Lava's LIF resets to 0). ``bias = mant << exp`` with a 13-bit signed mantissa and a
+  3-bit exponent; ``vth`` is a 17-bit unsigned mantissa. This is Lava's LIF with du = 4095
+  (no current carried over) and dv = 0 (no leak), with subtractive reset.
+
+Integer convolutions run as float64 torch ops: every partial sum is an integer far below
+2^53, so the results are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snnc.ir.graph import Node
+from snnc.ir.ops import spiking_max_pool_gate
+
+V_MAX = 2**23  # 24-bit two's complement state
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava's current overflow: one wrap into (-2^23, 2^23]."""
+    x = np.where(x > V_MAX, x - 2 * V_MAX, x)
+    return np.where(x <= -V_MAX, x + 2 * V_MAX, x)
+
+
+def clip24(x: np.ndarray) -> np.ndarray:
+    """Lava's voltage overflow: saturate to [-(2^23 - 1), 2^23 - 1]."""
+    return np.clip(x, -V_MAX + 1, V_MAX - 1)
+
+
+def shift(a: np.ndarray, e: int) -> np.ndarray:
+    """``a << e`` for e >= 0, arithmetic ``a >> -e`` otherwise (integers)."""
+    a = a.astype(np.int64)
+    return np.left_shift(a, e) if e >= 0 else np.right_shift(a, -e)
+
+
+class Kernel:
+    counts_spikes = False
+    spike_total = 0.0
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.T = int(spec["T"])
+        self.B = int(spec["batch"])
+        self.fixed = spec["mode"] == "fixed"
+        torch.set_num_threads(1)  # one Lava process per node: no thread oversubscription
+
+    def reset(self, batch: int) -> None:
+        pass
+
+    def step(self, ins: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def value(self):
+        raise NotImplementedError
+
+
+def _per_sample(spec_value, batch: int, B: int):
+    """A constant array, or the rows of a per-sample array [N, ...] for this batch (zeros
+    past the end)."""
+    if spec_value is None:
+        return 0
+    arr, per_sample = spec_value
+    if not per_sample:
+        return arr
+    rows = arr[batch * B : (batch + 1) * B]
+    if len(rows) < B:
+        rows = np.concatenate([rows, np.zeros((B - len(rows), *arr.shape[1:]), arr.dtype)])
+    return rows
+
+
+class OpKernel(Kernel):
+    """A linear IR op on its time-varying inputs (biases and static inputs are in the
+    neurons' bias). Fixed point: integer weights, pooling as sums, an exponent shift."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.node = Node(spec["op"], spec["name"], dict(spec["attrs"]), {})
+        dtype = torch.float64 if self.fixed else torch.float32
+        self.params = {k: torch.as_tensor(v, dtype=dtype) for k, v in spec["params"].items()}
+        self.slots = spec["slots"]  # per IR input: ("port", i) or ("zeros", shape)
+        self.port_weights = spec.get("port_weights")  # fixed add: per port None or (w, e)
+        self.exp = spec.get("exp")
+        self.sum_pool = spec.get("sum_pool", False)
+        self.dtype = dtype
+
+    def step(self, ins):
+        xs = []
+        for i, (kind, arg) in enumerate(self.slots):
+            if kind == "zeros":
+                xs.append(torch.zeros((self.B, *arg), dtype=self.dtype))
+                continue
+            x = ins[arg]
+            if self.port_weights is not None and self.port_weights[arg] is not None:
+                w, e = self.port_weights[arg]
+                x = shift(x * w, e)  # count -> current through elementwise synapses
+            xs.append(torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype))
+        if self.sum_pool:
+            y = _sum_pool(self.node, xs[0])
+        else:
+            y = self.node.spec.compute(xs, self.node, self.params)
+        y = y.numpy()
+        if self.fixed:
+            y = np.rint(y).astype(np.int64)
+            if self.exp is not None:
+                y = shift(y, self.exp)
+        return y
+
+
+def _sum_pool(node: Node, x: torch.Tensor) -> torch.Tensor:
+    """Average pooling without the division (integer sums of spike counts)."""
+    if node.op == "global_avg_pool":
+        return x.sum(dim=tuple(range(2, x.dim())), keepdim=bool(node.attr("keepdims")))
+    k = node.attr("kernel")
+    strides = node.attr("strides") or list(k)
+    nd = x.dim() - 2
+    pads = node.attr("pads") or [0] * (2 * nd)
+    fn = F.avg_pool1d if nd == 1 else F.avg_pool2d
+    kw = {"divisor_override": 1} if nd == 2 else {}
+    y = fn(x, k, strides, pads[:nd], ceil_mode=bool(node.attr("ceil_mode")), count_include_pad=True, **kw)
+    return y if nd == 2 else y * float(np.prod(k))
+
+
+class NeuronKernel(Kernel):
+    """The IF neuron (see the module docstring for the fixed-point form)."""
+
+    counts_spikes = True
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.has_input = spec["has_input"]
+        self.port_weight = spec.get("port_weight")  # fixed: count input through elementwise synapses
+        self.subtract = spec["reset"] == "subtract"
+        if self.fixed:
+            self.vth = np.int64(spec["vth"]) << 6
+            self.v_init = spec["v_init"].astype(np.int64)
+        else:
+            self.theta = spec["threshold"].astype(np.float32)
+            self.v_init = spec["v_init"].astype(np.float32)
+            self.unit = spec["spike_scale"] == "unit"
+        self.shape = tuple(spec["shape"])
+        self.spike_total = 0.0
+
+    def reset(self, batch):
+        self.v = np.broadcast_to(self.v_init, (self.B, *self.shape)).copy()
+        self.bias = _per_sample(self.spec.get("bias"), batch, self.B)
+        self.valid = max(0, min(self.B, int(self.spec.get("samples", 1 << 62)) - batch * self.B))  # padding rows do not count
+
+    def step(self, ins):
+        if self.fixed:
+            a = ins[0] if self.has_input else 0
+            if self.has_input and self.port_weight is not None:
+                w, e = self.port_weight
+                a = shift(a * w, e)
+            u = wrap24(np.left_shift(np.asarray(a, dtype=np.int64), 6))
+            self.v = clip24(self.v + u + self.bias)
+            s = self.v > self.vth
+            if self.subtract:
+                self.v = self.v - s * self.vth
+            else:
+                self.v = np.where(s, 0, self.v)
+            self.spike_total += float(s[: self.valid].sum())
+            return s.astype(np.int64)
+        z = (ins[0] if self.has_input else np.float32(0)) + self.bias
+        self.v = (self.v + z).astype(np.float32)
+        s = self.v >= self.theta
+        sf = s.astype(np.float32)
+        if self.subtract:
+            self.v = self.v - sf * self.theta
+        else:
+            self.v = np.where(s, np.float32(0), self.v)
+        self.spike_total += float(s[: self.valid].sum())
+        return sf if self.unit else sf * self.theta
+
+
+class ReadoutKernel(Kernel):
+    """The non-spiking output layer. Float: the running sum of its input current. Fixed:
+    a neuron that never fires (24-bit voltage, saturating)."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.has_input = spec["has_input"]
+        self.port_weight = spec.get("port_weight")
+        self.shape = tuple(spec["shape"])
+
+    def reset(self, batch):
+        self.acc = np.zeros((self.B, *self.shape), np.int64 if self.fixed else np.float64)
+        self.bias = _per_sample(self.spec.get("bias"), batch, self.B)
+
+    def step(self, ins):
+        a = ins[0] if self.has_input else 0
+        if self.fixed:
+            if self.has_input and self.port_weight is not None:
+                w, e = self.port_weight
+                a = shift(a * w, e)
+            u = wrap24(np.left_shift(np.asarray(a, dtype=np.int64), 6))
+            self.acc = clip24(self.acc + u + self.bias)
+        else:
+            self.acc = self.acc + (np.asarray(a, np.float32) + self.bias).astype(np.float32)
+        return None
+
+    def value(self):
+        return self.acc
+
+
+class MaxPoolKernel(Kernel):
+    """Rate-gated spiking max pooling (the IR's ``spiking_max_pool``), on spikes or counts."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.attrs = spec["attrs"]
+
+    def reset(self, batch):
+        self.csum = None
+
+    def step(self, ins):
+        x = torch.from_numpy(np.ascontiguousarray(ins[0])).to(torch.float64 if self.fixed else torch.float32)
+        self.csum = x.clone() if self.csum is None else self.csum + x
+        y = spiking_max_pool_gate(self.csum, x, **self.attrs).numpy()
+        return y.astype(np.int64) if self.fixed else y
+
+
+_KERNELS = {"op": OpKernel, "neuron": NeuronKernel, "readout": ReadoutKernel, "maxpool": MaxPoolKernel}
+
+
+def build_kernel(spec: dict) -> Kernel:
+    return _KERNELS[spec["kind"]](spec)
+

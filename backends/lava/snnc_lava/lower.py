@@ -1,0 +1,557 @@
+"""Lowering of an SNN-stage graph to snnc's Lava processes, in float or Loihi fixed point.
+
+**Split into static and time-varying parts.** Every op between two stateful nodes is
+affine, so the input current of each neuron (and of the readout) is
+``z(t) = L(spikes(t)) + z_static``: a linear map of the spikes plus a part that does not
+change over time (biases, affine shifts, and under direct coding everything computed from
+the analog input alone). The host computes ``z_static`` once per sample; it becomes the
+neuron's **bias current**, which is how the analog input drives the first layer. The
+processes compute only ``L``: their biases are zero and static inputs are absent.
+
+**Fixed point.** Values between processes are integers of two kinds:
+
+* *counts*: spikes and what pooling, reshaping, concatenation and max pooling make of
+  them, with a real per-channel scale sigma (a spike of a neuron with threshold θ and
+  θ-scaled spikes is worth θ; an average pool of k values is a sum with scale sigma / k);
+* *currents*: synapse outputs in units of the receiving neuron's membrane (a-units:
+  ``u = a << 6``).
+
+A synapse (conv, transposed conv, linear, an affine on counts, or the elementwise synapse
+through which a count enters an add or a neuron) turns counts into currents with 8-bit
+mantissas ``m`` and one exponent ``e`` per synapse. Its real weights ``W * sigma_in * r_out``
+absorb everything between it and the neuron: pooling of currents, add coefficients, affine
+scales and the per-channel thresholds (``r_out = vth / θ``: every neuron of a layer shares one
+17-bit threshold mantissa ``vth``). :func:`choose_vth` picks ``vth`` per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from snnc.errors import BackendError
+from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.interpreter import iter_batches, param_tensors
+from snnc.ir.ops import get_op
+
+STATEFUL = ("if_neuron", "spiking_max_pool", "readout")
+WEIGHTED = ("conv", "conv_transpose", "linear")
+V_LIMIT = 2**23 - 1  # 24-bit state
+VTH_MAX = 2**17 - 1  # 17-bit threshold mantissa
+BIAS_MAX = 4095 << 7  # 13-bit signed mantissa, 3-bit exponent
+M_MAX = 127  # 8-bit signed weight mantissa (Lava stores 2m)
+EXP_RANGE = range(-8, 8)
+
+
+class Unmappable(BackendError):
+    """A node the Lava lowering cannot map (with the reason)."""
+
+    def __init__(self, node: str, op: str, reason: str):
+        super().__init__(f"{node} ({op}): {reason}")
+        self.node, self.op, self.reason = node, op, reason
+
+
+@dataclass
+class ProcPlan:
+    name: str
+    kind: str  # op | neuron | readout | maxpool
+    inputs: list[str]  # dynamic values feeding the in-ports, in port order
+    in_shapes: list[tuple[int, ...]]
+    out_shape: tuple[int, ...]
+    spec: dict
+
+
+@dataclass
+class Program:
+    procs: list[ProcPlan]
+    outputs: list[tuple[str, str | None]]  # per graph output: (value name, readout node or None if static)
+    static_outputs: dict[str, np.ndarray]  # value name -> [N, ...]
+    output_scale: dict[str, float]  # readout node -> divide the integral by this (and by t)
+    layers: list[dict] = field(default_factory=list)  # fixed point: scaling report per layer
+
+
+# --------------------------------------------------------------- analysis
+def dynamic_values(graph: Graph) -> set[int]:
+    """Values that vary over time under direct coding."""
+    dyn: set[int] = set()
+    for n in graph.nodes:
+        if n.op == "if_neuron" or any(id(v) in dyn for v in n.inputs):
+            dyn.add(id(n.output))
+    return dyn
+
+
+@torch.no_grad()
+def static_parts(graph: Graph, x: np.ndarray, sinks: list[Node], dyn: set[int], batch: int = 256) -> dict[str, tuple[np.ndarray, bool]]:
+    """For every sink (neuron / readout) the time-invariant part of its input current:
+    ``(array, per_sample)``; per-sample arrays are [N, *shape], others [*shape]."""
+    depends = _depends_on_input(graph)
+    want = {s.name: s.inputs[0] for s in sinks}
+    per_sample = {name: id(v) in depends for name, v in want.items()}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in want}
+    params = {id(n): param_tensors(n) for n in graph.nodes}
+    for i, xb in enumerate(iter_batches(x, batch)):
+        env: dict[int, torch.Tensor] = {id(graph.inputs[0]): xb}
+        for n in graph.nodes:
+            ins = [env[id(v)] for v in n.inputs]
+            if n.op == "if_neuron":
+                env[id(n.output)] = torch.zeros_like(ins[0])
+            elif n.op == "readout":
+                env[id(n.output)] = ins[0]
+            elif n.op == "spiking_max_pool":
+                static = id(n.inputs[0]) not in dyn
+                mp = get_op("max_pool").compute(ins, n, {})
+                env[id(n.output)] = mp if static else torch.zeros_like(mp)
+            else:
+                env[id(n.output)] = n.spec.compute(ins, n, params[id(n)])
+        for name, v in want.items():
+            if per_sample[name] or i == 0:
+                out[name].append(env[id(v)].numpy())
+    return {name: (np.concatenate(a) if per_sample[name] else a[0][0], per_sample[name]) for name, a in out.items()}
+
+
+def _depends_on_input(graph: Graph) -> set[int]:
+    dep = {id(graph.inputs[0])}
+    for n in graph.nodes:
+        if n.op != "if_neuron" and any(id(v) in dep for v in n.inputs):
+            dep.add(id(n.output))
+    return dep
+
+
+def consumers(graph: Graph) -> dict[int, list[Node]]:
+    use: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            use.setdefault(id(v), []).append(n)
+    return use
+
+
+# ------------------------------------------------------------------ float
+def _float_params(node: Node) -> dict[str, np.ndarray]:
+    p = {k: np.array(a, dtype=np.float32) for k, a in node.params.items()}
+    if "bias" in p:
+        p["bias"] = np.zeros_like(p["bias"])
+    if "shift" in p:
+        p["shift"] = np.zeros_like(p["shift"])
+    return p
+
+
+def lower(graph: Graph, x: np.ndarray, T: int, batch: int, fixed: bool) -> Program:
+    """The process plan for running ``graph`` on ``x`` for ``T`` steps in batches of ``batch``."""
+    dyn = dynamic_values(graph)
+    sinks = [n for n in graph.nodes if n.op in ("if_neuron", "readout")]
+    statics = static_parts(graph, x, sinks, dyn)
+    fx = FixedPoint(graph, dyn, statics, T) if fixed else None
+    procs: list[ProcPlan] = []
+    base = {"T": T, "batch": batch, "mode": "fixed" if fixed else "float"}
+    for n in graph.nodes:
+        if id(n.output) not in dyn and n.op != "readout":
+            continue
+        ins = [v for v in n.inputs if id(v) in dyn]
+        common = dict(name=n.name, inputs=[v.name for v in ins], in_shapes=[(batch, *v.shape) for v in ins], out_shape=(batch, *n.output.shape))
+        if n.op == "if_neuron":
+            spec = {**base, "kind": "neuron", "has_input": bool(ins), "reset": n.attr("reset"), "shape": n.output.shape}
+            if fixed:
+                spec.update(fx.neuron_spec(n))
+            else:
+                spec.update(threshold=n.params["threshold"], v_init=n.params["v_init"], spike_scale=n.attr("spike_scale"), bias=statics[n.name])
+            procs.append(ProcPlan(kind="neuron", spec=spec, **common))
+        elif n.op == "readout":
+            if not ins:
+                continue
+            spec = {**base, "kind": "readout", "has_input": True, "shape": n.output.shape}
+            spec.update(fx.readout_spec(n) if fixed else {"bias": statics[n.name]})
+            procs.append(ProcPlan(kind="readout", spec=spec, **common))
+        elif n.op == "spiking_max_pool":
+            attrs = {k: n.attr(k) for k in ("kernel", "strides", "pads", "dilations", "ceil_mode")}
+            procs.append(ProcPlan(kind="maxpool", spec={**base, "kind": "maxpool", "attrs": attrs}, **common))
+        else:
+            slots, port = [], 0
+            for v in n.inputs:
+                if id(v) in dyn:
+                    slots.append(("port", port))
+                    port += 1
+                else:
+                    slots.append(("zeros", tuple(v.shape)))
+            spec = {**base, "kind": "op", "op": n.op, "name": n.name, "attrs": dict(n.attrs), "slots": slots}
+            spec.update(fx.op_spec(n) if fixed else {"params": _float_params(n)})
+            procs.append(ProcPlan(kind="op", spec=spec, **common))
+    outputs, static_outputs, scale = [], {}, {}
+    producer = {id(n.output): n for n in graph.nodes}
+    for v in graph.outputs:
+        ro = producer.get(id(v))
+        if ro is not None and ro.op == "readout" and id(ro.inputs[0]) in dyn:
+            outputs.append((v.name, ro.name))
+            scale[ro.name] = fx.output_scale(ro) if fixed else 1.0
+        else:
+            arr, per = statics[ro.name] if ro is not None and ro.op == "readout" else (None, False)
+            if arr is None:
+                raise BackendError(f"graph output {v.name!r} is not a readout")
+            static_outputs[v.name] = arr if per else np.broadcast_to(arr, (len(x), *arr.shape)).copy()
+            outputs.append((v.name, None))
+    return Program(procs, outputs, static_outputs, scale, fx.layers if fixed else [])
+
+
+# ------------------------------------------------------------ fixed point
+def _full(a, shape) -> np.ndarray:
+    return np.broadcast_to(np.asarray(a, dtype=np.float64), shape).copy()
+
+
+def _channel_vector(a, shape) -> np.ndarray | None:
+    """``a`` (broadcast to the per-sample ``shape``) as one value per channel, or None."""
+    full = _full(a, shape)
+    if len(shape) == 0:
+        return None
+    flat = full.reshape(shape[0], -1)
+    return flat[:, 0].copy() if np.all(flat == flat[:, :1]) else None
+
+
+def _bias_quantise(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """13-bit mantissa, 3-bit exponent: effective integer bias and the exponents used."""
+    b = np.asarray(b, dtype=np.float64)
+    exp = np.zeros(b.shape, dtype=np.int64)
+    for e in range(8):
+        exp = np.where(np.abs(np.rint(b / 2**exp)) > 4095, e + 1, exp)
+    exp = np.minimum(exp, 7)
+    mant = np.clip(np.rint(b / 2**exp), -4096, 4095)
+    return (mant * 2**exp).astype(np.int64), exp
+
+
+def _exponent(max_abs: float, scale: float) -> int | None:
+    """Smallest weight exponent e with max|W| * scale / 2^(e+1) <= 127.5; None if none fits."""
+    if max_abs == 0:
+        return 0
+    for e in EXP_RANGE:
+        if max_abs * scale / 2 ** (e + 1) <= M_MAX + 0.5:
+            return e
+    return None
+
+
+def _quantise(w: np.ndarray, scale: float, e: int) -> np.ndarray:
+    return np.clip(np.rint(w * scale / 2 ** (e + 1)), -M_MAX - 1, M_MAX)
+
+
+def choose_vth(terms: list[np.ndarray], vmax: float) -> tuple[int, float]:
+    """The layer scale (threshold mantissa) minimising the summed relative squared weight
+    error of the layer's synapses, among the scales where one synapse's largest weight
+    lands on the mantissa's edge (for every exponent) and the largest scale the overflow
+    bounds allow. Returns (vth, error)."""
+    vmax = int(min(VTH_MAX, math.floor(vmax)))
+    if vmax < 1:
+        raise BackendError("the layer's input currents are too large for a 24-bit membrane")
+    cands = {vmax}
+    for w in terms:
+        m = float(np.abs(w).max()) if w.size else 0.0
+        if m > 0:
+            for e in EXP_RANGE:
+                c = math.floor((M_MAX + 0.5) * 2 ** (e + 1) / m)
+                if 1 <= c <= vmax:
+                    cands.add(c)
+    best = None
+    for c in sorted(cands, reverse=True):
+        err = 0.0
+        for w in terms:
+            e = _exponent(float(np.abs(w).max()) if w.size else 0.0, c)
+            if e is None:
+                err = math.inf
+                break
+            q = _quantise(w, c, e) * 2 ** (e + 1) / c
+            n = float((w**2).sum())
+            err += float(((w - q) ** 2).sum()) / n if n > 0 else 0.0
+        if best is None or err < best[1] - 1e-15:
+            best = (c, err)
+    if best is None or not math.isfinite(best[1]):
+        raise BackendError("no 8-bit weight exponent in [-8, 7] fits the layer's weights")
+    return best
+
+
+@dataclass
+class _Term:
+    owner: str  # node holding the synapse
+    kind: str  # weighted | affine | port
+    op: str  # the owner's op
+    port: int | None  # port index for port terms
+    w: np.ndarray  # real weights at vth = 1 (normalised by the threshold)
+    cmax: float  # largest count per input element per step
+
+
+class FixedPoint:
+    """Domains, scales and quantisation for the fixed-point lowering (see module docstring)."""
+
+    def __init__(self, graph: Graph, dyn: set[int], statics: dict, T: int):
+        self.graph, self.dyn, self.statics, self.T = graph, dyn, statics, T
+        self.use = consumers(graph)
+        self.producer = {id(n.output): n for n in graph.nodes}
+        self.dom: dict[int, str] = {}
+        self.sigma: dict[int, np.ndarray] = {}
+        self.cmax: dict[int, float] = {}
+        self.ops: dict[str, dict] = {}  # node -> fixed op spec
+        self.sinks: dict[str, dict] = {}  # neuron / readout -> fixed spec
+        self.layers: list[dict] = []
+        self._port_weights: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+        self._forward()
+        for n in graph.nodes:
+            if n.op == "if_neuron" or (n.op == "readout" and id(n.inputs[0]) in dyn):
+                self._layer(n)
+
+    def fail(self, n: Node, why: str):
+        raise Unmappable(n.name, n.op, why)
+
+    # forward: which values are counts (with scales) and which currents
+    def _forward(self) -> None:
+        for n in self.graph.nodes:
+            if id(n.output) not in self.dyn:
+                continue
+            shape = n.output.shape
+            ins = [v for v in n.inputs if id(v) in self.dyn]
+            doms = {self.dom[id(v)] for v in ins}
+            if n.op == "readout":
+                continue  # a graph output; its input is handled as a layer
+            if n.op == "if_neuron":
+                th = n.params["threshold"] if n.attr("spike_scale") == "threshold" else 1.0
+                self._count(n, _full(th, shape), 1.0)
+            elif n.op == "spiking_max_pool":
+                v = n.inputs[0]
+                if self.dom[id(v)] != "count" or _channel_vector(self.sigma[id(v)], v.shape) is None:
+                    self.fail(n, "spiking max pooling needs spikes with one scale per channel at its input")
+                self._count(n, self._pool_sigma(n, v, 1.0), self.cmax[id(v)])
+            elif n.op in WEIGHTED or (n.op == "affine" and doms == {"count"}):
+                if doms != {"count"}:
+                    self.fail(n, "its input is a synaptic current, not spikes: on Loihi a neuron must sit between two synapses")
+                self.dom[id(n.output)] = "current"
+            elif n.op == "add":
+                self.dom[id(n.output)] = "current"
+            elif n.op in ("avg_pool", "global_avg_pool"):
+                v = n.inputs[0]
+                k = self._pool_size(n, v)
+                if self.dom[id(v)] == "count":
+                    if _channel_vector(self.sigma[id(v)], v.shape) is None:
+                        self.fail(n, "pooling spikes whose scale differs within a channel")
+                    self._count(n, self._pool_sigma(n, v, 1.0 / k), self.cmax[id(v)] * k)
+                else:
+                    self.dom[id(n.output)] = "current"
+            elif n.op in ("reshape", "upsample", "concat", "affine"):
+                if len(doms) != 1:
+                    self.fail(n, "mixes spikes and synaptic currents")
+                if doms == {"current"}:
+                    self.dom[id(n.output)] = "current"
+                    continue
+                if n.op == "affine":
+                    continue  # handled above (affine on counts is a synapse)
+                self._count(n, self._pass_sigma(n), max(self.cmax[id(v)] for v in ins))
+            else:
+                self.fail(n, "no Lava fixed-point mapping for this op")
+
+    def _count(self, n: Node, sigma: np.ndarray, cmax: float) -> None:
+        self.dom[id(n.output)] = "count"
+        self.sigma[id(n.output)] = sigma
+        self.cmax[id(n.output)] = cmax
+
+    def _pool_size(self, n: Node, v: Value) -> int:
+        if n.op == "global_avg_pool":
+            return int(np.prod(v.shape[1:]))
+        pads = n.attr("pads") or []
+        if any(pads) and not n.attr("count_include_pad"):
+            self.fail(n, "padded average pooling that excludes the padding divides unevenly")
+        if n.attr("ceil_mode"):
+            self.fail(n, "ceil_mode average pooling divides unevenly at the border")
+        return int(np.prod(n.attr("kernel")))
+
+    def _pool_sigma(self, n: Node, v: Value, factor: float) -> np.ndarray:
+        c = _channel_vector(self.sigma[id(v)], v.shape)
+        out = n.output.shape
+        return _full((c * factor).reshape(-1, *([1] * (len(out) - 1))), out)
+
+    def _pass_sigma(self, n: Node) -> np.ndarray:
+        parts = []
+        for v in n.inputs:
+            s = self.sigma[id(v)] if id(v) in self.dyn else np.ones(v.shape)
+            parts.append(torch.from_numpy(_full(s, v.shape))[None])
+        node = Node(n.op, n.name, dict(n.attrs), {})
+        y = n.spec.compute(parts, node, {}) if n.op != "affine" else parts[0]
+        return y[0].numpy()
+
+    # backward: the synapses feeding one layer, their real weights at vth = 1
+    def _terms(self, sink: Node, r: np.ndarray) -> list[_Term]:
+        terms: list[_Term] = []
+        v = sink.inputs[0]
+        if self.dom[id(v)] == "count":
+            terms.append(_Term(sink.name, "port", sink.op, 0, _full(r, v.shape) * self.sigma[id(v)], self.cmax[id(v)]))
+        else:
+            self._back(v, _full(r, v.shape), terms)
+        return terms
+
+    def _back(self, v: Value, r: np.ndarray, terms: list[_Term]) -> None:
+        n = self.producer[id(v)]
+        if len(self.use.get(id(v), [])) > 1:
+            self.fail(n, "a synaptic current that feeds two layers (each needs its own scaling)")
+        if n.op in WEIGHTED:
+            terms.append(_Term(n.name, "weighted", n.op, None, self._weights(n, r), self.cmax[id(n.inputs[0])]))
+        elif n.op == "affine":
+            u = n.inputs[0]
+            if self.dom[id(u)] == "count":
+                w = _full(n.params["scale"], v.shape) * r * self.sigma[id(u)]
+                terms.append(_Term(n.name, "affine", n.op, None, w, self.cmax[id(u)]))
+            else:
+                self._back(u, r * _full(n.params["scale"], v.shape), terms)
+        elif n.op == "add":
+            coeffs = n.attr("coeffs")
+            port = 0
+            for i, u in enumerate(n.inputs):
+                if id(u) not in self.dyn:
+                    continue
+                c = 1.0 if coeffs is None else np.asarray(coeffs[i], dtype=np.float64)
+                if np.ndim(c) == 1 and len(v.shape) > 1:
+                    c = c.reshape(-1, *([1] * (len(v.shape) - 1)))
+                ru = r * _full(c, v.shape)
+                if self.dom[id(u)] == "count":
+                    terms.append(_Term(n.name, "port", n.op, port, ru * self.sigma[id(u)], self.cmax[id(u)]))
+                else:
+                    self._back(u, ru, terms)
+                port += 1
+        elif n.op in ("avg_pool", "global_avg_pool"):
+            u = n.inputs[0]
+            c = _channel_vector(r, v.shape)
+            if c is None:
+                self.fail(n, "pooling of currents feeding neurons whose scale differs within a channel")
+            k = self._pool_size(n, u)
+            self._back(u, _full((c / k).reshape(-1, *([1] * (len(u.shape) - 1))), u.shape), terms)
+        elif n.op == "reshape":
+            u = n.inputs[0]
+            self._back(u, r.reshape(u.shape), terms)
+        elif n.op == "upsample":
+            u = n.inputs[0]
+            c = _channel_vector(r, v.shape)
+            if c is None:
+                self.fail(n, "upsampling currents whose scale differs within a channel")
+            self._back(u, _full(c.reshape(-1, *([1] * (len(u.shape) - 1))), u.shape), terms)
+        elif n.op == "concat":
+            axis = n.attr("axis") - 1
+            start = 0
+            for u in n.inputs:
+                size = u.shape[axis]
+                part = np.take(r, range(start, start + size), axis=axis)
+                start += size
+                if id(u) in self.dyn:
+                    self._back(u, part, terms)
+        else:
+            self.fail(n, "no Lava fixed-point mapping for this op")
+
+    def _weights(self, n: Node, r: np.ndarray) -> np.ndarray:
+        """Real weights W * sigma_in * r_out of a conv / transposed conv / linear."""
+        w = np.asarray(n.params["weight"], dtype=np.float64)
+        u = n.inputs[0]
+        sig = self.sigma[id(u)]
+        if n.op == "linear":
+            s_in = _last_axis(sig, u.shape)
+            r_out = _last_axis(r, n.output.shape)
+            if s_in is None or r_out is None:
+                self.fail(n, "a row-wise linear layer whose scales vary across rows")
+            return w * r_out[:, None] * s_in[None, :]
+        s_in = _channel_vector(sig, u.shape)
+        r_out = _channel_vector(r, n.output.shape)
+        if s_in is None or r_out is None:
+            self.fail(n, "a convolution whose input or output scale differs within a channel")
+        g = n.attr("groups")
+        if n.op == "conv":
+            cout, cin_g = w.shape[:2]
+            idx = (np.arange(cout)[:, None] // (cout // g)) * cin_g + np.arange(cin_g)[None, :]
+            return w * r_out.reshape(-1, 1, *([1] * (w.ndim - 2))) * s_in[idx].reshape(cout, cin_g, *([1] * (w.ndim - 2)))
+        cin, cout_g = w.shape[:2]  # conv_transpose
+        idx = (np.arange(cin)[:, None] // (cin // g)) * cout_g + np.arange(cout_g)[None, :]
+        return w * s_in.reshape(-1, 1, *([1] * (w.ndim - 2))) * r_out[idx].reshape(cin, cout_g, *([1] * (w.ndim - 2)))
+
+    # one layer: choose the scale, quantise its synapses, bias and initial potential
+    def _layer(self, sink: Node) -> None:
+        shape = sink.output.shape if sink.op == "if_neuron" else sink.inputs[0].shape
+        theta = _full(sink.params["threshold"], shape) if sink.op == "if_neuron" else np.ones(shape)
+        has_input = id(sink.inputs[0]) in self.dyn
+        terms = self._terms(sink, 1.0 / theta) if has_input else []
+        z, per_sample = self.statics[sink.name]
+        b_norm = np.asarray(z, dtype=np.float64) / theta
+        s_max = float(np.abs(b_norm).max()) if b_norm.size else 0.0
+        l1 = sum(_row_l1(t) * t.cmax for t in terms)
+        bounds = [VTH_MAX]
+        if l1 > 0:
+            bounds.append(V_LIMIT / 64 / l1)  # per-step current never wraps
+        if s_max > 0:
+            bounds.append(BIAS_MAX / 64 / s_max)  # bias fits 13-bit mantissa << 3-bit exponent
+        if sink.op == "readout":
+            bounds.append(V_LIMIT / 64 / (self.T * (l1 + s_max) + 1e-12))  # the integral never saturates
+        vth, err = choose_vth([t.w for t in terms], min(bounds))
+        report = {"layer": sink.name, "kind": "neuron" if sink.op == "if_neuron" else "readout", "vth": vth, "synapses": [], "weight_error": err}
+        for t in terms:
+            e = _exponent(float(np.abs(t.w).max()) if t.w.size else 0.0, vth)
+            m = _quantise(t.w, vth, e)
+            rel = float(np.sqrt(((t.w - m * 2 ** (e + 1) / vth) ** 2).sum() / max((t.w**2).sum(), 1e-300)))
+            report["synapses"].append({"node": t.owner, "kind": t.kind, "weight_exp": int(e), "max_mantissa": int(np.abs(m).max()) if m.size else 0, "relative_rms_error": rel})
+            self._store(t, (2 * m).astype(np.int64), int(e))
+        bias_eff, bias_exp = _bias_quantise(b_norm * vth * 64)
+        target = b_norm * vth * 64
+        report["bias_relative_rms_error"] = float(np.sqrt(((bias_eff - target) ** 2).sum() / max((target**2).sum(), 1e-300)))
+        report["bias_exp_max"] = int(bias_exp.max()) if bias_exp.size else 0
+        spec = {"bias": (bias_eff, per_sample), "port_weight": self._port_weights.get((sink.name, 0))}
+        if sink.op == "if_neuron":
+            v0 = np.rint(_full(sink.params["v_init"], shape) / theta * vth * 64)
+            spec.update(vth=vth, v_init=np.clip(v0, -V_LIMIT, V_LIMIT).astype(np.int64))
+            report["threshold"] = "per channel" if np.unique(theta).size > 1 else float(theta.flat[0])
+        else:
+            spec.update(scale=float(vth) * 64)
+        self.sinks[sink.name] = spec
+        self.layers.append(report)
+
+    def _store(self, t: _Term, w2: np.ndarray, e: int) -> None:
+        if t.kind == "port":
+            self._port_weights[(t.owner, t.port)] = (w2, e)
+        else:
+            key = "weight" if t.kind == "weighted" else "scale"
+            self.ops.setdefault(t.owner, {})[key] = (w2, e)
+
+    # specs for the process models
+    def op_spec(self, n: Node) -> dict:
+        params = {k: np.array(a, dtype=np.float64) for k, a in n.params.items()}
+        spec: dict = {"sum_pool": n.op in ("avg_pool", "global_avg_pool")}
+        q = self.ops.get(n.name, {})
+        if n.op in WEIGHTED:
+            w2, e = q["weight"]
+            params["weight"], params["bias"], spec["exp"] = w2.astype(np.float64), np.zeros_like(params["bias"]), e
+        elif n.op == "affine":
+            if "scale" in q:
+                w2, e = q["scale"]
+                params["scale"], spec["exp"] = w2.astype(np.float64), e
+            else:  # on currents: its scale is folded into the synapses upstream
+                params["scale"] = np.ones_like(params["scale"])
+            params["shift"] = np.zeros_like(params["shift"])
+        elif n.op == "add":
+            ports = sum(1 for v in n.inputs if id(v) in self.dyn)
+            spec["port_weights"] = [self._port_weights.get((n.name, i)) for i in range(ports)]
+            spec["attrs"] = {**n.attrs, "coeffs": None}  # coefficients are folded into the synapses
+        spec["params"] = params
+        return spec
+
+    def neuron_spec(self, n: Node) -> dict:
+        return dict(self.sinks[n.name])
+
+    def readout_spec(self, n: Node) -> dict:
+        return dict(self.sinks[n.name])
+
+    def output_scale(self, n: Node) -> float:
+        return self.sinks[n.name]["scale"]
+
+
+def _last_axis(a: np.ndarray, shape) -> np.ndarray | None:
+    full = _full(a, shape).reshape(-1, shape[-1])
+    return full[0].copy() if np.all(full == full[:1]) else None
+
+
+def _row_l1(t: _Term) -> float:
+    """Largest sum of |weights| into one output per step and unit count (an upper bound
+    for transposed convolutions, whose outputs see only part of the kernel)."""
+    w = np.abs(t.w)
+    if t.kind == "weighted" and t.op == "conv_transpose":
+        return float(w.sum(axis=tuple(i for i in range(w.ndim) if i != 1)).max())
+    if t.kind == "weighted":
+        return float(w.reshape(w.shape[0], -1).sum(1).max())
+    return float(w.max()) if w.size else 0.0
