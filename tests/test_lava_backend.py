@@ -161,3 +161,22 @@ def test_lava_errors_are_clear(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda n: (_ for _ in ()).throw(importlib.metadata.PackageNotFoundError(n)) if n == "lava-nc" else real(n))
     with pytest.raises(BackendError, match="Lava \\(lava-nc\\) is not installed"):
         get_backend("lava-fixed")
+
+
+def test_interrupt_mid_run_leaves_no_lava_process(monkeypatch):
+    import multiprocessing as mp
+
+    import snnc_lava.backend as lb
+
+    real, calls = lb._run_interruptibly, []
+
+    def interrupted(proc, condition, cfg):
+        calls.append(1)
+        real(proc, condition, cfg)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(lb, "_run_interruptibly", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lava.run(graph_with("concat"), X_OPS, [2, 4], batch_size=3)
+    assert mp.active_children() == []

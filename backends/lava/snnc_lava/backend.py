@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -87,14 +90,22 @@ class LavaBackend(Backend):
         for p in program.procs:
             p.spec["samples"] = n
         outs = {t: {name: np.empty((n, *graph.outputs[i].shape), np.float32) for i, (name, _) in enumerate(program.outputs)} for t in steps}
-        counts = _simulate(program, n, B, steps, progress, outs, self.name)
+        t0 = time.perf_counter()
+        counts, busy = _simulate(program, n, B, steps, progress, outs, self.name)
+        wall = time.perf_counter() - t0
         for t in steps:
             for name, arr in program.static_outputs.items():
                 outs[t][name][:] = arr
         result = SimResult({t: [outs[t][name] for name, _ in program.outputs] for t in steps}, spike_rates(graph, counts, n, T), n)
         if self.fixed:
             result.details["deployment"] = deployment(graph, program)
-        result.details["lava"] = {"processes": len(program.procs), "batch": B, "lava_runs": math.ceil(n / B) * len(steps)}
+        result.details["lava"] = {
+            "processes": len(program.procs),
+            "batch": B,
+            "lava_runs": math.ceil(n / B) * len(steps),
+            "wall_seconds": wall,
+            "compute_seconds": busy,  # per process: time inside its kernel (the rest is Lava's messaging and sync)
+        }
         return result
 
 
@@ -105,7 +116,7 @@ class LavaFixedBackend(LavaBackend):
     fixed = True
 
 
-def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: str) -> dict[str, float]:
+def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: str) -> tuple[dict[str, float], dict[str, float]]:
     """Build the Lava network, run every sample batch, collect readouts and spike counts;
     Lava's runtime is stopped however this ends (success, error, Ctrl-C)."""
     from lava.magma.core.run_conditions import RunSteps
@@ -123,19 +134,20 @@ def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: 
         for i, v in enumerate(p.inputs):
             procs[v].out.connect(getattr(procs[p.name], f"in{i}"))
     if not procs:
-        return {}
+        return {}, {}
     any_proc = next(iter(procs.values()))
     cfg = Loihi2SimCfg(select_tag="fixed_pt" if program.procs[0].spec["mode"] == "fixed" else "floating_pt")
     readouts = {name: ro for name, ro in program.outputs if ro is not None}
     task = progress(f"{label} T={steps[-1]}", n) if progress else None
     started = False
+    ok = False
     try:
         for b in range(math.ceil(n / B)):
             lo, hi = b * B, min(n, (b + 1) * B)
             prev = 0
             for t in steps:
-                any_proc.run(condition=RunSteps(num_steps=t - prev), run_cfg=cfg)
                 started = True
+                _run_interruptibly(any_proc, RunSteps(num_steps=t - prev), cfg)
                 prev = t
                 for out_name, ro in readouts.items():
                     val = np.asarray(procs[ro].value.get(), dtype=np.float64)[: hi - lo]
@@ -144,10 +156,74 @@ def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: 
                 any_proc.run(condition=RunSteps(num_steps=steps[-1] - prev), run_cfg=cfg)
             if task:
                 task.advance(hi - lo)
-        return {p.name: float(procs[p.name].spikes.get()[0]) for p in program.procs if p.kind == "neuron"}
+        counts = {p.name: float(procs[p.name].spikes.get()[0]) for p in program.procs if p.kind == "neuron"}
+        busy = {p.name: float(procs[p.name].busy.get()[0]) for p in program.procs}
+        ok = True
+        return counts, busy
     finally:
-        if started:
+        if started and ok:
             any_proc.stop()
+        elif started:  # an error or Ctrl-C mid-run: Lava's own stop would wait for the run
+            _terminate(any_proc)
+
+
+def _run_interruptibly(proc, condition, cfg) -> None:
+    """``proc.run(...)`` in a helper thread while the main thread waits in short, signal-aware
+    joins: Lava's own wait blocks the main thread where Ctrl-C cannot reach it."""
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            with warnings.catch_warnings():
+                # Lava's model search executes every module next to ours and warns on each.
+                warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
+                proc.run(condition=condition, run_cfg=cfg)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+
+    worker = threading.Thread(target=target, name="lava-run", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if errors:
+        raise errors[0]
+
+
+def _terminate(proc) -> None:
+    """Stop a Lava runtime in the middle of a run: kill its worker processes, close its
+    channel threads and release its shared memory (best effort; never masks the original
+    exception). Lava's own ``stop`` would wait for the run to finish."""
+    import multiprocessing as mp
+
+    rt = getattr(proc, "runtime", None)
+    if rt is None:
+        return
+    infra = rt._messaging_infrastructure
+    actors = list(getattr(infra, "actors", []))
+    for actor in actors:
+        try:
+            actor.terminate()
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
+    for actor in actors:
+        try:
+            mp.Process.join(actor, 5)  # Lava's SystemProcess.join takes no timeout
+            if actor.is_alive():
+                actor.kill()
+        except Exception:  # noqa: BLE001
+            pass
+    closer = threading.Thread(target=_close_quietly, args=(rt, infra), daemon=True)
+    closer.start()
+    closer.join(10)
+
+
+def _close_quietly(rt, infra) -> None:
+    for step in (rt.join, getattr(infra.smm, "shutdown", None), getattr(rt._watchdog_manager, "stop", None)):
+        try:
+            if step is not None:
+                step()
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
 
 
 def deployment(graph: Graph, program) -> dict:

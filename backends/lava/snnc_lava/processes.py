@@ -20,6 +20,8 @@ exactly the reference simulator's timing (no synaptic delay).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from snnc_lava import compat
@@ -55,10 +57,12 @@ class _SnncModelMixin:
     def run_spk(self):
         k = self._kernel()
         ins = [getattr(self, f"in{i}").recv() for i in range(self.n_inputs)]
+        t0 = time.perf_counter()
         t = (self.time_step - 1) % k.T  # 0-based step within the sample batch
         if t == 0:
             k.reset((self.time_step - 1) // k.T)
         y = k.step(ins)
+        self.busy[0] += time.perf_counter() - t0  # compute time, without Lava's messaging
         if hasattr(self, "out"):
             self.out.send(y)
         if k.counts_spikes:
@@ -76,6 +80,7 @@ def _make(k: int):
             setattr(self, f"in{i}", InPort(shape=tuple(shape)))
         self.out = OutPort(shape=tuple(out_shape))
         self.spikes = Var(shape=(1,), init=0)
+        self.busy = Var(shape=(1,), init=0)
 
     proc = type(f"SnncNode{k}", (AbstractProcess,), {"__init__": __init__, "__doc__": f"snnc node with {k} input port(s).", "__module__": __name__})
     models = []
@@ -83,9 +88,10 @@ def _make(k: int):
         attrs = {f"in{i}": LavaPyType(PyInPort.VEC_DENSE, dtype) for i in range(k)}
         attrs["out"] = LavaPyType(PyOutPort.VEC_DENSE, dtype)
         attrs["spikes"] = LavaPyType(np.ndarray, np.float64)
+        attrs["busy"] = LavaPyType(np.ndarray, np.float64)
         attrs["n_inputs"] = k
         attrs["__module__"] = __name__  # Lava looks for models in the process's module
-        attrs["__annotations__"] = {**{f"in{i}": PyInPort for i in range(k)}, "out": PyOutPort, "spikes": np.ndarray}
+        attrs["__annotations__"] = {**{f"in{i}": PyInPort for i in range(k)}, "out": PyOutPort, "spikes": np.ndarray, "busy": np.ndarray}
         model = type(f"PySnncNode{k}{'Float' if label == 'floating_pt' else 'Fixed'}", (_SnncModelMixin, PyLoihiProcessModel), attrs)
         model = tag(label)(requires(CPU)(implements(proc=proc, protocol=LoihiProtocol)(model)))
         models.append(model)
@@ -100,6 +106,7 @@ class SnncReadout(AbstractProcess):
         self.in0 = InPort(shape=tuple(in_shape))
         self.value = Var(shape=tuple(in_shape), init=0)
         self.spikes = Var(shape=(1,), init=0)
+        self.busy = Var(shape=(1,), init=0)
 
 
 def _readout_model(label: str, dtype):
@@ -107,9 +114,10 @@ def _readout_model(label: str, dtype):
         "in0": LavaPyType(PyInPort.VEC_DENSE, dtype),
         "value": LavaPyType(np.ndarray, np.float64),
         "spikes": LavaPyType(np.ndarray, np.float64),
+        "busy": LavaPyType(np.ndarray, np.float64),
         "n_inputs": 1,
         "__module__": __name__,
-        "__annotations__": {"in0": PyInPort, "value": np.ndarray, "spikes": np.ndarray},
+        "__annotations__": {"in0": PyInPort, "value": np.ndarray, "spikes": np.ndarray, "busy": np.ndarray},
     }
     model = type(f"PySnncReadout{'Float' if label == 'floating_pt' else 'Fixed'}", (_SnncModelMixin, PyLoihiProcessModel), attrs)
     return tag(label)(requires(CPU)(implements(proc=SnncReadout, protocol=LoihiProtocol)(model)))
