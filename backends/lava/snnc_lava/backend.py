@@ -164,7 +164,7 @@ def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: 
         if started and ok:
             any_proc.stop()
         elif started:  # an error or Ctrl-C mid-run: Lava's own stop would wait for the run
-            _terminate(any_proc)
+            _terminate(any_proc, list(procs.values()))
 
 
 def _run_interruptibly(proc, condition, cfg) -> None:
@@ -189,7 +189,7 @@ def _run_interruptibly(proc, condition, cfg) -> None:
         raise errors[0]
 
 
-def _terminate(proc) -> None:
+def _terminate(proc, all_procs) -> None:
     """Stop a Lava runtime in the middle of a run: kill its worker processes, close its
     channel threads and release its shared memory (best effort; never masks the original
     exception). Lava's own ``stop`` would wait for the run to finish."""
@@ -215,6 +215,11 @@ def _terminate(proc) -> None:
     closer = threading.Thread(target=_close_quietly, args=(rt, infra), daemon=True)
     closer.start()
     closer.join(10)
+    # The runtime is gone: Lava's Process.__del__ must not try to stop it again (it would
+    # write into the released shared memory).
+    rt._is_started = rt._is_running = False
+    for p in all_procs:
+        p._runtime = None
 
 
 def _close_quietly(rt, infra) -> None:
