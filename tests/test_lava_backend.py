@@ -170,9 +170,9 @@ def test_interrupt_mid_run_leaves_no_lava_process(monkeypatch):
 
     real, calls = lb._run_interruptibly, []
 
-    def interrupted(proc, condition, cfg):
+    def interrupted(proc, condition, cfg, *args):
         calls.append(1)
-        real(proc, condition, cfg)
+        real(proc, condition, cfg, *args)
         if len(calls) == 2:
             raise KeyboardInterrupt
 
@@ -180,3 +180,88 @@ def test_interrupt_mid_run_leaves_no_lava_process(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         lava.run(graph_with("concat"), X_OPS, [2, 4], batch_size=3)
     assert mp.active_children() == []
+
+
+def _same_as_reference(g, x, T, backend, atol=1e-5):
+    ref = simulate(g, x, [T])
+    got = backend.run(g, x, [T], batch_size=2)
+    for i in range(len(g.outputs)):
+        np.testing.assert_allclose(got.output(T, i), ref.output(T, i), rtol=0, atol=atol)
+    return ref, got
+
+
+def test_spiking_max_pool_gates_on_the_whole_current_bias_included():
+    # conv -> max_pool -> relu converts to a spiking max pool fed by a biased current
+    r = rng(0)
+    g = Graph("conv-smp", "snn")
+    x = g.add_input("x", (2, 8, 8))
+    h = neuron(g, conv(g, x, 4, 2, r, pads=[1, 1, 1, 1]), 4, r)
+    h = g.add_node("conv", [h], {"pads": [1, 1, 1, 1]}, {"weight": r.normal(0, 0.3, (4, 4, 3, 3)), "bias": np.array([2.0, -2.0, 1.0, 0.5])}).output
+    h = g.add_node("spiking_max_pool", [h], {"kernel": [2, 2]}).output
+    g = finish(g, neuron(g, h, 4, r))
+    _same_as_reference(g, X_OPS[:3], 8, lava)
+    assert "needs spikes" in lava_fixed.unsupported(g)[0].reason
+
+
+def test_two_heads_meeting_only_at_the_input_both_run():
+    r = rng(0)
+    g = Graph("twohead", "snn")
+    x = g.add_input("x", (2, 8, 8))
+    a = neuron(g, conv(g, x, 4, 2, r, pads=[1, 1, 1, 1]), 4, r)
+    b = neuron(g, conv(g, x, 3, 2, r, pads=[1, 1, 1, 1]), 3, r)
+    g.set_outputs([g.add_node("readout", [a]).output, g.add_node("readout", [b]).output])
+    from snnc.ir import infer_shapes
+
+    infer_shapes(g)
+    ref, got = _same_as_reference(g, X_OPS[:3], 6, lava)
+    assert got.spike_rates == pytest.approx(ref.spike_rates)
+
+
+def test_asymmetric_average_pool_end_padding_in_fixed_point():
+    r = rng(2)
+    g = Graph("pad-end", "snn")
+    x = g.add_input("x", (2, 8, 8))
+    h = neuron(g, conv(g, x, 4, 2, r, pads=[1, 1, 1, 1]), 4, r, per="layer")
+    h = g.add_node("avg_pool", [h], {"kernel": [3, 3], "strides": [1, 1], "pads": [0, 0, 1, 1], "count_include_pad": True}).output
+    g = finish(g, neuron(g, conv(g, h, 4, 4, r, pads=[1, 1, 1, 1]), 4, r))
+    ref = simulate(g, X_OPS, [16])
+    got = lava_fixed.run(g, X_OPS, [16])
+    assert got.output(16).shape == ref.output(16).shape == (6, 4, 7, 7)
+    for name, rate in ref.spike_rates.items():
+        assert abs(got.spike_rates[name] - rate) <= FIXED_RATE_TOLERANCE
+
+
+def test_rounded_weights_never_wrap_the_current():
+    # 25 neurons firing every step into one neuron through weights just below an exponent edge
+    n, w0 = 25, 1.174589966662123
+    g = Graph("wrap", "snn")
+    x = g.add_input("x", (n,))
+    h = g.add_node("linear", [x], {}, {"weight": np.eye(n), "bias": np.zeros(n)}).output
+    h = g.add_node("if_neuron", [h], {}, {"threshold": np.array(1.0), "v_init": np.array(0.0)}).output
+    h = g.add_node("linear", [h], {}, {"weight": np.full((1, n), w0), "bias": np.zeros(1)}).output
+    g = finish(g, g.add_node("if_neuron", [h], {}, {"threshold": np.array(1.0), "v_init": np.array(0.0)}).output)
+    xx = np.full((1, n), 1.5, np.float32)
+    ref = simulate(g, xx, [16])
+    got = lava_fixed.run(g, xx, [16])
+    assert got.spike_rates == pytest.approx(ref.spike_rates, abs=1 / 16)
+
+
+def test_a_failing_process_is_an_error_not_a_hang(monkeypatch):
+    import multiprocessing as mp
+
+    from snnc_lava import kernels
+
+    def boom(self, ins):
+        raise RuntimeError("boom in a neuron")
+
+    monkeypatch.setattr(kernels.NeuronKernel, "step", boom)  # inherited by Lava's forked workers
+    with pytest.raises(BackendError, match="(?s)a Lava process failed.*boom in a neuron"):
+        lava.run(graph_with("affine"), X_OPS[:2], [4])
+    assert mp.active_children() == []
+
+
+def test_fail_under_at_exactly_the_accuracy_passes():
+    from snnc.cli import _fail_under
+
+    res = {"backend": "lava", "results": [{"timesteps": 32, "accuracy": 29 / 100}]}
+    assert _fail_under(res, 29.0)["passed"] and not _fail_under(res, 29.01)["passed"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import threading
 import time
 import warnings
@@ -117,28 +119,64 @@ class LavaFixedBackend(LavaBackend):
 
 
 def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Build the Lava network, run every sample batch, collect readouts and spike counts;
-    Lava's runtime is stopped however this ends (success, error, Ctrl-C)."""
+    """Run every connected part of the process network over all sample batches (Lava
+    compiles what is connected to the process it runs; parts that meet only at the
+    analog input, which is bias, are separate networks)."""
+    counts: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    parts = _components(program)
+    task = progress(f"{label} T={steps[-1]}", n * len(parts)) if progress else None
+    with tempfile.TemporaryDirectory(prefix="snnc-lava-") as tmp:
+        error_file = os.path.join(tmp, "errors.txt")
+        for p in program.procs:
+            p.spec["error_file"] = error_file
+        for part in parts:
+            c, b = _simulate_part(part, program, n, B, steps, task, outs, error_file)
+            counts.update(c)
+            busy.update(b)
+    return counts, busy
+
+
+def _components(program) -> list[list]:
+    """The process plans grouped into connected components, in graph order."""
+    index = {p.name: i for i, p in enumerate(program.procs)}
+    parent = list(range(len(program.procs)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for p in program.procs:
+        for v in p.inputs:
+            parent[find(index[v])] = find(index[p.name])
+    groups: dict[int, list] = {}
+    for i, p in enumerate(program.procs):
+        groups.setdefault(find(i), []).append(p)
+    return list(groups.values())
+
+
+def _simulate_part(plans, program, n, B, steps, task, outs, error_file):
+    """Build one connected Lava network, run every sample batch, collect its readouts and
+    spike counts; the runtime is stopped however this ends (success, error, Ctrl-C)."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     from snnc_lava.processes import NODE_PROCESSES, SnncReadout
 
     procs = {}
-    for p in program.procs:
+    for p in plans:
         if p.kind == "readout":
             procs[p.name] = SnncReadout(in_shape=p.in_shapes[0], spec=p.spec, name=p.name)
         else:
             procs[p.name] = NODE_PROCESSES[len(p.inputs)](in_shapes=p.in_shapes, out_shape=p.out_shape, spec=p.spec, name=p.name)
-    for p in program.procs:
+    for p in plans:
         for i, v in enumerate(p.inputs):
             procs[v].out.connect(getattr(procs[p.name], f"in{i}"))
-    if not procs:
-        return {}, {}
-    any_proc = next(iter(procs.values()))
-    cfg = Loihi2SimCfg(select_tag="fixed_pt" if program.procs[0].spec["mode"] == "fixed" else "floating_pt")
-    readouts = {name: ro for name, ro in program.outputs if ro is not None}
-    task = progress(f"{label} T={steps[-1]}", n) if progress else None
+    any_proc = procs[plans[0].name]
+    cfg = Loihi2SimCfg(select_tag="fixed_pt" if plans[0].spec["mode"] == "fixed" else "floating_pt")
+    readouts = {name: ro for name, ro in program.outputs if ro is not None and ro in procs}
     started = False
     ok = False
     try:
@@ -147,17 +185,15 @@ def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: 
             prev = 0
             for t in steps:
                 started = True
-                _run_interruptibly(any_proc, RunSteps(num_steps=t - prev), cfg)
+                _run_interruptibly(any_proc, RunSteps(num_steps=t - prev), cfg, error_file)
                 prev = t
                 for out_name, ro in readouts.items():
                     val = np.asarray(procs[ro].value.get(), dtype=np.float64)[: hi - lo]
                     outs[t][out_name][lo:hi] = val / program.output_scale[ro] / t
-            if steps[-1] > prev:  # never: the last checkpoint is T
-                any_proc.run(condition=RunSteps(num_steps=steps[-1] - prev), run_cfg=cfg)
             if task:
                 task.advance(hi - lo)
-        counts = {p.name: float(procs[p.name].spikes.get()[0]) for p in program.procs if p.kind == "neuron"}
-        busy = {p.name: float(procs[p.name].busy.get()[0]) for p in program.procs}
+        counts = {p.name: float(procs[p.name].spikes.get()[0]) for p in plans if p.kind == "neuron"}
+        busy = {p.name: float(procs[p.name].busy.get()[0]) for p in plans}
         ok = True
         return counts, busy
     finally:
@@ -167,9 +203,10 @@ def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: 
             _terminate(any_proc, list(procs.values()))
 
 
-def _run_interruptibly(proc, condition, cfg) -> None:
+def _run_interruptibly(proc, condition, cfg, error_file: str | None = None) -> None:
     """``proc.run(...)`` in a helper thread while the main thread waits in short, signal-aware
-    joins: Lava's own wait blocks the main thread where Ctrl-C cannot reach it."""
+    joins: Lava's own wait blocks the main thread where Ctrl-C cannot reach it, and hangs
+    when a process model fails; a failure's traceback lands in ``error_file``."""
     errors: list[BaseException] = []
 
     def target():
@@ -185,6 +222,10 @@ def _run_interruptibly(proc, condition, cfg) -> None:
     worker.start()
     while worker.is_alive():
         worker.join(0.1)
+        if error_file and os.path.exists(error_file) and os.path.getsize(error_file):
+            with open(error_file) as f:
+                detail = f.read().strip()
+            raise BackendError(f"a Lava process failed; the run was stopped.\n{detail}")
     if errors:
         raise errors[0]
 

@@ -121,17 +121,23 @@ class OpKernel(Kernel):
 
 
 def _sum_pool(node: Node, x: torch.Tensor) -> torch.Tensor:
-    """Average pooling without the division (integer sums of spike counts)."""
+    """Average pooling without the division (integer sums of spike counts); padding is
+    zeros and counts towards nothing, as in the op with ``count_include_pad``."""
     if node.op == "global_avg_pool":
         return x.sum(dim=tuple(range(2, x.dim())), keepdim=bool(node.attr("keepdims")))
-    k = node.attr("kernel")
-    strides = node.attr("strides") or list(k)
     nd = x.dim() - 2
+    k = list(node.attr("kernel"))
+    strides = list(node.attr("strides") or k)
     pads = node.attr("pads") or [0] * (2 * nd)
-    fn = F.avg_pool1d if nd == 1 else F.avg_pool2d
-    kw = {"divisor_override": 1} if nd == 2 else {}
-    y = fn(x, k, strides, pads[:nd], ceil_mode=bool(node.attr("ceil_mode")), count_include_pad=True, **kw)
-    return y if nd == 2 else y * float(np.prod(k))
+    fpad: list[int] = []
+    for i in reversed(range(nd)):
+        fpad += [pads[i], pads[nd + i]]
+    if any(fpad):
+        x = F.pad(x, fpad)
+    if nd == 1:  # as 2-D with a height of one: divisor_override exists only there
+        x, k, strides = x.unsqueeze(2), [1, *k], [1, *strides]
+    y = F.avg_pool2d(x, k, strides, 0, ceil_mode=bool(node.attr("ceil_mode")), divisor_override=1)
+    return y.squeeze(2) if nd == 1 else y
 
 
 class NeuronKernel(Kernel):
@@ -225,9 +231,11 @@ class MaxPoolKernel(Kernel):
 
     def reset(self, batch):
         self.csum = None
+        self.bias = _per_sample(self.spec.get("bias"), batch, self.B)  # float: its input's static part
 
     def step(self, ins):
-        x = torch.from_numpy(np.ascontiguousarray(ins[0])).to(torch.float64 if self.fixed else torch.float32)
+        x = ins[0] + self.bias if not self.fixed else ins[0]
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float64 if self.fixed else torch.float32)
         self.csum = x.clone() if self.csum is None else self.csum + x
         y = spiking_max_pool_gate(self.csum, x, **self.attrs).numpy()
         return y.astype(np.int64) if self.fixed else y

@@ -43,6 +43,9 @@ V_LIMIT = 2**23 - 1  # 24-bit state
 VTH_MAX = 2**17 - 1  # 17-bit threshold mantissa
 BIAS_MAX = 4095 << 7  # 13-bit signed mantissa, 3-bit exponent
 M_MAX = 127  # 8-bit signed weight mantissa (Lava stores 2m)
+# Input-driven bias currents are represented up to this many thresholds per step (beyond it
+# an IF neuron fires every step or never anyway): the scale does not depend on the data run.
+BIAS_HEADROOM = 8.0
 EXP_RANGE = range(-8, 8)
 
 
@@ -109,7 +112,7 @@ def static_parts(graph: Graph, x: np.ndarray, sinks: list[Node], dyn: set[int], 
         for name, v in want.items():
             if per_sample[name] or i == 0:
                 out[name].append(env[id(v)].numpy())
-    return {name: (np.concatenate(a) if per_sample[name] else a[0][0], per_sample[name]) for name, a in out.items()}
+    return {name: (np.concatenate(a).astype(np.float32) if per_sample[name] else a[0][0], per_sample[name]) for name, a in out.items()}
 
 
 def _depends_on_input(graph: Graph) -> set[int]:
@@ -141,7 +144,9 @@ def _float_params(node: Node) -> dict[str, np.ndarray]:
 def lower(graph: Graph, x: np.ndarray, T: int, batch: int, fixed: bool) -> Program:
     """The process plan for running ``graph`` on ``x`` for ``T`` steps in batches of ``batch``."""
     dyn = dynamic_values(graph)
-    sinks = [n for n in graph.nodes if n.op in ("if_neuron", "readout")]
+    # Sinks of a static part: neurons and readouts (their bias), and spiking max pools, which
+    # are not affine and must gate on the whole value of their input.
+    sinks = [n for n in graph.nodes if n.op in ("if_neuron", "readout") or (n.op == "spiking_max_pool" and id(n.inputs[0]) in dyn)]
     statics = static_parts(graph, x, sinks, dyn)
     fx = FixedPoint(graph, dyn, statics, T) if fixed else None
     procs: list[ProcPlan] = []
@@ -166,7 +171,10 @@ def lower(graph: Graph, x: np.ndarray, T: int, batch: int, fixed: bool) -> Progr
             procs.append(ProcPlan(kind="readout", spec=spec, **common))
         elif n.op == "spiking_max_pool":
             attrs = {k: n.attr(k) for k in ("kernel", "strides", "pads", "dilations", "ceil_mode")}
-            procs.append(ProcPlan(kind="maxpool", spec={**base, "kind": "maxpool", "attrs": attrs}, **common))
+            spec = {**base, "kind": "maxpool", "attrs": attrs}
+            if not fixed:  # in fixed point its input is spikes, whose static part is zero
+                spec["bias"] = statics[n.name]
+            procs.append(ProcPlan(kind="maxpool", spec=spec, **common))
         else:
             slots, port = [], 0
             for v in n.inputs:
@@ -471,7 +479,11 @@ class FixedPoint:
         terms = self._terms(sink, 1.0 / theta) if has_input else []
         z, per_sample = self.statics[sink.name]
         b_norm = np.asarray(z, dtype=np.float64) / theta
-        s_max = float(np.abs(b_norm).max()) if b_norm.size else 0.0
+        if per_sample:  # driven by the input: a fixed headroom, so the scale does not depend on the data
+            b_norm = np.clip(b_norm, -BIAS_HEADROOM, BIAS_HEADROOM)
+            s_max = BIAS_HEADROOM
+        else:
+            s_max = float(np.abs(b_norm).max()) if b_norm.size else 0.0
         l1 = sum(_row_l1(t) * t.cmax for t in terms)
         bounds = [VTH_MAX]
         if l1 > 0:
@@ -480,7 +492,12 @@ class FixedPoint:
             bounds.append(BIAS_MAX / 64 / s_max)  # bias fits 13-bit mantissa << 3-bit exponent
         if sink.op == "readout":
             bounds.append(V_LIMIT / 64 / (self.T * (l1 + s_max) + 1e-12))  # the integral never saturates
-        vth, err = choose_vth([t.w for t in terms], min(bounds))
+        vmax = min(bounds)
+        while True:  # rounding can push mantissas up by half a step: recheck the current bound quantised
+            vth, err = choose_vth([t.w for t in terms], vmax)
+            if self._max_current(terms, vth) <= V_LIMIT / 64 or vth <= 1:
+                break
+            vmax = vth - 1
         report = {"layer": sink.name, "kind": "neuron" if sink.op == "if_neuron" else "readout", "vth": vth, "synapses": [], "weight_error": err}
         for t in terms:
             e = _exponent(float(np.abs(t.w).max()) if t.w.size else 0.0, vth)
@@ -489,6 +506,7 @@ class FixedPoint:
             report["synapses"].append({"node": t.owner, "kind": t.kind, "weight_exp": int(e), "max_mantissa": int(np.abs(m).max()) if m.size else 0, "relative_rms_error": rel})
             self._store(t, (2 * m).astype(np.int64), int(e))
         bias_eff, bias_exp = _bias_quantise(b_norm * vth * 64)
+        bias_eff = bias_eff.astype(np.int32)  # fits: |bias| <= 4095 << 7
         target = b_norm * vth * 64
         report["bias_relative_rms_error"] = float(np.sqrt(((bias_eff - target) ** 2).sum() / max((target**2).sum(), 1e-300)))
         report["bias_exp_max"] = int(bias_exp.max()) if bias_exp.size else 0
@@ -501,6 +519,16 @@ class FixedPoint:
             spec.update(scale=float(vth) * 64)
         self.sinks[sink.name] = spec
         self.layers.append(report)
+
+    @staticmethod
+    def _max_current(terms: list[_Term], vth: int) -> float:
+        """Largest per-step synaptic input (a-units) with the quantised weights."""
+        total = 0.0
+        for t in terms:
+            e = _exponent(float(np.abs(t.w).max()) if t.w.size else 0.0, vth)
+            m = _quantise(t.w, vth, e)
+            total += _row_l1(_Term(t.owner, t.kind, t.op, t.port, np.abs(m) * 2 * 2.0**e, t.cmax)) * t.cmax
+        return total
 
     def _store(self, t: _Term, w2: np.ndarray, e: int) -> None:
         if t.kind == "port":

@@ -55,6 +55,18 @@ class _SnncModelMixin:
         return k
 
     def run_spk(self):
+        try:
+            self._step()
+        except Exception:
+            # Lava reports a failed model and then waits forever: leave the traceback where
+            # the backend, which polls for it, raises it and tears the runtime down.
+            import traceback
+
+            with open(self.proc_params["spec"]["error_file"], "a") as f:
+                f.write(f"process {self.proc_params['spec'].get('name', '?')}:\n{traceback.format_exc()}\n")
+            raise
+
+    def _step(self):
         k = self._kernel()
         ins = [getattr(self, f"in{i}").recv() for i in range(self.n_inputs)]
         t0 = time.perf_counter()
