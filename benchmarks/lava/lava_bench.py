@@ -13,7 +13,6 @@ goes (time inside the process kernels vs Lava's messaging and synchronisation).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import snnc  # noqa: E402
+from snnc.utils.io import write_json, write_text  # noqa: E402
 from snnc.backend import get_backend  # noqa: E402
 
 MODELS = ROOT / "examples" / "fashion_mnist" / "models"
@@ -102,11 +102,8 @@ def main(argv=None) -> int:
             print(f"{name} {be}: {row['samples_per_second']:.2f} samples/s, acc {100 * row['accuracy']:.2f}, agree {100 * row['agreement_with_reference']:.2f}", flush=True)
         res["models"][name] = entry
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    tmp.replace(out.with_suffix(".json"))
-    out.with_suffix(".md").write_text(markdown(res))
+    write_json(out.with_suffix(".json"), res)
+    write_text(out.with_suffix(".md"), markdown(res))
     print(markdown(res))
     return 0
 

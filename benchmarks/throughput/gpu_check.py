@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import snnc  # noqa: E402
 from snnc.backend import get_backend  # noqa: E402
+from snnc.utils.io import write_json  # noqa: E402
 
 STEPS = [8, 16, 32]
 
@@ -146,14 +147,8 @@ def main(argv=None) -> int:
         except Exception as e:  # the evidence is optional; the equivalence numbers stand
             entry["kernels"] = {"error": f"{type(e).__name__}: {e}"}
         print(json.dumps(entry["kernels"], indent=1), flush=True)
-        write_json(report, Path(args.output))
+        write_json(args.output, report)
     return 0
-
-
-def write_json(data: dict, out: Path) -> None:
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import snnc  # noqa: E402
+from snnc.utils.io import write_json, write_text  # noqa: E402
 from snnc.simulator import ReferenceSimulator, default_batch_size  # noqa: E402
 from snnc.simulator.reference import keep_freed_memory  # noqa: E402
 
@@ -264,11 +265,8 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         res["models"][name] = bench_model(name, steps, args.batch, args.device, reps, warm_batch=args.batch if cuda else 8)
     stem = Path(args.out) if args.out else OUT_DIR / ("gpu" if cuda else "cpu")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stem.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    tmp.replace(stem.with_suffix(".json"))
-    stem.with_suffix(".md").write_text(markdown(res))
+    write_json(stem.with_suffix(".json"), res)
+    write_text(stem.with_suffix(".md"), markdown(res))
     print(markdown(res))
     return 0
 
