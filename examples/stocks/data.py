@@ -168,7 +168,14 @@ def load_splits() -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     std = xt.std(axis=(0, 2)).astype(np.float32)
     for s in splits.values():
         s["x"] = ((s["x"] - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
-    norm = {"channels": list(CHANNELS), "mean": mean.tolist(), "std": std.tolist(), "window": WINDOW, "vol_window": VOL_WINDOW, "clip": CLIP}
+    norm = {
+        "channels": list(CHANNELS),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "window": WINDOW,
+        "vol_window": VOL_WINDOW,
+        "clip": CLIP,
+    }
     return splits, norm
 
 

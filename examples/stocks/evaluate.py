@@ -68,7 +68,8 @@ def analysis_markdown(a: dict) -> str:
         f"Test windows: {a['samples']} ({a['days']} label days, 2019-01-02 .. 2022-12-28, 20 stocks); "
         f"share of up days {_pct(a['up_fraction'])} %.",
         "",
-        "| predictor | accuracy % | Wilson 95 % (iid) | day-bootstrap 95 % | predicted up % | minus always-up, points [day-bootstrap 95 %] |",
+        "| predictor | accuracy % | Wilson 95 % (iid) | day-bootstrap 95 % | predicted up % "
+        "| minus always-up, points [day-bootstrap 95 %] |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, s in a["predictors"].items():
@@ -142,7 +143,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", default="out/stocks/stocks_tcn.snn")
     p.add_argument("--data", default=".data/stocks/test.npz")
-    p.add_argument("--lava", type=int, default=None, help="run the Lava backends on the first N test windows only (default: all; 0: skip them)")
+    p.add_argument(
+        "--lava", type=int, default=None, help="run the Lava backends on the first N test windows only (default: all; 0: skip them)"
+    )
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

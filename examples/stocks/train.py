@@ -156,7 +156,11 @@ def main(argv=None) -> int:
         vloss = F.cross_entropy(lv, yv).item()
         vacc = (lv.argmax(1) == yv).float().mean().item()
         history.append({"epoch": epoch + 1, "train_loss": tot / seen, "val_loss": vloss, "val_accuracy": vacc})
-        print(f"epoch {epoch + 1}/{args.epochs} train loss {tot / seen:.5f} val loss {vloss:.5f} val acc {vacc:.4f} {time.time() - t0:.0f}s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs} train loss {tot / seen:.5f} val loss {vloss:.5f} val acc {vacc:.4f} "
+            f"{time.time() - t0:.0f}s",
+            flush=True,
+        )
         if best is None or vloss < best[0]:
             best = (vloss, epoch + 1, {k: v.clone() for k, v in model.state_dict().items()})
     train_time = time.time() - t0
@@ -171,7 +175,8 @@ def main(argv=None) -> int:
         "test": summarise(lt.argmax(1), te["y"], te["label_date"], args.seed),
         "test_margin_quantiles": {q: float(np.quantile(margin, float(q))) for q in ("0.01", "0.05", "0.1", "0.25", "0.5", "0.75")},
     }
-    print(f"ANN test accuracy {ann['test']['accuracy']:.4f} wilson {ann['test']['wilson95']} day-bootstrap {ann['test']['day_bootstrap95']}, "
+    print(f"ANN test accuracy {ann['test']['accuracy']:.4f} wilson {ann['test']['wilson95']} "
+          f"day-bootstrap {ann['test']['day_bootstrap95']}, "
           f"predicted up {ann['test']['predicted_up']:.3f}", flush=True)
     base = baselines(splits, train_mask, args.seed)
     for k, v in base.items():
