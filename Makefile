@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo test clean data bench-accuracy bench-throughput bench-lava
+.PHONY: setup demo demo-fashion test clean data bench-accuracy bench-throughput bench-lava
 
 setup: $(STAMP) $(FMNIST)
 
@@ -51,7 +51,18 @@ data: $(DATA)
 $(DATA): examples/fashion_mnist/data.py | setup
 	$(PY) examples/fashion_mnist/data.py .data/fashion_mnist --calib 1024 --test 2000
 
-demo: data
+# The demo: the Br35H brain-MRI tumour classifier, from its shipped ONNX file.
+TUMOUR := .data/brain_tumour
+$(TUMOUR)/test.npz: examples/brain_tumour/data.py | setup
+	$(PY) -m examples.brain_tumour.data $(TUMOUR)
+
+demo: $(TUMOUR)/test.npz
+	$(VENV)/bin/snnc convert examples/brain_tumour/models/tumour_cnn.onnx --timesteps 32 \
+		--calib $(TUMOUR)/calib.npz -o $(DEMO_DIR)/tumour_cnn.snn --report $(DEMO_DIR)/tumour_cnn.report.json
+	$(VENV)/bin/snnc eval $(DEMO_DIR)/tumour_cnn.snn --data $(TUMOUR)/test.npz --timesteps 8,16,32
+
+# The previous demo: the Fashion-MNIST VGG-BN.
+demo-fashion: data
 	$(VENV)/bin/snnc convert examples/fashion_mnist/models/vgg_bn.onnx --timesteps 32 \
 		--calib .data/fashion_mnist/calib.npz -o $(DEMO_DIR)/vgg_bn.snn --report $(DEMO_DIR)/vgg_bn.report.json
 	$(VENV)/bin/snnc eval $(DEMO_DIR)/vgg_bn.snn --data .data/fashion_mnist/test.npz --timesteps 8,16,32

@@ -153,3 +153,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             fh.write(b"partial")
             raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_gives_the_usual_file_permissions(tmp_path):
+    from snnc.utils.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "r.json").st_mode & 0o777) == 0o644  # not mkstemp's 0600
