@@ -148,3 +148,57 @@ def test_lava_float_equals_reference(converted):
     ref = model.simulate(x[:1], [4])
     got = model.simulate(x[:1], [4], backend="lava")
     np.testing.assert_allclose(got.output(4), ref.output(4), atol=1e-4)
+
+
+def test_transposed_conv_unet_runs_on_every_backend(tmp_path):
+    """The U-Net variant with ConvTranspose2d upsampling (instead of Resize) and a Concat
+    skip: ONNX -> IR -> passes -> reference == SpikingJelly == Lava float."""
+    import torch
+    from torch import nn
+
+    import snnc
+    from snnc.backend import get_backend
+    from snnc.errors import SnncError
+
+    class TinyUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+            self.down = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU())
+            self.up = nn.Sequential(nn.ConvTranspose2d(8, 4, 2, stride=2), nn.ReLU())
+            self.head = nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            e = self.enc(x)
+            return self.head(torch.cat([self.up(self.down(e)), e], dim=1))
+
+    torch.manual_seed(0)
+    net = TinyUNet().eval()
+    path = tmp_path / "tiny_unet.onnx"
+    torch.onnx.export(
+        net, torch.zeros(2, 1, 16, 16), str(path), dynamo=False, opset_version=17,
+        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+    )
+    rng = np.random.default_rng(0)
+    calib = rng.random((64, 1, 16, 16), dtype=np.float32)
+    x = rng.random((3, 1, 16, 16), dtype=np.float32)
+    model = snnc.convert(str(path), calib=calib, timesteps=16, calibration="light", progress=False)
+    assert {"conv_transpose", "concat"} <= {n.op for n in model.snn.nodes}
+    assert model.provenance["import_check"]["max_abs_error"] < 1e-4
+    ann = model.ann_outputs(x)
+    ref = model.simulate(x, [4, 16, 64])
+    err = [float(np.abs(ref.output(t) - ann).mean()) for t in (4, 16, 64)]
+    assert err[2] < err[0] and err[2] < 0.1 * float(np.abs(ann).mean()), err
+    for name, atol in (("spikingjelly", 1e-5), ("lava", 1e-4)):
+        try:
+            be = get_backend(name, **({"device": "cpu"} if name == "spikingjelly" else {}))
+        except SnncError:
+            continue
+        assert be.unsupported(model.snn) == []
+        got = model.simulate(x, [4, 16], backend=name, **({"device": "cpu"} if name == "spikingjelly" else {}))
+        for t in (4, 16):
+            np.testing.assert_allclose(got.output(t), ref.output(t), atol=atol, err_msg=f"{name} T={t}")
+    try:
+        assert get_backend("lava-fixed").unsupported(model.snn) == []
+    except SnncError:
+        pass
