@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=".data/brain_tumour/test.npz", help="test split written by examples.brain_tumour.data")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--backends", default="reference,spikingjelly,lava,lava-fixed")
-    p.add_argument("--lava-samples", type=int, default=None, help="run the Lava backends on the first N test images (default: all)")
+    p.add_argument("--lava-samples", type=int, default=None, help="run lava (float) on N seeded random test images (default: all)")
+    p.add_argument("--fixed-samples", type=int, default=200, help="run lava-fixed on N seeded random test images (default: 200; 0 = all)")
     p.add_argument("--timesteps", default="4,8,16,32,64")
     p.add_argument("--device", default=None, help="device for the reference and SpikingJelly backends (cpu, cuda)")
     args = p.parse_args(argv)
@@ -36,7 +37,8 @@ def main(argv=None) -> int:
         timesteps=tuple(int(t) for t in args.timesteps.split(",")),
         notes=["binary task: tumour yes / no (Br35H); ROC AUC from the logit margin out[:,1]-out[:,0] (the SNN's time-averaged readout)"],
     )
-    backends = {b: (args.lava_samples if b.startswith("lava") else None) for b in args.backends.split(",")}
+    limits = {"lava": args.lava_samples, "lava-fixed": args.fixed_samples or None}
+    backends = {b: limits.get(b) for b in args.backends.split(",")}
     study.run(args.artifact, test["x"], test["y"], backends=backends, out_dir=args.out, device=args.device)
     print((Path(args.out) / "results.md").read_text())
     return 0

@@ -3,7 +3,7 @@
 Runs a converted artifact on held-out data for several T on several backends, scores the
 ANN and the SNN with the example's metrics, and writes ``results.json``, ``results.md`` and
 a plot of the primary metric against T. Every backend is scored against the ANN on the same
-samples (the Lava backends may use a prefix of the test set: they are slow on 2 cores).
+samples (a slow backend may run a seeded random subset of the test set, see :func:`subset`).
 
     study = Study(title=..., metrics={"accuracy": accuracy}, primary="accuracy")
     study.run("model.snn", x, y, backends={"reference": None, "lava": 200}, out_dir="results")
@@ -29,6 +29,15 @@ from snnc.utils.io import write_json, write_text
 Metric = Callable[[np.ndarray, np.ndarray], float]  # (outputs [N, C, ...], labels) -> value
 
 DEFAULT_TIMESTEPS = (4, 8, 16, 32, 64)
+
+
+def subset(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """The samples a backend limited to ``n`` of ``total`` runs: a seeded random choice in
+    the original order (a prefix would follow whatever order the test file has, e.g. sorted
+    by class); every limited backend gets the same samples."""
+    if n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
 
 
 def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,6 +91,7 @@ class Study:
     timesteps: tuple[int, ...] = DEFAULT_TIMESTEPS
     agreement: Callable[[np.ndarray, np.ndarray], float] = argmax_agreement
     notes: list[str] = field(default_factory=list)
+    subset_order: str = "random"  # which samples a limited backend runs: "random" (seeded) or "prefix"
 
     def score(self, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
         return {name: fn(out, y) for name, fn in self.metrics.items()}
@@ -124,19 +134,20 @@ class Study:
                     result["backends"][name] = {"skipped": str(why)}
                     continue
                 n = len(x) if n is None else min(int(n), len(x))
-                xs, ys, ann_s = x[:n], y[:n], ann_out[:n]
+                idx = subset(len(x), n) if self.subset_order == "random" else np.arange(n)
+                xs, ys, ann_s = x[idx], y[idx], ann_out[idx]
                 t0 = time.perf_counter()
                 res = model.simulate(xs, steps, backend=name, device=dev, progress=bars)
                 seconds = time.perf_counter() - t0
                 if name == "reference":
                     reference_cache[n] = res
-                ref = next((r for m, r in reference_cache.items() if m >= n), None)
+                ref = reference_cache.get(len(x))  # the reference on every sample: compare on this subset
                 rows = []
                 for t in steps:
                     out = res.output(t)
                     row = {"timesteps": t, **self.score(out, ys), "ann_agreement": self.agreement(out, ann_s)}
                     if ref is not None and name != "reference":
-                        row["reference_agreement"] = self.agreement(out, ref.output(t)[:n])
+                        row["reference_agreement"] = self.agreement(out, ref.output(t)[idx])
                     rows.append(row)
                 result["backends"][name] = {
                     "samples": n,
