@@ -156,11 +156,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 
 def test_atomic_write_gives_the_usual_file_permissions(tmp_path):
-    from snnc.utils.io import write_json
+    from snnc.utils import io
 
-    old = os.umask(0o022)
-    try:
-        write_json(tmp_path / "r.json", {"a": 1})
-    finally:
-        os.umask(old)
-    assert (os.stat(tmp_path / "r.json").st_mode & 0o777) == 0o644  # not mkstemp's 0600
+    io.write_json(tmp_path / "r.json", {"a": 1})
+    assert (os.stat(tmp_path / "r.json").st_mode & 0o777) == 0o666 & ~io._UMASK  # not mkstemp's 0600
+    os.chmod(tmp_path / "r.json", 0o600)  # a file the user made private stays private
+    io.write_json(tmp_path / "r.json", {"a": 2})
+    assert (os.stat(tmp_path / "r.json").st_mode & 0o777) == 0o600

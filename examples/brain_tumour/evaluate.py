@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         timesteps=tuple(int(t) for t in args.timesteps.split(",")),
         notes=["binary task: tumour yes / no (Br35H); ROC AUC from the logit margin out[:,1]-out[:,0] (the SNN's time-averaged readout)"],
     )
-    limits = {"lava": args.lava_samples, "lava-fixed": args.fixed_samples or None}
+    limits = {"lava": args.lava_samples or None, "lava-fixed": args.fixed_samples or None}
     backends = {b: limits.get(b) for b in args.backends.split(",")}
     study.run(args.artifact, test["x"], test["y"], backends=backends, out_dir=args.out, device=args.device)
     print((Path(args.out) / "results.md").read_text())

@@ -1,6 +1,6 @@
 """Train the Br35H tumour classifier and export it (safetensors + ONNX + measured numbers).
 
-    python -m examples.brain_tumour.train            # ~4 min on 2 CPU cores
+    python -m examples.brain_tumour.train     # 30 epochs, ≈ 5 s each on 2 idle CPU cores
 
 Writes ``models/tumour_cnn.{safetensors,onnx,json}``. The ONNX file comes from the legacy
 TorchScript exporter (opset 17, dynamic batch) and is checked against torch with
@@ -50,7 +50,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3, help="OneCycle max learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         "config": model._snnc_config,
         "parameters": sum(p.numel() for p in model.parameters()),
         "macs_per_image": count_macs(model),
-        "recipe": vars(args) | {"optimizer": "AdamW + OneCycleLR", "augmentation": "shift ±4 px, h-flip, brightness ×[0.8,1.2]"},
+        "recipe": {k: v for k, v in vars(args).items() if k != "out"} | {"optimizer": "AdamW + OneCycleLR", "augmentation": "shift ±4 px, h-flip, brightness ×[0.8,1.2]"},
         "accuracy": {k: float((logits[k].argmax(1) == splits[k][1].numpy()).mean()) for k in splits},
         "roc_auc": {k: binary_auc(logits[k], splits[k][1].numpy()) for k in splits},
         "history": history,

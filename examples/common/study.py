@@ -32,12 +32,14 @@ DEFAULT_TIMESTEPS = (4, 8, 16, 32, 64)
 
 
 def subset(total: int, n: int, seed: int = 0) -> np.ndarray:
-    """The samples a backend limited to ``n`` of ``total`` runs: a seeded random choice in
-    the original order (a prefix would follow whatever order the test file has, e.g. sorted
-    by class); every limited backend gets the same samples."""
+    """The samples a backend limited to ``n`` of ``total`` runs: the first ``n`` of one seeded
+    permutation, in the original order (a prefix of the file would follow whatever order it
+    has, e.g. sorted by class). Smaller subsets are contained in larger ones."""
+    if n < 1:
+        raise ValueError(f"a backend must run at least one sample, got {n}")
     if n >= total:
         return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
 def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -142,6 +144,8 @@ class Study:
                 if name == "reference":
                     reference_cache[n] = res
                 ref = reference_cache.get(len(x))  # the reference on every sample: compare on this subset
+                if ref is None and name != "reference":
+                    print(f"[{self.title}] no 'vs reference' column for {name}: run the reference first, on every sample")
                 rows = []
                 for t in steps:
                     out = res.output(t)
