@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion test clean data bench-accuracy bench-throughput bench-lava
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data bench-accuracy bench-throughput bench-lava
 
 setup: $(STAMP) $(FMNIST)
 
@@ -69,6 +69,24 @@ demo-fashion: data
 	$(VENV)/bin/snnc convert examples/fashion_mnist/models/vgg_bn.onnx --timesteps 32 \
 		--calib .data/fashion_mnist/calib.npz -o $(DEMO_DIR)/vgg_bn.snn --report $(DEMO_DIR)/vgg_bn.report.json
 	$(VENV)/bin/snnc eval $(DEMO_DIR)/vgg_bn.snn --data .data/fashion_mnist/test.npz --timesteps 8,16,32
+
+# The example workloads end to end from their shipped ONNX files: data, `snnc convert`, and the
+# ANN-vs-SNN study on every backend (T = 4..64), rewriting examples/<name>/results/.
+examples: example-tumour example-seg example-stocks
+example-tumour: $(TUMOUR)/calib.npz
+	$(VENV)/bin/snnc convert examples/brain_tumour/models/tumour_cnn.onnx --timesteps 32 \
+		--calib $(TUMOUR)/calib.npz -o out/brain_tumour/tumour_cnn.snn --report out/brain_tumour/report.json
+	$(PY) -m examples.brain_tumour.evaluate out/brain_tumour/tumour_cnn.snn
+example-seg: | $(STAMP)
+	$(PY) -m examples.brain_seg.data .data/brain_seg
+	OMP_NUM_THREADS=1 $(VENV)/bin/snnc convert examples/brain_seg/models/brain_seg_unet.onnx --timesteps 32 \
+		--calib .data/brain_seg/calib.npz -o out/brain_seg/unet_T32.snn --report out/brain_seg/report_T32.json
+	$(PY) -m examples.brain_seg.evaluate --artifact out/brain_seg/unet_T32.snn --threads 1
+example-stocks: | $(STAMP)
+	$(PY) -m examples.stocks.data .data/stocks
+	$(VENV)/bin/snnc convert examples/stocks/models/stocks_tcn.onnx --timesteps 32 \
+		--calib .data/stocks/calib.npz --threshold max -o out/stocks/stocks_tcn.snn --report out/stocks/report.json
+	$(PY) -m examples.stocks.evaluate
 
 test: setup
 	$(PY) -m pytest -q
