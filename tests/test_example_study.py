@@ -14,14 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.common.study import Study, accuracy, binary_auc, dice_per_class, subset  # noqa: E402
 
 
-def test_binary_auc_equals_sklearn_with_ties():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        y = rng.integers(0, 2, 60)
-        out = rng.integers(-3, 4, (60, 2)).astype(np.float32)  # integer margins: many ties
-        assert binary_auc(out, y) == pytest.approx(roc_auc_score(y, out[:, 1] - out[:, 0]))
+def test_binary_auc_of_the_logit_margin():
+    y = np.array([0, 0, 1, 1])
+    out = np.array([[0, -1], [0, 0.5], [0, 0.2], [0, 2]], dtype=np.float32)  # margins -1, .5, .2, 2
+    assert binary_auc(out, y) == pytest.approx(0.75)  # 3 of the 4 (positive, negative) pairs ordered
+    assert binary_auc(out[:, ::-1], y) == pytest.approx(0.25)  # the margin is class 1 minus class 0
+    assert np.isnan(binary_auc(out, np.zeros(4, dtype=int)))
 
 
 def test_dice_per_class():

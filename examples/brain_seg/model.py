@@ -50,24 +50,3 @@ class UNet(nn.Module):
         d2 = self.dec2(torch.cat([self.up(b), e2], dim=1))
         d1 = self.dec1(torch.cat([self.up(d2), e1], dim=1))
         return self.head(d1)
-
-
-def count_macs(model: nn.Module, input_shape=(1, 1, 80, 96)) -> int:
-    """Multiply-accumulates of the convolutions for one slice."""
-    macs = 0
-
-    def hook(m, inp, out):
-        nonlocal macs
-        macs += out.numel() // out.shape[0] * m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    return macs

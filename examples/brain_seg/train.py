@@ -28,7 +28,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from examples.brain_seg.data import CLASSES, SHAPE, load_split  # noqa: E402
-from examples.brain_seg.model import UNet, count_macs  # noqa: E402
+from examples.brain_seg.model import UNet  # noqa: E402
+from examples.common.export import export_onnx  # noqa: E402
+from examples.common.macs import count_macs  # noqa: E402
+from examples.common.study import dice_per_class  # noqa: E402
+from snnc.utils.io import write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "models")
@@ -37,20 +41,11 @@ CHANNELS = (8, 16, 32)
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 
-def dice_scores(logits: np.ndarray, y: np.ndarray) -> list[float]:
-    pred = logits.argmax(1)
-    out = []
-    for c in range(len(CLASSES)):
-        p, t = pred == c, y == c
-        out.append(float(2 * np.logical_and(p, t).sum() / max(1, p.sum() + t.sum())))
-    return out
-
-
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> dict:
     model.eval()
     with torch.no_grad():
         out = model(torch.from_numpy(x)).numpy()
-    d = dice_scores(out, y)
+    d = dice_per_class(out, y, len(CLASSES))
     return {"dice": dict(zip(CLASSES, (round(v, 6) for v in d))), "pixel_accuracy": round(float((out.argmax(1) == y).mean()), 6)}
 
 
@@ -82,7 +77,7 @@ def main(argv=None) -> int:
 
     model = UNet(CHANNELS)
     n_params = sum(t.numel() for t in model.parameters())
-    macs = count_macs(model)
+    macs = count_macs(model, (1, 1, *SHAPE))
     print(f"{NAME}: UNet{CHANNELS} params {n_params} MACs/slice {macs / 1e6:.1f}M, {len(x_tr)} train images, {args.epochs} epochs", flush=True)
 
     steps = (len(x_tr) + args.batch_size - 1) // args.batch_size
@@ -127,20 +122,10 @@ def main(argv=None) -> int:
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, st_path, metadata={"model": "UNet", "config": json.dumps(config)})
     os.chmod(st_path, 0o644)
     onnx_path = os.path.join(args.out, f"{NAME}.onnx")
-    torch.onnx.export(
-        model,
-        torch.zeros(2, 1, *SHAPE),
-        onnx_path,
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    export_onnx(model, torch.zeros(2, 1, *SHAPE), onnx_path)
     import onnx
     import onnxruntime as ort
 
-    onnx.checker.check_model(onnx_path, full_check=True)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     with torch.no_grad():
         ref = model(torch.from_numpy(x_te)).numpy()
@@ -178,9 +163,7 @@ def main(argv=None) -> int:
         "files": {"safetensors": f"{NAME}.safetensors", "onnx": f"{NAME}.onnx"},
         "onnx_check": ort_check,
     }
-    with open(os.path.join(args.out, f"{NAME}.json"), "w") as f:
-        json.dump(info, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(args.out, f"{NAME}.json"), info)
     print(f"wrote {args.out}/{NAME}.{{safetensors,onnx,json}}", flush=True)
     return 0
 

@@ -31,24 +31,3 @@ class TumourCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x).mean((2, 3))
         return self.classifier(self.dropout(x))
-
-
-def count_macs(model: nn.Module, input_shape=(1, 1, 64, 64)) -> int:
-    """Multiply-accumulates of the Conv2d and Linear layers for one image."""
-    macs = 0
-
-    def hook(m, inp, out):
-        nonlocal macs
-        macs += out[0].numel() * (m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.in_features)
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    return macs

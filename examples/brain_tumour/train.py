@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from examples.brain_tumour.data import load_splits
-from examples.brain_tumour.model import TumourCNN, count_macs
+from examples.brain_tumour.model import TumourCNN
+from examples.common.macs import count_macs
 from examples.common.study import binary_auc
-from examples.fashion_mnist.train import check_single_file, ort_check
+from examples.common.export import export_onnx
+from examples.fashion_mnist.train import ort_check
 from snnc.utils.io import write_json
 
 HERE = Path(__file__).resolve().parent
@@ -99,18 +101,14 @@ def main(argv=None) -> int:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(st), metadata={"config": json.dumps(model._snnc_config)})
     os.chmod(st, 0o644)
     onnx_path = out_dir / f"{NAME}.onnx"
-    torch.onnx.export(
-        model, torch.zeros(2, 1, 64, 64), str(onnx_path), dynamo=False, opset_version=17,
-        input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    check_single_file(str(onnx_path))
+    export_onnx(model, torch.zeros(2, 1, 64, 64), onnx_path)
     logits = {k: predict(model, x).numpy() for k, (x, _) in splits.items()}
     check = ort_check(str(onnx_path), x_te.numpy(), logits["test"], y_te.numpy())
     report = {
         "model": NAME,
         "config": model._snnc_config,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "macs_per_image": count_macs(model),
+        "macs_per_image": count_macs(model, (1, 1, 64, 64)),
         "recipe": {k: v for k, v in vars(args).items() if k != "out"} | {"optimizer": "AdamW + OneCycleLR", "augmentation": "shift ±4 px, h-flip, brightness ×[0.8,1.2]"},
         "accuracy": {k: float((logits[k].argmax(1) == splits[k][1].numpy()).mean()) for k in splits},
         "roc_auc": {k: binary_auc(logits[k], splits[k][1].numpy()) for k in splits},

@@ -11,6 +11,7 @@ samples (a slow backend may run a seeded random subset of the test set, see :fun
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import snnc
 from snnc.backend import get_backend
@@ -53,25 +55,12 @@ def accuracy(out: np.ndarray, y: np.ndarray) -> float:
 
 
 def binary_auc(out: np.ndarray, y: np.ndarray) -> float:
-    """ROC AUC of the logit margin (class 1 minus class 0); ties count half."""
-    score = out[:, 1] - out[:, 0]
-    pos, neg = score[y == 1], score[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
+    """ROC AUC of the logit margin (class 1 minus class 0); NaN when one class is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
         return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    allv = np.concatenate([pos, neg])[order]
-    ranks = np.empty(len(allv))
-    # average ranks over ties
-    i = 0
-    while i < len(allv):
-        j = i
-        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
-            j += 1
-        ranks[i : j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    r = np.empty(len(allv))
-    r[order] = ranks
-    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float(roc_auc_score(y, out[:, 1] - out[:, 0]))
 
 
 def dice_per_class(out: np.ndarray, y: np.ndarray, classes: int) -> list[float]:
@@ -121,8 +110,7 @@ class Study:
             "primary": self.primary,
             "ann": self.score(ann_out, y),
             "backends": {},
-            "machine": f"{platform.node() or 'host'}: {platform.processor() or platform.machine()}, "
-            f"{__import__('os').cpu_count()} CPUs, torch {__import__('torch').__version__}",
+            "machine": f"{platform.node() or 'host'}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
             "notes": list(self.notes),
         }
         steps = list(self.timesteps)
@@ -155,7 +143,7 @@ class Study:
                     rows.append(row)
                 result["backends"][name] = {
                     "samples": n,
-                    "device": dev or ("cuda" if name == "spikingjelly" and __import__("torch").cuda.is_available() else "cpu"),
+                    "device": dev or ("cuda" if name == "spikingjelly" and torch.cuda.is_available() else "cpu"),
                     "seconds": round(seconds, 2),
                     "samples_per_second": round(n / seconds, 2),
                     "ann": self.score(ann_s, ys),

@@ -111,34 +111,3 @@ def build_model(name: str, **kwargs) -> nn.Module:
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
     return cls(**kwargs)
-
-
-def count_macs(model: nn.Module, input_shape=(1, 1, 28, 28)) -> int:
-    """Multiply-accumulates of Conv2d/Linear layers for one forward pass."""
-    macs = 0
-
-    def conv_hook(m, inp, out):
-        nonlocal macs
-        k = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
-        macs += out.numel() // out.shape[0] * k
-
-    def lin_hook(m, inp, out):
-        nonlocal macs
-        macs += m.in_features * m.out_features
-
-    hooks = []
-    for mod in model.modules():
-        if isinstance(mod, nn.Conv2d):
-            hooks.append(mod.register_forward_hook(conv_hook))
-        elif isinstance(mod, nn.Linear):
-            hooks.append(mod.register_forward_hook(lin_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return macs

@@ -33,7 +33,9 @@ if __package__ in (None, ""):  # run as a script: make `examples.fashion_mnist` 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from examples.fashion_mnist.data import load_fashion_mnist  # noqa: E402
-from examples.fashion_mnist.models import build_model, count_macs  # noqa: E402
+from examples.common.export import check_single_file, export_onnx  # noqa: E402
+from examples.common.macs import count_macs  # noqa: E402
+from examples.fashion_mnist.models import build_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "models")
@@ -63,15 +65,6 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.
     model.eval()
     outs = [model(x[i : i + batch].contiguous(memory_format=torch.channels_last)) for i in range(0, len(x), batch)]
     return torch.cat(outs)
-
-
-def check_single_file(path: str) -> None:
-    import onnx
-
-    m = onnx.load(path, load_external_data=False)
-    ext = [t.name for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if ext:
-        raise RuntimeError(f"{path} references external data for {ext[:5]}...")
 
 
 def make_single_file(path: str) -> None:
@@ -120,17 +113,7 @@ def export_all(model, name: str, out_dir: str, x_test: torch.Tensor, y_test: tor
     results["safetensors_bytes"] = os.path.getsize(st_path)
 
     legacy = os.path.join(out_dir, f"{name}.onnx")
-    torch.onnx.export(
-        model,
-        dummy,
-        legacy,
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    check_single_file(legacy)
+    export_onnx(model, dummy, legacy)
 
     dyn = os.path.join(out_dir, f"{name}_dynamo.onnx")
     dyn_note = "dynamic batch"
@@ -214,7 +197,7 @@ def main(argv=None) -> int:
     model = build_model(args.model, **config)
     model._snnc_config = {"model": args.model, **config}
     n_params = sum(t.numel() for t in model.parameters())
-    macs = count_macs(model)
+    macs = count_macs(model, (1, 1, 28, 28))
     print(f"{name}: {args.model} {config} params {n_params} MACs/img {macs / 1e6:.2f}M, {epochs} epochs", flush=True)
     model = model.to(memory_format=torch.channels_last)
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from examples.common.export import export_onnx  # noqa: E402
 from examples.stocks.data import CHANNELS, SPLITS, WINDOW, describe, load_splits  # noqa: E402
 from examples.stocks.model import StocksTCN  # noqa: E402
 from examples.stocks.stats import summarise  # noqa: E402
@@ -72,7 +73,6 @@ def baselines(splits: dict, train_mask: np.ndarray, seed: int) -> dict:
 
 
 def export(model: torch.nn.Module, out_dir: str, x_check: np.ndarray, config: dict) -> dict:
-    import onnx
     import onnxruntime as ort
     from safetensors.torch import save_file
 
@@ -81,17 +81,7 @@ def export(model: torch.nn.Module, out_dir: str, x_check: np.ndarray, config: di
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, st, metadata={"config": json.dumps(config)})
     os.chmod(st, 0o644)
     path = os.path.join(out_dir, f"{NAME}.onnx")
-    torch.onnx.export(
-        model,
-        torch.zeros(2, len(CHANNELS), WINDOW),
-        path,
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    onnx.checker.check_model(path, full_check=True)
+    export_onnx(model, torch.zeros(2, len(CHANNELS), WINDOW), path)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     ref = logits_of(model, x_check)
     got = np.concatenate([sess.run(None, {"x": x_check[i : i + 4096]})[0] for i in range(0, len(x_check), 4096)])
