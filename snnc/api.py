@@ -78,6 +78,14 @@ class SpikingModel:
         ``spikingjelly`` backend package (installed by ``make setup``)."""
         return get_backend("spikingjelly", device=device).lower(self.snn)
 
+    def export_nir(self, path: str | os.PathLike, reset: str = "soft", dt: float = 1e-4):
+        """Write the SNN as a NIR file (see :mod:`snnc.export.nir`): ``reset="soft"`` is this
+        network exactly, ``"hard"`` the reset-to-zero IF variant SpikingJelly imports.
+        Returns an :class:`~snnc.export.nir.ExportSummary`."""
+        from snnc.export.nir import export_nir
+
+        return export_nir(self, path, reset=reset, dt=dt)
+
     def ann_outputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """The original ANN's outputs (post-processing stripped) on ``x``."""
         return run_ann(self.ann, _as_array(x), batch_size=batch_size)[0]
@@ -207,6 +215,8 @@ def convert(
         "import_check": import_report,
         "notices": ctx.notices,
         "records": ctx.records,
+        # which ANN node each spiking node replaced (if_neuron -> ReLU): the report's per-layer comparison
+        "ann_names": dict(ctx.ann_names),
     }
     sm = SpikingModel(snn, ann_ref, provenance)
     if check:

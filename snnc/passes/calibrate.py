@@ -253,17 +253,31 @@ class _Calibration(Pass):
     class Options:
         samples: int = 1024
         output: bool = True
+        layers: str = ""  # only these layers (names separated by ';'; empty: every layer)
 
     def targets(self, seg: _Segment) -> bool:
+        only = self._only()
+        if only:
+            return seg.node.name in only
         if seg.node.op == "if_neuron":
             return True
         return seg.node.op == "readout" and self.options.output
+
+    def _only(self) -> set[str]:
+        return {name for name in self.options.layers.split(";") if name}
 
     def check(self, graph: Graph) -> None:
         """Refuse, before any work, a graph this pass cannot calibrate."""
         for n in graph.find("if_neuron"):
             if n.attr("spike_scale") != "threshold":
                 raise PassError(f"{self.name}: neuron {n.name!r} emits unit spikes; put normalize-weights after the calibration passes")
+        known = {n.name for n in graph.nodes if n.op in ("if_neuron", "readout")}
+        unknown = sorted(self._only() - known)
+        if unknown:
+            raise PassError(
+                f"{self.name}: layers={';'.join(unknown)} names no spiking layer or readout of the graph; "
+                f"known: {', '.join(sorted(known))}"
+            )
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if ctx.ann_reference is None:
@@ -344,6 +358,7 @@ class CalibrateBias(_Calibration):
     class Options:
         samples: int = 256
         output: bool = True
+        layers: str = ""  # only these layers (names separated by ';'; empty: every layer)
 
     def observe(self, seg, r, a, env) -> None:
         self._add_sum(*_per_channel_sum(r - a))
@@ -365,6 +380,7 @@ class CalibratePotential(_Calibration):
     class Options:
         samples: int = 1024
         output: bool = True
+        layers: str = ""  # only these layers (names separated by ';'; empty: every layer)
         granularity: str = choice("channel", "neuron", "channel")
 
     def observe(self, seg, r, a, env) -> None:
@@ -407,6 +423,7 @@ class CalibrateWeights(_Calibration):
     class Options:
         samples: int = 1024
         output: bool = True
+        layers: str = ""  # only these layers (names separated by ';'; empty: every layer)
         iterations: int = 300
         batch: int = 64
         lr: float = 1e-3

@@ -1,0 +1,641 @@
+"""Why the SNN's accuracy moved: per-layer diagnostics and ranked findings.
+
+:func:`diagnose` runs the converted network (reference simulator) and the ANN it came from
+side by side on the same samples, layer by layer, and measures:
+
+* accuracy and ANN agreement for every requested T, and the smallest T that reaches 99 % of
+  the ANN's accuracy;
+* per spiking layer, at the chosen T: threshold (and how it was chosen), spike rate, the
+  fraction of *saturated* neurons (a spike at every step: the layer cannot represent more),
+  of *silent* ones (no spike in T steps although the ANN activation is worth one), of ANN
+  activations *clipped* by the threshold, and
+  the SNN − ANN error of the layer's time-averaged output (mean, RMS, RMS relative to the
+  ANN activation's RMS); with the per-pass errors the conversion recorded (``insert-if``,
+  then each calibration pass);
+* per spiking layer, by ablation on a subset: the accuracy the SNN gains when only that layer
+  is made exact (its output replaced by the ANN's activation), and when it is made
+  quantisation-free but keeps its threshold (replaced by the ANN's activation clipped at θ).
+  The first says how much accuracy the layer loses; the split says why: the part recovered
+  without changing θ is the finite-T (quantisation) loss, the rest is the clipping loss;
+* residual adds whose inputs carry very different spike amplitudes (thresholds).
+
+:func:`findings` turns these into plain-language advice ranked by the accuracy at stake.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from snnc.errors import DataError
+from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.interpreter import Interpreter, check_input, iter_batches, last_uses
+from snnc.ir.ops import readout_sequence
+from snnc.simulator.reference import ReferenceSimulator, Timed, check_timesteps, default_batch_size
+
+# Data-movement ops a spike train passes through unchanged in amplitude (for tracing adds).
+_PASS_THROUGH = ("reshape", "avg_pool", "global_avg_pool", "upsample", "concat", "spiking_max_pool")
+RESIDUAL_MIX_RATIO = 2.0  # an add whose inputs' spike amplitudes differ by more than this is reported
+TARGET_FRACTION = 0.99  # "the smallest T reaching 99 % of the ANN's accuracy"
+
+
+@dataclass
+class _LayerStats:
+    """Streaming sums for one spiking layer at the chosen T."""
+
+    neurons: int
+    samples: int = 0
+    spikes: float = 0.0
+    saturated: float = 0.0
+    silent: float = 0.0
+    no_spike: float = 0.0
+    clipped: float = 0.0
+    err_sum: float = 0.0
+    err_sq: float = 0.0
+    ann_sq: float = 0.0
+
+    def add(self, counts: torch.Tensor, snn_avg: torch.Tensor, ann: torch.Tensor | None, theta: torch.Tensor, T: int) -> None:
+        self.samples += counts.shape[0]
+        self.spikes += float(counts.sum(dtype=torch.float64))
+        self.saturated += float((counts >= T).sum())
+        self.no_spike += float((counts == 0).sum())
+        if ann is not None:
+            # silent: no spike although the ANN's activation is worth at least one in T steps
+            self.silent += float(((counts == 0) & (ann >= theta / T)).sum())
+            err = (snn_avg - ann).double()
+            self.err_sum += float(err.sum())
+            self.err_sq += float((err * err).sum())
+            self.ann_sq += float((ann.double() ** 2).sum())
+            self.clipped += float((ann > theta).sum())
+
+    def summary(self, T: int, has_ann: bool) -> dict[str, Any]:
+        n = max(1, self.neurons * self.samples)
+        out = {
+            "spike_rate": self.spikes / (n * T),
+            "saturated": self.saturated / n,
+            "no_spike": self.no_spike / n,
+        }
+        if has_ann:
+            rms = math.sqrt(self.err_sq / n)
+            ann_rms = math.sqrt(self.ann_sq / n)
+            out.update(
+                {
+                    "clipped": self.clipped / n,
+                    "silent": self.silent / n,
+                    "error_mean": self.err_sum / n,
+                    "error_rms": rms,
+                    "ann_rms": ann_rms,
+                    "relative_rms": rms / ann_rms if ann_rms > 0 else None,
+                }
+            )
+        return out
+
+
+class Probe:
+    """Runs a converted model's SNN and ANN side by side, one batch at a time.
+
+    The SNN runs node by node through the reference simulator's :meth:`~ReferenceSimulator.step`
+    (the same equations every backend is checked against), which lets a layer's output be
+    watched or replaced (the ablations).
+    """
+
+    def __init__(self, model, device: str = "cpu"):
+        self.model = model
+        self.snn: Graph = model.snn
+        self.ann: Graph = model.ann
+        self.sim = ReferenceSimulator(self.snn, device)
+        self.device = self.sim.device
+        self.interp = Interpreter(self.ann, device)
+        self.layers: list[Node] = self.snn.find("if_neuron")
+        self.ann_of: dict[str, str] = ann_counterparts(model)
+        self._watch = [self.ann.node(a) for a in self.ann_of.values()]
+        self._last_use = last_uses(self.snn)
+        self._index = {n.name: i for i, n in enumerate(self.snn.nodes) if n.name in self.ann_of}
+
+    def ann_batch(self, xb: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The ANN's activation of every layer with a spiking counterpart, and its output."""
+        got: dict[str, torch.Tensor] = {}
+        outs = self.interp.run(xb, observe=lambda n, o: got.__setitem__(n.name, o), watch=self._watch)
+        return got, outs[0]
+
+    @torch.no_grad()
+    def snn_batch(
+        self,
+        xb: torch.Tensor,
+        steps: Sequence[int],
+        *,
+        ann: dict[str, torch.Tensor] | None = None,
+        replace: dict[str, str] | None = None,
+        observe=None,
+        snapshots: dict[str, dict[int, Timed]] | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """The first graph output's time average after each T in ``steps``.
+
+        ``replace={layer: "exact" | "clip"}`` substitutes the ANN's activation of those spiking
+        layers (clipped at the threshold for ``"clip"``) for their spikes, as a constant current.
+        ``observe(node, Timed)`` is called with every ``if_neuron``'s output. A run without
+        ``replace`` fills ``snapshots`` (layer -> the values live just before it); a run with
+        ``replace`` given the snapshots starts at the replaced layer instead of the input.
+        """
+        T = max(steps)
+        start = 0
+        if replace and snapshots is not None:
+            first = min(replace, key=self._index.__getitem__)
+            env = dict(snapshots[first])
+            start = self._index[first]
+        else:
+            env = {id(self.snn.inputs[0]): self.sim.encode(xb, T)}
+        readout: Timed | None = None
+        out_value = self.snn.outputs[0]
+        for i in range(start, len(self.snn.nodes)):
+            node = self.snn.nodes[i]
+            if not replace and snapshots is not None and node.name in self._index:
+                snapshots[node.name] = dict(env)
+            if replace and node.name in replace:
+                out = Timed(self._substitute(node, ann[self.ann_of[node.name]], replace[node.name]), static=True)
+            else:
+                out = self.sim.step(node, [env[id(v)] for v in node.inputs], T)
+            if observe is not None and node.op == "if_neuron":
+                observe(node, out)
+            if node.output is out_value:
+                readout = out
+            env[id(node.output)] = out
+            for v in node.inputs:
+                if self._last_use.get(id(v)) == i:
+                    env.pop(id(v), None)
+        assert readout is not None
+        if readout.static:
+            return {t: readout.data for t in steps}
+        means = readout_sequence(readout.data)
+        return {t: means[t - 1] for t in steps}
+
+    def _substitute(self, node: Node, act: torch.Tensor, mode: str) -> torch.Tensor:
+        theta = self.sim.param(node, "threshold")
+        value = torch.minimum(act, theta) if mode == "clip" else act
+        return value / theta if node.attr("spike_scale") == "unit" else value
+
+
+def ann_counterparts(model) -> dict[str, str]:
+    """``if_neuron`` name -> the ANN ReLU it replaced (recorded by ``insert-if``; for older
+    artifacts, the name without the ``_if`` suffix), for the layers found in the ANN with the
+    same shape."""
+    recorded = model.provenance.get("ann_names") or {}
+    ann_nodes = {n.name: n for n in model.ann.nodes}
+    out = {}
+    for n in model.snn.find("if_neuron"):
+        name = recorded.get(n.name) or (n.name[: -len("_if")] if n.name.endswith("_if") else None)
+        a = ann_nodes.get(name) if name else None
+        if a is not None and a.output.shape == n.output.shape:
+            out[n.name] = name
+    return out
+
+
+def _argmax(out: np.ndarray) -> np.ndarray:
+    return out.argmax(axis=1) if out.ndim > 1 else (out > 0).astype(np.int64)
+
+
+def _score(out: np.ndarray, y: np.ndarray | None, ann_pred: np.ndarray) -> float:
+    """Accuracy against the labels, or agreement with the ANN without labels."""
+    pred = _argmax(out)
+    ref = ann_pred if y is None else y
+    if pred.shape != ref.shape:
+        raise DataError(f"labels y have shape {list(ref.shape)} but the model's predictions have shape {list(pred.shape)}")
+    return float(np.mean(pred == ref))
+
+
+def diagnose(
+    model,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    timesteps: Sequence[int] = (4, 8, 16, 32, 64),
+    at: int | None = None,
+    ablation_samples: int = 512,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress=None,
+) -> dict[str, Any]:
+    """Measure everything the report shows (JSON-able dict; see the module docstring).
+
+    ``at`` is the T of the per-layer analysis (default: the T the model was converted
+    for); ``ablation_samples`` (a seeded random subset; 0 skips the ablations) bounds the
+    cost of the per-layer ablations, which run the SNN twice per spiking layer.
+    Without labels ``y``, accuracy is replaced by agreement with the ANN.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    check_input(model.snn, x)
+    if y is not None and len(y) != len(x):
+        raise DataError(f"the data has {len(x)} inputs x but {len(y)} labels y; they must match")
+    at = int(at or model.timesteps)
+    steps = check_timesteps([*timesteps, at])
+    T = steps[-1]
+    probe = Probe(model)
+    if batch_size is None:
+        batch_size = default_batch_size(T, model.snn)
+    stats = {n.name: _LayerStats(int(np.prod(n.output.shape))) for n in probe.layers}
+    thetas = {n.name: probe.sim.param(n, "threshold") for n in probe.layers}
+    snn_out: dict[int, list[np.ndarray]] = {t: [] for t in steps}
+    ann_out: list[np.ndarray] = []
+
+    task = progress(f"diagnosing T={T}", len(x)) if progress else None
+    for xb in iter_batches(x, batch_size):
+        acts, ann_y = probe.ann_batch(xb)
+        ann_out.append(ann_y.cpu().numpy())
+
+        def observe(node: Node, out: Timed) -> None:
+            seq = out.data[:at]
+            counts = (seq != 0).sum(0)
+            avg = seq.sum(0) / at
+            theta = thetas[node.name]
+            if node.attr("spike_scale") == "unit":
+                avg = avg * theta
+            a = acts.get(probe.ann_of.get(node.name, ""))
+            stats[node.name].add(counts, avg, a, theta, at)
+
+        res = probe.snn_batch(xb, steps, observe=observe)
+        for t in steps:
+            snn_out[t].append(res[t].cpu().numpy())
+        if task:
+            task.advance(len(xb))
+
+    ann_all = np.concatenate(ann_out)
+    ann_pred = _argmax(ann_all)
+    ann_score = _score(ann_all, y, ann_pred)
+    per_t = []
+    for t in steps:
+        out = np.concatenate(snn_out[t])
+        per_t.append({"timesteps": t, "accuracy": _score(out, y, ann_pred), "agreement": float(np.mean(_argmax(out) == ann_pred))})
+    target = TARGET_FRACTION * ann_score
+    reaching = [r["timesteps"] for r in per_t if r["accuracy"] >= target]
+
+    layers = _layer_rows(model, probe, stats, at)
+    ablation = _ablations(probe, x, y, at, ablation_samples, batch_size, seed, progress) if ablation_samples and probe.ann_of else None
+    if ablation:
+        for row in layers:
+            row.update(ablation["layers"].get(row["layer"], {}))
+    return {
+        "model": model.snn.name,
+        "samples": int(len(x)),
+        "labels": y is not None,
+        "metric": "accuracy" if y is not None else "agreement with the ANN",
+        "converted_for": model.timesteps,
+        "at": at,
+        "ann_accuracy": ann_score,
+        "timesteps": per_t,
+        "target": {"fraction": TARGET_FRACTION, "accuracy": target, "smallest_T": min(reaching) if reaching else None},
+        "layers": layers,
+        "ablation": None if ablation is None else {k: v for k, v in ablation.items() if k != "layers"},
+        "residual_adds": residual_adds(model.snn),
+        "calibration": model.provenance.get("calibration"),
+        "pipeline": model.provenance.get("pipeline"),
+    }
+
+
+def _layer_rows(model, probe: Probe, stats: dict[str, _LayerStats], at: int) -> list[dict[str, Any]]:
+    prov = model.provenance
+    balance = (prov.get("records") or {}).get("balance-thresholds") or {}
+    passes = pass_errors(prov)
+    rows = []
+    for n in probe.layers:
+        th = n.params["threshold"]
+        ann_name = probe.ann_of.get(n.name)
+        rec = (balance.get("layers") or {}).get(ann_name or "", {})
+        row = {
+            "layer": n.name,
+            "ann_layer": ann_name,
+            "shape": list(n.output.shape),
+            "neurons": stats[n.name].neurons,
+            "threshold": float(th.mean()),
+            "threshold_min": float(th.min()),
+            "threshold_max": float(th.max()),
+            "threshold_method": balance.get("method"),
+            "activation_max": rec.get("activation_max"),
+            "dead_channels": rec.get("dead_channels"),
+            "reset": n.attr("reset"),
+            **stats[n.name].summary(at, ann_name is not None),
+            "passes": passes.get(n.name, []),
+        }
+        rows.append(row)
+    return rows
+
+
+def pass_errors(provenance: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per layer, the SNN − ANN output RMS after ``insert-if`` and after each calibration pass,
+    as the calibration passes recorded them at conversion (calibration samples, converted T)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, rec in (provenance.get("records") or {}).items():
+        if not key.startswith("calibrate-"):
+            continue
+        for layer in rec.get("layers", []):
+            rows = out.setdefault(layer["layer"], [])
+            if not rows:
+                rows.append({"stage": "insert-if", "mean": layer["before"]["mean"], "rms": layer["before"]["rms"]})
+            rows.append({"stage": key, "mean": layer["after"]["mean"], "rms": layer["after"]["rms"]})
+    return out
+
+
+def spiking_inputs(node: Node) -> list[Node]:
+    """The nearest spiking layers upstream of ``node`` (through stateless ops)."""
+    found: dict[str, Node] = {}
+    stack = list(node.inputs)
+    while stack:
+        p = stack.pop().producer
+        if p is None or p.name in found:
+            continue
+        if p.op == "if_neuron":
+            found[p.name] = p
+        else:
+            stack.extend(p.inputs)
+    return list(found.values())
+
+
+def _ablations(probe: Probe, x, y, at, samples, batch_size, seed, progress) -> dict[str, Any]:
+    """Each spiking layer's own accuracy loss, by ablation on a seeded subset.
+
+    For layer L with upstream spiking layers P(L): A(S) is the accuracy with the layers S
+    replaced by the ANN's activations. L's own loss is A(P ∪ {L}) − A(P): what L costs when
+    its inputs are exact (the rest of the network still spiking). Replacing L by its ANN
+    activation clipped at θ instead separates the finite-T (quantisation) part from the
+    clipping part. In a chain the losses add up to A(all) − A(none).
+    """
+    if samples < len(x):
+        idx = np.sort(np.random.default_rng(seed).choice(len(x), size=samples, replace=False))
+        xs, ys = x[idx], (None if y is None else y[idx])
+    else:
+        xs, ys = x, y
+    names = [n.name for n in probe.layers if n.name in probe.ann_of]
+    plan: dict[str, dict[str, str]] = {"": {}}
+    per_layer = {}
+    for n in probe.layers:
+        if n.name not in probe.ann_of:
+            continue
+        ups = {u.name: "exact" for u in spiking_inputs(n) if u.name in probe.ann_of}
+        keys = {}
+        for label, extra in (("inputs", {}), ("exact", {n.name: "exact"}), ("clip", {n.name: "clip"})):
+            rep = {**ups, **extra}
+            key = ",".join(f"{k}={v}" for k, v in sorted(rep.items()))
+            plan[key] = rep
+            keys[label] = key
+        per_layer[n.name] = keys
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in plan}
+    ann_out = []
+    task = progress(f"ablating {len(names)} layers (T={at})", len(xs) * len(plan)) if progress else None
+    for xb in iter_batches(xs, batch_size):
+        acts, ann_y = probe.ann_batch(xb)
+        ann_out.append(ann_y.cpu().numpy())
+        snapshots: dict[str, dict[int, Timed]] = {}
+        for key, rep in plan.items():  # "" (no replacement) first: it records where the others resume
+            out = probe.snn_batch(xb, [at], ann=acts, replace=rep, snapshots=snapshots)[at]
+            outs[key].append(out.cpu().numpy())
+            if task:
+                task.advance(len(xb))
+        del snapshots
+    ann_all = np.concatenate(ann_out)
+    ann_pred = _argmax(ann_all)
+    score = {k: _score(np.concatenate(v), ys, ann_pred) for k, v in outs.items()}
+    # mean |SNN - ANN| of the output: a continuous measure, less noisy than accuracy on a subset
+    err = {k: float(np.mean(np.abs(np.concatenate(v) - ann_all))) for k, v in outs.items()}
+    layers = {}
+    for n, k in per_layer.items():
+        layers[n] = {
+            "inputs_exact": [u for u in plan[k["inputs"]]],
+            "gain_exact": score[k["exact"]] - score[k["inputs"]],  # what this layer costs, its inputs exact
+            "gain_quantisation": score[k["clip"]] - score[k["inputs"]],  # ... of which finite T
+            "gain_clipping": score[k["exact"]] - score[k["clip"]],  # ... and clipping at θ
+            "error_reduction": err[k["inputs"]] - err[k["exact"]],  # output |SNN − ANN| removed
+        }
+    return {
+        "samples": int(len(xs)),
+        "timesteps": at,
+        "base_accuracy": score[""],
+        "base_output_error": err[""],
+        "ann_accuracy": _score(ann_all, ys, ann_pred),
+        "layers": layers,
+    }
+
+
+# --------------------------------------------------------------------- residual adds
+def _spike_sources(v: Value) -> list[Node]:
+    """The spiking layers whose spikes reach ``v`` through data movement only."""
+    p = v.producer
+    if p is None:
+        return []
+    if p.op == "if_neuron":
+        return [p]
+    if p.op in _PASS_THROUGH:
+        return [s for u in p.inputs for s in _spike_sources(u)]
+    return []
+
+
+def _next_neurons(v: Value, depth: int = 8) -> list[Node]:
+    """The spiking layers the value ``v`` feeds (through stateless ops)."""
+    found: list[Node] = []
+    for user in v.users:
+        if user.op == "if_neuron":
+            found.append(user)
+        elif user.op != "readout" and depth > 0:
+            found.extend(_next_neurons(user.output, depth - 1))
+    return found
+
+
+def residual_adds(graph: Graph) -> list[dict[str, Any]]:
+    """Every ``add`` with the spike amplitudes (thresholds) of the spiking layers feeding each
+    input and the threshold of the layer it drives; ``ratio`` is the largest amplitude over
+    the smallest among those (1 = balanced)."""
+    rows = []
+    for add in graph.find("add"):
+        inputs = []
+        for i, v in enumerate(add.inputs):
+            srcs = _spike_sources(v)
+            coeff = (add.attr("coeffs") or [None] * len(add.inputs))[i]
+            c = 1.0 if coeff is None else float(np.mean(np.abs(coeff)))
+            inputs.append(
+                {
+                    "value": v.name,
+                    "from": [s.name for s in srcs],
+                    "amplitude": float(np.mean([s.params["threshold"].mean() for s in srcs])) * c if srcs else None,
+                }
+            )
+        nxt = _next_neurons(add.output)
+        amps = [i["amplitude"] for i in inputs if i["amplitude"] is not None]
+        nxt_th = float(np.mean([n.params["threshold"].mean() for n in nxt])) if nxt else None
+        scales = amps + ([nxt_th] if nxt_th is not None else [])
+        rows.append(
+            {
+                "add": add.name,
+                "inputs": inputs,
+                "drives": [n.name for n in nxt],
+                "drives_threshold": nxt_th,
+                "ratio": (max(scales) / min(scales)) if len(scales) >= 2 and min(scales) > 0 else 1.0,
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------- findings
+def _pct(f: float) -> str:
+    return f"{100 * f:.0f} %"
+
+
+def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Plain-language findings ranked by the accuracy at stake (``impact``, in points of the
+    metric; measured by the ablations where they ran, otherwise estimated)."""
+    out: list[dict[str, Any]] = []
+    metric = "points"
+    at = diag["at"]
+    ann = diag["ann_accuracy"]
+    rows = {r["layer"]: r for r in diag["layers"]}
+    abl = diag.get("ablation")
+
+    # 1. Layers that lose accuracy, by ablation, with the cause.
+    for r in diag["layers"]:
+        gain = r.get("gain_exact")
+        if gain is None:
+            continue
+        share = r["error_reduction"] / abl["base_output_error"] if abl["base_output_error"] > 0 else 0.0
+        if gain < 0.005:
+            continue
+        q, c = r["gain_quantisation"], r["gain_clipping"]
+        head = (
+            f"layer {r['layer']} costs {100 * gain:.1f} {metric} at T={at}: with its inputs exact, making it exact too "
+            f"removes {100 * share:.0f} % of the output error (ablation on {abl['samples']} samples)."
+        )
+        if c > q and c > 0:
+            advice = (
+                f"Most of it is clipping ({100 * c:.1f} points): θ clips {_pct(r.get('clipped', 0))} of its ANN activations and "
+                f"{_pct(r['saturated'])} of its neurons saturate. Raise its threshold: a higher percentile "
+                "(--threshold percentile:99.9) or --threshold mse."
+            )
+            kind = "clipping"
+        else:
+            advice = (
+                f"Most of it is quantisation at T={at} ({100 * q:.1f} points; {_pct(r.get('silent', 0))} of its neurons stay silent although active in the ANN, "
+                f"spike rate {r['spike_rate']:.3f}): raise T, or calibrate it"
+                + (" (--calibration light or advanced)." if diag.get("calibration") in (None, "none", "light") else " (it is already calibrated: raise T).")
+            )
+            kind = "quantisation"
+        out.append({"kind": kind, "layer": r["layer"], "impact": gain, "error_share": share, "text": f"{head} {advice}"})
+
+    # Without ablations: saturation as an estimate.
+    if abl is None:
+        for r in diag["layers"]:
+            if r["saturated"] >= 0.05:
+                out.append(
+                    {
+                        "kind": "clipping",
+                        "layer": r["layer"],
+                        "impact": None,
+                        "text": f"layer {r['layer']} saturates {_pct(r['saturated'])} of its neurons (a spike at every step): raise its percentile or use --threshold mse.",
+                    }
+                )
+
+    # 2. Residual adds mixing spike amplitudes.
+    for a in diag.get("residual_adds", []):
+        if a["ratio"] < RESIDUAL_MIX_RATIO:
+            continue
+        amps = ", ".join(f"{i['amplitude']:.2g} (from {', '.join(i['from'])})" for i in a["inputs"] if i["amplitude"] is not None)
+        drive = f"; it drives {', '.join(a['drives'])} (θ = {a['drives_threshold']:.2g})" if a["drives"] else ""
+        impact = max((rows[d].get("gain_exact") or 0.0) for d in a["drives"]) if a["drives"] and all(d in rows for d in a["drives"]) else None
+        out.append(
+            {
+                "kind": "residual",
+                "layer": a["add"],
+                "impact": impact,
+                "text": (
+                    f"residual add {a['add']} mixes spike amplitudes {amps}{drive}: a ratio of {a['ratio']:.1f}. Each large spike moves the next layer "
+                    "by several thresholds at once; per-channel thresholds (--granularity channel) or calibration of the layers it drives reduce the error."
+                ),
+            }
+        )
+
+    # 3. Timesteps.
+    per_t = {r["timesteps"]: r for r in diag["timesteps"]}
+    smallest = diag["target"]["smallest_T"]
+    for t in sorted(per_t):
+        loss = ann - per_t[t]["accuracy"]
+        if t > at or loss < 0.01:
+            continue
+        text = f"T={t} loses {100 * loss:.1f} points against the ANN ({100 * per_t[t]['accuracy']:.1f} vs {100 * ann:.1f} %)."
+        if smallest is not None:
+            text += f" The smallest T reaching 99 % of the ANN's accuracy is {smallest}."
+        else:
+            text += f" None of the evaluated T (up to {max(per_t)}) reaches 99 % of the ANN's accuracy."
+        hint = _calibration_hint(diag.get("calibration"), t, benchmark)
+        top = max(per_t)
+        top_loss = ann - per_t[top]["accuracy"]
+        if top_loss >= 0.01 and top > t:
+            hint = (
+                f"More timesteps do not close the gap (T={top} still loses {100 * top_loss:.1f} points): the loss is in the thresholds or "
+                "the calibration, see the layers below. " + hint
+            )
+        out.append({"kind": "timesteps", "layer": None, "impact": loss, "text": text + (" " + hint if hint else "")})
+        break  # the largest loss is at the smallest T; one finding for the smallest T that loses
+
+    # 4. Silent layers and dead channels (low impact unless the ablation says otherwise).
+    for r in diag["layers"]:
+        if r.get("silent", 0.0) >= 0.1 and not any(f.get("layer") == r["layer"] for f in out):
+            out.append(
+                {
+                    "kind": "silent",
+                    "layer": r["layer"],
+                    "impact": r.get("gain_exact"),
+                    "text": f"{_pct(r['silent'])} of layer {r['layer']}'s neurons never fire in {at} steps although the ANN activates them by at least θ/T: their information is lost; more timesteps or a lower threshold would let them speak.",
+                }
+            )
+        if r.get("dead_channels"):
+            out.append(
+                {
+                    "kind": "dead",
+                    "layer": r["layer"],
+                    "impact": 0.0,
+                    "text": f"layer {r['layer']} has {r['dead_channels']} channel(s) that never activate on the calibration data; they got the layer's threshold.",
+                }
+            )
+    if not out:
+        out.append({"kind": "ok", "layer": None, "impact": 0.0, "text": f"No layer costs more than 0.5 points at T={at}; the SNN is within {100 * (ann - per_t[at]['accuracy']):.1f} points of the ANN."})
+    out.sort(key=lambda f: (-(f["impact"] if f["impact"] is not None else 0.0), -f.get("error_share", 0.0)))
+    for i, f in enumerate(out, 1):
+        f["rank"] = i
+    return out
+
+
+def _calibration_hint(level: str | None, t: int, benchmark: dict[str, Any] | None) -> str:
+    if level == "advanced":
+        return "The model is already fully calibrated: more timesteps are the remaining lever."
+    nxt = "light" if level in (None, "none") else "advanced"
+    gain = (benchmark or {}).get(f"{level or 'none'}->{nxt}", {}).get(str(t))
+    if gain is not None:
+        return f"--calibration {nxt} recovers {100 * gain:.1f} points at T={t} on average in the Fashion-MNIST benchmark (benchmarks/accuracy)."
+    return f"Try --calibration {nxt}."
+
+
+def benchmark_gains(path: str | Path | None = None) -> dict[str, dict[str, float]] | None:
+    """Mean accuracy gain of each calibration level over the previous one per T, from the
+    committed Fashion-MNIST benchmark (``benchmarks/accuracy/results/fashion_mnist.json``),
+    when it is there (a source checkout)."""
+    path = Path(path) if path else Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy" / "results" / "fashion_mnist.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    levels = ["none", "light", "advanced"]
+    gains: dict[str, dict[str, float]] = {}
+    for a, b in zip(levels, levels[1:]):
+        per_t: dict[str, list[float]] = {}
+        for m in data.get("models", {}).values():
+            runs = m.get("snnc", {})
+            ra, rb = runs.get(f"{a}, converted for each T"), runs.get(f"{b}, converted for each T")
+            if not ra or not rb:
+                continue
+            for t, acc in rb["accuracy"].items():
+                if t in ra["accuracy"]:
+                    per_t.setdefault(t, []).append(acc - ra["accuracy"][t])
+        gains[f"{a}->{b}"] = {t: float(np.mean(v)) for t, v in per_t.items()}
+    return gains

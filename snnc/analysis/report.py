@@ -1,0 +1,414 @@
+"""``snnc report``: an HTML page (plus PNG plots and a JSON file) on why a converted network's
+accuracy moved, what it costs, and what to change.
+
+>>> rep = build_report(model, x, y, timesteps=[4, 8, 16, 32, 64])
+>>> write_report(rep, "out/report")      # index.html, report.json, *.png (atomically)
+
+The page has no scripts: plots are PNG files next to it, tables are plain HTML.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snnc.analysis.diagnose import benchmark_gains, diagnose, findings
+
+PLOTS = {
+    "accuracy": "accuracy_vs_timesteps.png",
+    "layers": "layers.png",
+    "errors": "layer_errors.png",
+    "ablation": "ablation.png",
+    "energy": "operations.png",
+}
+
+
+def build_report(
+    model,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    timesteps: Sequence[int] = (4, 8, 16, 32, 64),
+    at: int | None = None,
+    ablation_samples: int = 256,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress=None,
+    artifact: str | None = None,
+    data: str | None = None,
+) -> dict[str, Any]:
+    """Everything the page shows, as one JSON-able dict: diagnostics, findings, operations
+    and energy, and the conversion's provenance."""
+    diag = diagnose(model, x, y, timesteps=timesteps, at=at, ablation_samples=ablation_samples, batch_size=batch_size, seed=seed, progress=progress)
+    prov = model.provenance
+    rep: dict[str, Any] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "artifact": artifact,
+        "data": data,
+        "source": prov.get("source"),
+        "pipeline": prov.get("pipeline"),
+        "calibration": prov.get("calibration"),
+        "calibration_samples": prov.get("calibration_samples"),
+        "converted_for": model.timesteps,
+        "diagnostics": diag,
+        "findings": findings(diag, benchmark_gains()),
+        "energy": _energy(model, diag),
+    }
+    return rep
+
+
+def _energy(model, diag: dict[str, Any]) -> dict[str, Any] | None:
+    """Operations and energy at the analysed T from the measured spike rates."""
+    try:
+        from snnc.analysis.energy import estimate_energy
+    except ImportError:  # pragma: no cover - the module ships with snnc
+        return None
+    rates = {r["layer"]: r["spike_rate"] for r in diag["layers"]}
+    return estimate_energy(model.snn, rates, diag["at"])
+
+
+# ------------------------------------------------------------------------ plots
+def _plots(rep: dict[str, Any], out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    diag = rep["diagnostics"]
+    made: dict[str, str] = {}
+    short = [_short(r["layer"]) for r in diag["layers"]]
+    xs = np.arange(len(short))
+
+    # accuracy and agreement vs T
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ts = [r["timesteps"] for r in diag["timesteps"]]
+    ax.plot(ts, [100 * r["accuracy"] for r in diag["timesteps"]], "o-", label=f"SNN {diag['metric']}")
+    if diag["labels"]:
+        ax.plot(ts, [100 * r["agreement"] for r in diag["timesteps"]], "s--", label="SNN agreement with the ANN")
+    ax.axhline(100 * diag["ann_accuracy"], color="k", lw=1, label=f"ANN ({100 * diag['ann_accuracy']:.2f} %)")
+    ax.axhline(100 * diag["target"]["accuracy"], color="grey", lw=1, ls=":", label="99 % of the ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ts, [str(t) for t in ts])
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel("%")
+    ax.set_title(f"{diag['samples']} samples")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    made["accuracy"] = _save(fig, out / PLOTS["accuracy"])
+
+    if diag["layers"]:
+        # per-layer spiking behaviour
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(short) + 2), 3.8))
+        keys = [("spike_rate", "spike rate"), ("saturated", "saturated"), ("silent", "silent (ANN active)"), ("clipped", "clipped by θ (ANN)")]
+        w = 0.8 / len(keys)
+        for i, (k, label) in enumerate(keys):
+            ax.bar(xs + (i - 1.5) * w, [100 * (r.get(k) or 0) for r in diag["layers"]], w, label=label)
+        ax.set_xticks(xs, short, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("% of neurons (rate: % of steps)")
+        ax.set_title(f"spiking layers at T={diag['at']}")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        made["layers"] = _save(fig, out / PLOTS["layers"])
+
+        # per-layer error, and what each pass did to it
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(short) + 2), 3.8))
+        ax.plot(xs, [r.get("error_rms") or 0 for r in diag["layers"]], "o-", color="k", label=f"RMS(SNN − ANN) at T={diag['at']}, this data")
+        stages = []
+        for r in diag["layers"]:
+            for p in r["passes"]:
+                if p["stage"] not in stages:
+                    stages.append(p["stage"])
+        for st in stages:
+            ys = [next((p["rms"] for p in r["passes"] if p["stage"] == st), np.nan) for r in diag["layers"]]
+            ax.plot(xs, ys, ".--", label=f"after {st} (conversion, T={rep['converted_for']})")
+        ax.set_xticks(xs, short, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("RMS error of the layer's output")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        made["errors"] = _save(fig, out / PLOTS["errors"])
+
+    abl = diag.get("ablation")
+    if abl:
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(short) + 2), 3.8))
+        q = [100 * (r.get("gain_quantisation") or 0) for r in diag["layers"]]
+        c = [100 * (r.get("gain_clipping") or 0) for r in diag["layers"]]
+        ax.bar(xs, q, 0.6, label="quantisation (finite T)")
+        ax.bar(xs, c, 0.6, bottom=q, label="clipping (θ)")
+        ax.plot(xs, [100 * (r.get("gain_exact") or 0) for r in diag["layers"]], "kD", label="total")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(xs, short, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("accuracy points recovered")
+        ax.set_title(f"each layer's own loss at T={abl['timesteps']} (ablation, {abl['samples']} samples)")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        made["ablation"] = _save(fig, out / PLOTS["ablation"])
+
+    en = rep.get("energy")
+    rows = _energy_rows(en)
+    if rows:
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(rows) + 2), 3.8))
+        ex = np.arange(len(rows))
+        ax.bar(ex - 0.2, [r["ann_macs"] / 1e6 for r in rows], 0.4, label="ANN MACs")
+        ax.bar(ex + 0.2, [r["snn_synops"] / 1e6 for r in rows], 0.4, label=f"SNN synaptic ops (T={diag['at']})")
+        ax.set_xticks(ex, [_short(r["layer"]) for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("millions per sample")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        made["energy"] = _save(fig, out / PLOTS["energy"])
+    return made
+
+
+def _energy_rows(en: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not en:
+        return []
+    return [r for r in en.get("layers", []) if r.get("ann_macs") is not None and r.get("snn_synops") is not None]
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path.name
+
+
+def _short(name: str, n: int = 28) -> str:
+    return name if len(name) <= n else "…" + name[-(n - 1) :]
+
+
+# ------------------------------------------------------------------------ html
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f4f4f4} td.l,th.l{text-align:left} .muted{color:#666;font-size:.85em}
+ol.findings li{margin:.4em 0} .impact{font-weight:600} img{max-width:100%;border:1px solid #eee}
+.kv td{text-align:left}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _num(x: float | None, fmt: str = ".4g") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _table(headers: list[str], rows: list[list[Any]], left: int = 1) -> str:
+    head = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_e(c)}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
+    diag = rep["diagnostics"]
+    src = rep.get("source") or {}
+    metric = diag["metric"]
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>snnc report: {_e(diag['model'])}</title><style>{_CSS}</style></head><body>"]
+    parts.append(f"<h1>snnc report: {_e(diag['model'])}</h1>")
+    kv = [
+        ("model", src.get("path", src.get("class", "?"))),
+        ("artifact", rep.get("artifact") or "–"),
+        ("data", f"{rep.get('data') or '–'} ({diag['samples']} samples{'' if diag['labels'] else ', no labels: agreement with the ANN'})"),
+        ("pipeline", rep.get("pipeline")),
+        ("calibration", f"{rep.get('calibration')} ({rep.get('calibration_samples')} samples), converted for T={rep['converted_for']}"),
+        (f"ANN {metric}", f"{_pct(diag['ann_accuracy'], 2)} %"),
+        ("smallest T reaching 99 % of the ANN", diag["target"]["smallest_T"] or f"none up to T={max(r['timesteps'] for r in diag['timesteps'])}"),
+        ("created", rep["created"]),
+    ]
+    parts.append("<table class='kv'>" + "".join(f"<tr><th class='l'>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in kv) + "</table>")
+
+    parts.append("<h2 id='findings'>Findings, ranked by the accuracy at stake</h2><ol class='findings'>")
+    for f in rep["findings"]:
+        imp = f"<span class='impact'>[{100 * f['impact']:.1f} pts]</span> " if f.get("impact") else ""
+        parts.append(f"<li>{imp}{_e(f['text'])}</li>")
+    parts.append("</ol>")
+
+    parts.append("<h2 id='accuracy'>Accuracy vs timesteps</h2>")
+    if "accuracy" in plots:
+        parts.append(f"<img src='{plots['accuracy']}' alt='accuracy and ANN agreement vs timesteps'>")
+    parts.append(
+        _table(
+            ["T", f"{metric} %", "agreement with ANN %", "vs ANN (points)"],
+            [[r["timesteps"], _pct(r["accuracy"], 2), _pct(r["agreement"], 2), f"{100 * (r['accuracy'] - diag['ann_accuracy']):+.2f}"] for r in diag["timesteps"]],
+        )
+    )
+
+    parts.append(f"<h2 id='layers'>Spiking layers at T={diag['at']}</h2>")
+    for key, alt in (("layers", "spike rate, saturated, silent and clipped fractions per layer"), ("errors", "per-layer error and what each pass changed")):
+        if key in plots:
+            parts.append(f"<img src='{plots[key]}' alt='{alt}'>")
+    rows = []
+    for r in diag["layers"]:
+        th = f"{r['threshold_min']:.3g}..{r['threshold_max']:.3g}" if r["threshold_min"] != r["threshold_max"] else f"{r['threshold']:.4g}"
+        rows.append(
+            [
+                r["layer"],
+                "x".join(map(str, r["shape"])),
+                th,
+                r.get("threshold_method") or "–",
+                _num(r["spike_rate"], ".3f"),
+                _pct(r["saturated"]),
+                _pct(r.get("silent")),
+                _pct(r.get("clipped")),
+                _num(r.get("error_mean"), "+.4f"),
+                _num(r.get("error_rms"), ".4f"),
+                _pct(r.get("relative_rms")),
+            ]
+        )
+    parts.append(
+        _table(
+            ["layer", "shape", "threshold θ", "chosen by", "spike rate", "saturated %", "silent %", "clipped %", "error mean", "error RMS", "RMS / ANN RMS %"],
+            rows,
+        )
+    )
+    parts.append(
+        "<p class='muted'>Saturated: a spike at every step. Silent: no spike in T steps although the ANN activation is at least θ/T. "
+        "Clipped: ANN activation above θ (the SNN cannot represent it). Errors: the layer's time-averaged SNN output minus the ANN activation, "
+        "on this data, with every earlier layer spiking.</p>"
+    )
+    stage_rows = []
+    for r in diag["layers"]:
+        if r["passes"]:
+            stage_rows.append([r["layer"]] + [f"{p['stage']}: {p['rms']:.4f}" for p in r["passes"]])
+    if stage_rows:
+        width = max(len(s) for s in stage_rows)
+        parts.append("<h3>What each pass changed (RMS of SNN − ANN at conversion, calibration samples)</h3>")
+        parts.append(_table(["layer"] + [f"stage {i}" for i in range(1, width)], [s + [""] * (width - len(s)) for s in stage_rows], left=width))
+
+    abl = diag.get("ablation")
+    if abl:
+        parts.append(f"<h2 id='ablation'>Which layers lose accuracy (ablation at T={abl['timesteps']})</h2>")
+        if "ablation" in plots:
+            parts.append(f"<img src='{plots['ablation']}' alt='accuracy recovered per layer'>")
+        parts.append(
+            f"<p class='muted'>On {abl['samples']} samples (SNN {_pct(abl['base_accuracy'], 2)} %, ANN {_pct(abl['ann_accuracy'], 2)} %): each layer's own loss is the "
+            "accuracy gained by replacing its spikes with the ANN's activation while its spiking inputs are also replaced (the rest of the network keeps spiking); "
+            "replacing it with the activation clipped at θ instead gives the quantisation part, the rest is clipping.</p>"
+        )
+        parts.append(
+            _table(
+                ["layer", "own loss (points)", "quantisation", "clipping", "output error removed %"],
+                [
+                    [r["layer"], f"{100 * r['gain_exact']:+.2f}", f"{100 * r['gain_quantisation']:+.2f}", f"{100 * r['gain_clipping']:+.2f}", _pct(r["error_reduction"] / abl["base_output_error"] if abl["base_output_error"] else None)]
+                    for r in diag["layers"]
+                    if "gain_exact" in r
+                ],
+            )
+        )
+    if diag.get("residual_adds"):
+        parts.append("<h2 id='residual'>Residual adds</h2>")
+        parts.append(
+            _table(
+                ["add", "input amplitudes (θ of the spiking layers feeding it)", "drives (θ)", "ratio"],
+                [
+                    [
+                        a["add"],
+                        "; ".join(f"{i['value']}: {i['amplitude']:.3g}" if i["amplitude"] is not None else f"{i['value']}: current" for i in a["inputs"]),
+                        f"{', '.join(a['drives'])} ({_num(a['drives_threshold'], '.3g')})" if a["drives"] else "–",
+                        f"{a['ratio']:.2f}",
+                    ]
+                    for a in diag["residual_adds"]
+                ],
+            )
+        )
+    parts.append(_energy_html(rep.get("energy"), plots, diag["at"]))
+    parts.append("<p class='muted'>Generated by snnc. Data: report.json next to this page.</p></body></html>")
+    return "\n".join(parts)
+
+
+def _energy_html(en: dict[str, Any] | None, plots: dict[str, str], at: int) -> str:
+    if not en:
+        return ""
+    out = [f"<h2 id='energy'>Operations and energy at T={at} (estimates from the measured spike rates)</h2>"]
+    if "energy" in plots:
+        out.append(f"<img src='{plots['energy']}' alt='ANN MACs vs SNN synaptic operations per layer'>")
+    rows = en.get("layers", [])
+    if rows:
+        keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) or rows[0][k] is None]
+        out.append(_table(keys, [[_fmt(r.get(k)) for k in keys] for r in rows]))
+    totals = en.get("totals")
+    if isinstance(totals, dict):
+        flat = _flatten(totals)
+        out.append("<h3>Totals per sample</h3>" + _table(["quantity", "value"], [[k, _fmt(v)] for k, v in flat.items()]))
+    profiles = en.get("profiles")
+    if isinstance(profiles, dict):
+        prow = []
+        for name, p in profiles.items():
+            if not isinstance(p, dict):
+                continue
+            src = p.get("sources") or p.get("source") or []
+            prow.append([name, p.get("description", ""), "; ".join(src) if isinstance(src, list) else str(src)])
+        if prow:
+            out.append("<h3>Target profiles</h3>" + _table(["profile", "what", "sources"], prow, left=3))
+    out.append("<p class='muted'>Counts per sample; see docs/energy.md for what is counted and the constants' sources.</p>")
+    return "\n".join(out)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + " / "))
+        elif not isinstance(v, list):
+            out[key] = v
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "x".join(map(str, v))
+    return "–" if v is None else str(v)
+
+
+# ------------------------------------------------------------------------ writing
+def write_report(rep: dict[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Write ``index.html``, ``report.json`` and the PNG plots into ``out_dir``.
+
+    Everything is produced in a temporary directory next to ``out_dir`` first and moved
+    into place at the end, so a failure leaves no partial report."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        from snnc.errors import DataError
+
+        raise DataError(f"{str(out)!r} exists and is not a directory; give -o a directory for the report")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        plots = _plots(rep, tmp)
+        rep = {**rep, "plots": plots}
+        (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=_json_default) + "\n")
+        (tmp / "index.html").write_text(render_html(rep, plots))
+        out.mkdir(exist_ok=True)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / "index.html"
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
