@@ -4,12 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.snnc-installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
 .PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data bench-accuracy bench-throughput bench-lava
 
-setup: $(STAMP) $(FMNIST)
+setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,11 @@ $(STAMP): Makefile pyproject.toml backends/spikingjelly/pyproject.toml backends/
 $(FMNIST):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+# Debian's chromium: the test suite loads `snnc report`'s HTML page in it, headless (playwright).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 DATA := .data/fashion_mnist/test.npz
 data: $(DATA)

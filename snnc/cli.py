@@ -1,4 +1,4 @@
-"""The ``snnc`` command line: convert, eval, run, inspect, check, passes, backends.
+"""The ``snnc`` command line: convert, eval, run, report, export, inspect, check, passes, backends.
 
 Exit status: 0 on success, 1 when a check finds problems, 2 on a user error (a short
 message naming what is wrong and what to do; ``--debug`` shows the traceback), 130 on
@@ -148,8 +148,9 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--energy-profile", "energy_profiles", multiple=True, help="Energy profile(s) for the operations/energy table, repeatable or comma-separated: cmos45nm, cmos45nm-int8, loihi (default: cmos45nm,loihi).")
 @click.pass_context
-def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress):
+def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles):
     """Convert MODEL (an ONNX file) into a spiking network artifact (.snn)."""
     import snnc
 
@@ -161,6 +162,9 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
             "Pass --calib FILE.npz with an array x of a few hundred training samples, e.g.\n"
             "  python -c \"import numpy as np; np.savez('calib.npz', x=x_train[:512])\""
         )
+    from snnc.analysis.energy import parse_profiles
+
+    profiles = parse_profiles(energy_profiles)  # fail fast on an unknown profile, before any work
     calib = load_data(calib_path, what="calibration file")["x"]
     output = output or str(Path(model).with_suffix(".snn").name)
     printer = (lambda name, text: err_console.print(f"[bold]// ----- IR after {name} -----[/]\n{text}", markup=True, highlight=False)) if print_after_all else None
@@ -183,19 +187,38 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
         )
     sm.provenance["convert_seconds"] = round(time.perf_counter() - t0, 3)
     sm.save(output)
-    report = conversion_report(sm, output)
+    energy = conversion_energy(sm, profiles)
+    report = conversion_report(sm, output, energy)
     if report_path:
         from snnc.utils.io import write_json
 
         write_json(report_path, report)
-    print_conversion_summary(sm, output, time_passes)
+    print_conversion_summary(sm, output, time_passes, energy)
 
 
-def conversion_report(sm, artifact: str) -> dict[str, Any]:
-    return {"artifact": artifact, "provenance": sm.provenance, "layers": sm.thresholds()}
+def conversion_energy(sm, profiles=None) -> dict[str, Any] | None:
+    """Operations and energy estimated from the conversion check's spike rates (None
+    without a conversion check)."""
+    cc = sm.provenance.get("conversion_check") or {}
+    if not cc.get("spike_rates"):
+        return None
+    from snnc.analysis.energy import DEFAULT_PROFILES, estimate_energy
+
+    try:
+        return estimate_energy(sm, cc["spike_rates"], cc["timesteps"], profiles or DEFAULT_PROFILES, samples=cc["samples"])
+    except SnncError as e:  # the artifact is written already: an estimate must not fail the conversion
+        err_console.print(f"[yellow]notice:[/] no operations/energy estimate: {e}")
+        return None
 
 
-def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
+def conversion_report(sm, artifact: str, energy: dict[str, Any] | None = None) -> dict[str, Any]:
+    report = {"artifact": artifact, "provenance": sm.provenance, "layers": sm.thresholds()}
+    if energy is not None:
+        report["energy"] = energy
+    return report
+
+
+def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[str, Any] | None = None) -> None:
     prov = sm.provenance
     for note in prov.get("notices", []):
         out_console.print(f"[yellow]notice:[/] {note}")
@@ -226,6 +249,10 @@ def print_conversion_summary(sm, output: str, time_passes: bool) -> None:
             b, a = layer["before"], layer["after"]
             ct.add_row(layer["layer"], f"{b['mean']:+.4f}", f"{a['mean']:+.4f}", f"{b['rms']:.4f}", f"{a['rms']:.4f}")
         out_console.print(ct)
+    if energy is not None:
+        from snnc.analysis.energy import print_energy_table
+
+        print_energy_table(out_console, energy, where="calibration")
     ic = prov.get("import_check") or {}
     cc = prov.get("conversion_check") or {}
     summary = Table(show_header=False, title="Summary")
@@ -351,6 +378,55 @@ def print_deployment(dep: dict) -> None:
     )
 
 
+# ------------------------------------------------------------------- report
+@main.command("report")
+@debug_option
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and (preferably) integer labels y.")
+@click.option("-T", "--timesteps", "timesteps_text", default="4,8,16,32,64", show_default=True, help="T values for accuracy vs timesteps.")
+@click.option("--at", "at", type=click.IntRange(min=1), default=None, help="T of the per-layer analysis (default: the T the artifact was converted for).")
+@click.option("-o", "--output", "output", default=None, type=click.Path(file_okay=False), help="Directory to write (default: ARTIFACT without .snn, plus .report/).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
+@click.option("--ablation-samples", type=click.IntRange(min=0), default=256, show_default=True, help="Samples for the per-layer ablations (seeded subset; 0 skips them).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per simulation batch (default: from T).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON to stdout instead of the findings.")
+@click.option("--no-progress", is_flag=True)
+def report_cmd(artifact, data_path, timesteps_text, at, output, limit, ablation_samples, batch_size, as_json, no_progress):
+    """Why ARTIFACT's accuracy moved, what it costs, what to change: an HTML report.
+
+    Writes index.html, report.json and PNG plots to the output directory: accuracy and ANN
+    agreement vs T, per-layer thresholds, spike rates, saturated/silent neurons and errors,
+    each layer's own accuracy loss (by ablation), operations and energy, and ranked findings."""
+    import snnc
+    from snnc.analysis.report import build_report, write_report
+
+    steps = parse_timesteps(timesteps_text)
+    sm = snnc.load(artifact)
+    data = load_data(data_path, what="data file", limit=limit)
+    out_dir = output or (str(Path(artifact).with_suffix("")) + ".report")
+    with progress_bars(not (no_progress or as_json)) as progress:
+        rep = build_report(
+            sm, data["x"], data.get("y"), timesteps=steps, at=at, ablation_samples=ablation_samples, batch_size=batch_size,
+            progress=progress, artifact=artifact, data=data_path,
+        )  # fmt: skip
+    page = write_report(rep, out_dir)
+    if as_json:
+        click.echo(json.dumps(rep, default=str))
+        return
+    diag = rep["diagnostics"]
+    best = diag["target"]["smallest_T"]
+    out_console.print(
+        f"ANN {diag['metric']} {100 * diag['ann_accuracy']:.2f} %; SNN "
+        + ", ".join(f"T={r['timesteps']}: {100 * r['accuracy']:.2f} %" for r in diag["timesteps"])
+        + f"; smallest T reaching 99 % of the ANN: {best if best else 'none evaluated'}"
+    )
+    out_console.print("[bold]Findings[/] (ranked by the accuracy at stake):")
+    for f in rep["findings"]:
+        imp = f"[{100 * f['impact']:.1f} pts] " if f.get("impact") else ""
+        out_console.print(f"  {f['rank']}. {imp}{f['text']}", markup=False, soft_wrap=True)
+    out_console.print(f"report: {page}")
+
+
 # ---------------------------------------------------------------------- run
 @main.command("run")
 @debug_option
@@ -375,6 +451,53 @@ def run_cmd(artifact, input_path, timesteps, backend, device, output, batch_size
         out = sm.run(x, T, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
     write_npz(output, outputs=out)
     err_console.print(f"wrote {output}: outputs {list(out.shape)} (T={T}, {backend})")
+
+
+# ------------------------------------------------------------------- export
+@main.command("export")
+@debug_option
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["nir"]), default="nir", show_default=True, help="Exchange format: nir (Neuromorphic Intermediate Representation, HDF5).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: ARTIFACT's name with .nir).")
+@click.option(
+    "--reset",
+    type=click.Choice(["soft", "hard"]),
+    default="soft",
+    show_default=True,
+    help="soft: the converted network exactly (subtract reset built from NIR integrators, thresholds and scales); "
+    "hard: NIR IF neurons that reset to zero, threshold 1 (SpikingJelly imports it; a different network, see docs/nir.md).",
+)
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="Step length: integrators are written with r = 1/dt (one step adds the input once).")
+def export_cmd(artifact, fmt, output, reset, dt):
+    """Export ARTIFACT (.snn) to an exchange format other neuromorphic tools read."""
+    import snnc
+    from snnc.export import export_nir
+
+    if not Path(artifact).exists():
+        raise DataError(f"artifact {artifact!r} does not exist")
+    sm = snnc.load(artifact)
+    output = output or str(Path(artifact).with_suffix(".nir").name)
+    summary = export_nir(sm, output, reset=reset, dt=dt)
+    print_export_summary(summary)
+
+
+def print_export_summary(s) -> None:
+    table = Table(show_header=False, title=f"Exported {s.format.upper()} ({s.reset} reset)")
+    table.add_column("", style="bold", overflow="fold")
+    table.add_column("", overflow="fold")
+    table.add_row("file", f"{s.path} ({s.bytes / 1024:.1f} KiB)")
+    table.add_row("nodes", f"{s.nodes} ({', '.join(f'{k} {v}' for k, v in sorted(s.node_types.items()))}); {s.edges} edges")
+    table.add_row("spiking layers", str(s.spiking_layers))
+    neuron = "subtract reset: I + Threshold + Scale(−θ) feedback, exact" if s.reset == "soft" else "NIR IF, reset to zero, threshold 1, starts at 0"
+    table.add_row("reset", f"{s.reset} ({neuron})")
+    table.add_row("steps", f"dt = {s.dt:g} (r = 1/dt); converted for T = {s.timesteps if s.timesteps is not None else '?'}")
+    table.add_row("readout", "integrator I: divide its output by t" if s.reset == "soft" else "last layer's current: average it over the steps")
+    table.add_row("SpikingJelly import", "yes" if s.spikingjelly else f"no: {s.spikingjelly_reason}")
+    out_console.print(table)
+    for note in s.notes:
+        out_console.print(f"[yellow]notice:[/] {note}")
+    if s.reset == "hard":
+        out_console.print("[yellow]notice:[/] the hard variant is a different network (reset to zero, v_init dropped); measure its accuracy before use (docs/nir.md)")
 
 
 # ------------------------------------------------------------------ inspect

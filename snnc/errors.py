@@ -48,3 +48,7 @@ class ArtifactError(SnncError):
 
 class BackendError(SnncError):
     """A backend is unknown, not installed, or cannot run a graph."""
+
+
+class ExportError(SnncError):
+    """A graph cannot be written in (or read back from) an exchange format such as NIR."""

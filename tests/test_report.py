@@ -150,6 +150,11 @@ def test_report_files_and_json(report_dir):
     # the calibration pass's before/after errors are carried into the per-layer rows
     assert any(r["passes"] and r["passes"][0]["stage"] == "insert-if" for r in diag["layers"])
     assert set(rep["plots"].values()) <= names
+    # operations and energy from the per-neuron spike rates measured on the report's data
+    en = rep["energy"]
+    assert en["timesteps"] == T and en["settings"]["rates"] == "per-neuron"
+    assert en["totals"]["ann_macs"] > 0 and en["totals"]["snn_synops"] > 0
+    assert "operations.png" in names
 
 
 def test_report_renders_in_headless_chromium(report_dir):

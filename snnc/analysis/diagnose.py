@@ -60,10 +60,13 @@ class _LayerStats:
     err_sum: float = 0.0
     err_sq: float = 0.0
     ann_sq: float = 0.0
+    count_map: torch.Tensor | None = None  # spikes per neuron, summed over samples
 
     def add(self, counts: torch.Tensor, snn_avg: torch.Tensor, ann: torch.Tensor | None, theta: torch.Tensor, T: int) -> None:
         self.samples += counts.shape[0]
         self.spikes += float(counts.sum(dtype=torch.float64))
+        per_neuron = counts.sum(0, dtype=torch.float64)
+        self.count_map = per_neuron if self.count_map is None else self.count_map + per_neuron
         self.saturated += float((counts >= T).sum())
         self.no_spike += float((counts == 0).sum())
         if ann is not None:
@@ -293,6 +296,8 @@ def diagnose(
         "layers": layers,
         "ablation": None if ablation is None else {k: v for k, v in ablation.items() if k != "layers"},
         "residual_adds": residual_adds(model.snn),
+        # per-neuron spike rates at ``at`` (arrays; the report turns them into exact operation counts)
+        "rate_maps": {k: (v.count_map / (v.samples * at)).numpy() for k, v in stats.items() if v.count_map is not None},
         "calibration": model.provenance.get("calibration"),
         "pipeline": model.provenance.get("pipeline"),
     }
@@ -517,8 +522,12 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
         else:
             advice = (
                 f"Most of it is quantisation at T={at} ({100 * q:.1f} points; {_pct(r.get('silent', 0))} of its neurons stay silent although active in the ANN, "
-                f"spike rate {r['spike_rate']:.3f}): raise T, or calibrate it"
-                + (" (--calibration light or advanced)." if diag.get("calibration") in (None, "none", "light") else " (it is already calibrated: raise T).")
+                f"spike rate {r['spike_rate']:.3f}): raise T"
+                + (
+                    ", or calibrate (--calibration light or advanced), which corrects the mean error it passes on to the layers after it."
+                    if diag.get("calibration") in (None, "none", "light")
+                    else " (the model is already fully calibrated)."
+                )
             )
             kind = "quantisation"
         out.append({"kind": kind, "layer": r["layer"], "impact": gain, "error_share": share, "text": f"{head} {advice}"})

@@ -49,6 +49,7 @@ def build_report(
     """Everything the page shows, as one JSON-able dict: diagnostics, findings, operations
     and energy, and the conversion's provenance."""
     diag = diagnose(model, x, y, timesteps=timesteps, at=at, ablation_samples=ablation_samples, batch_size=batch_size, seed=seed, progress=progress)
+    rate_maps = diag.pop("rate_maps")
     prov = model.provenance
     rep: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -61,19 +62,17 @@ def build_report(
         "converted_for": model.timesteps,
         "diagnostics": diag,
         "findings": findings(diag, benchmark_gains()),
-        "energy": _energy(model, diag),
+        "energy": _energy(model, rate_maps, diag["at"]),
     }
     return rep
 
 
-def _energy(model, diag: dict[str, Any]) -> dict[str, Any] | None:
-    """Operations and energy at the analysed T from the measured spike rates."""
-    try:
-        from snnc.analysis.energy import estimate_energy
-    except ImportError:  # pragma: no cover - the module ships with snnc
-        return None
-    rates = {r["layer"]: r["spike_rate"] for r in diag["layers"]}
-    return estimate_energy(model.snn, rates, diag["at"])
+def _energy(model, rate_maps: dict[str, np.ndarray], at: int) -> dict[str, Any]:
+    """Operations and energy at the analysed T, from the per-neuron spike rates measured on
+    the report's data (exact counts; docs/energy.md)."""
+    from snnc.analysis.energy import estimate_energy
+
+    return estimate_energy(model, rate_maps, at)
 
 
 # ------------------------------------------------------------------------ plots
@@ -158,7 +157,7 @@ def _plots(rep: dict[str, Any], out: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(rows) + 2), 3.8))
         ex = np.arange(len(rows))
         ax.bar(ex - 0.2, [r["ann_macs"] / 1e6 for r in rows], 0.4, label="ANN MACs")
-        ax.bar(ex + 0.2, [r["snn_synops"] / 1e6 for r in rows], 0.4, label=f"SNN synaptic ops (T={diag['at']})")
+        ax.bar(ex + 0.2, [(r["snn_synops"] + r.get("snn_dense_macs", 0)) / 1e6 for r in rows], 0.4, label=f"SNN synaptic ops + dense MACs (T={diag['at']})")
         ax.set_xticks(ex, [_short(r["layer"]) for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("millions per sample")
         ax.legend(fontsize=8)
@@ -170,7 +169,7 @@ def _plots(rep: dict[str, Any], out: Path) -> dict[str, str]:
 def _energy_rows(en: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not en:
         return []
-    return [r for r in en.get("layers", []) if r.get("ann_macs") is not None and r.get("snn_synops") is not None]
+    return [r for r in en.get("layers", []) if r.get("kind") in ("synapse", "elementwise")]
 
 
 def _save(fig, path: Path) -> str:
@@ -219,8 +218,9 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
     diag = rep["diagnostics"]
     src = rep.get("source") or {}
     metric = diag["metric"]
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>snnc report: {_e(diag['model'])}</title><style>{_CSS}</style></head><body>"]
-    parts.append(f"<h1>snnc report: {_e(diag['model'])}</h1>")
+    title = Path(src["path"]).name if src.get("path") else src.get("class") or diag["model"]
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>snnc report: {_e(title)}</title><style>{_CSS}</style></head><body>"]
+    parts.append(f"<h1>snnc report: {_e(title)}</h1>")
     kv = [
         ("model", src.get("path", src.get("class", "?"))),
         ("artifact", rep.get("artifact") or "–"),
@@ -335,45 +335,44 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
 def _energy_html(en: dict[str, Any] | None, plots: dict[str, str], at: int) -> str:
     if not en:
         return ""
-    out = [f"<h2 id='energy'>Operations and energy at T={at} (estimates from the measured spike rates)</h2>"]
+    profiles = [k for k, p in en.get("profiles", {}).items() if isinstance(p, dict)]
+    out = [f"<h2 id='energy'>Operations and energy at T={at} (per sample, from the spike rates measured on this data)</h2>"]
     if "energy" in plots:
         out.append(f"<img src='{plots['energy']}' alt='ANN MACs vs SNN synaptic operations per layer'>")
-    rows = en.get("layers", [])
-    if rows:
-        keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) or rows[0][k] is None]
-        out.append(_table(keys, [[_fmt(r.get(k)) for k in keys] for r in rows]))
-    totals = en.get("totals")
-    if isinstance(totals, dict):
-        flat = _flatten(totals)
-        out.append("<h3>Totals per sample</h3>" + _table(["quantity", "value"], [[k, _fmt(v)] for k, v in flat.items()]))
-    profiles = en.get("profiles")
-    if isinstance(profiles, dict):
-        prow = []
-        for name, p in profiles.items():
-            if not isinstance(p, dict):
-                continue
-            src = p.get("sources") or p.get("source") or []
-            prow.append([name, p.get("description", ""), "; ".join(src) if isinstance(src, list) else str(src)])
-        if prow:
-            out.append("<h3>Target profiles</h3>" + _table(["profile", "what", "sources"], prow, left=3))
-    out.append("<p class='muted'>Counts per sample; see docs/energy.md for what is counted and the constants' sources.</p>")
+    rows = []
+    for r in en.get("layers", []):
+        e = r.get("energy", {})
+        rows.append(
+            [r["layer"], r["kind"], _fmt(r.get("ann_macs")), _fmt(r.get("snn_synops")), _fmt(r.get("snn_dense_macs")), _fmt(r.get("neuron_updates")), _num(r.get("input_rate"), ".3f")]
+            + [_fmt((e.get(p) or {}).get("snn_nj")) for p in profiles]
+        )
+    out.append(_table(["layer", "kind", "ANN MACs", "SNN synaptic ops", "SNN dense MACs", "neuron updates", "input spike rate"] + [f"SNN nJ ({p})" for p in profiles], rows, left=2))
+    tot = en.get("totals", {})
+    trows = []
+    for p in profiles:
+        e = (tot.get("energy") or {}).get(p) or {}
+        trows.append([p, _fmt(e.get("ann_nj")), _fmt(e.get("snn_nj")), _num(e.get("ratio"), ".2f")])
+    out.append(
+        f"<p>Totals: ANN {_fmt(tot.get('ann_macs'))} MACs; SNN {_fmt(tot.get('snn_synops'))} synaptic operations "
+        f"({_num(tot.get('synops_per_ann_mac'), '.2f')} per ANN MAC), {_fmt(tot.get('snn_dense_macs'))} dense MACs, {_fmt(tot.get('neuron_updates'))} neuron updates.</p>"
+    )
+    out.append(_table(["profile", "ANN nJ", "SNN nJ", "SNN / ANN"], trows))
+    prow = []
+    for name in profiles:
+        p = en["profiles"][name]
+        prow.append([name, p.get("description", ""), "; ".join(p.get("sources") or [])])
+    out.append("<h3>Target profiles</h3>" + _table(["profile", "what", "sources"], prow, left=3))
+    out.append("<p class='muted'>Compute-only estimates: per-operation energies x counts; docs/energy.md says what is counted, the constants and their sources.</p>")
     return "\n".join(out)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + " / "))
-        elif not isinstance(v, list):
-            out[key] = v
-    return out
-
-
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     if isinstance(v, list):
         return "x".join(map(str, v))
     return "–" if v is None else str(v)
