@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data bench-accuracy bench-throughput bench-lava
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy
 
 setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
@@ -109,3 +109,15 @@ bench-accuracy: data
 
 clean:
 	rm -rf $(VENV) .data out .pytest_cache
+
+# Do the report's findings name the layers that lose accuracy? (docs/report.md)
+bench-report: data
+	$(PY) benchmarks/report/ablation_check.py
+
+# NIR export: re-import (nirtorch, SpikingJelly) vs the reference; hard-reset cost (docs/nir.md)
+bench-nir: data
+	$(PY) benchmarks/nir/run.py
+
+# Operations and energy per layer on the Fashion-MNIST models (docs/energy.md)
+bench-energy: data
+	$(PY) benchmarks/energy/run.py

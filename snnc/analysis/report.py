@@ -411,3 +411,38 @@ def _json_default(o: Any):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def check_rendering(page_path: str | os.PathLike, *, browser: str | None = None, screenshot: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Open a report page in headless Chromium (Debian's ``chromium`` through playwright) and
+    say what a reader gets: ``title``, ``images`` (src, decoded width and height), ``findings``
+    (number of list items) and ``errors`` (console errors and warnings, page errors, failed
+    requests). Optionally saves a full-page ``screenshot`` (PNG). Needs the ``playwright``
+    package and a chromium binary (``make setup`` installs both)."""
+    from playwright.sync_api import sync_playwright
+
+    exe = browser or shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise FileNotFoundError("no chromium binary found; install Debian's chromium (make setup does)")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        try:
+            page = b.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(Path(page_path).resolve().as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0, i.complete ? i.naturalHeight : 0])")
+            result = {
+                "title": page.title(),
+                "images": [{"src": s, "width": w, "height": h} for s, w, h in images],
+                "findings": page.locator("ol.findings li").count(),
+                "errors": errors,
+            }
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            b.close()
+    return result
