@@ -18,10 +18,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("pages", nargs="+")
     ap.add_argument("--screenshot", default=None, help="PNG of the first page")
+    ap.add_argument("--viewport-only", action="store_true", help="screenshot the first screen, not the whole page")
     args = ap.parse_args()
     ok = True
     for i, page in enumerate(args.pages):
-        seen = check_rendering(page, screenshot=args.screenshot if i == 0 else None)
+        seen = check_rendering(page, screenshot=args.screenshot if i == 0 else None, full_page=not args.viewport_only)
         good = not seen["errors"] and seen["images"] and all(im["width"] > 0 for im in seen["images"])
         ok &= bool(good)
         print(json.dumps({"page": page, "ok": bool(good), **seen}))

@@ -577,6 +577,12 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
         else:
             text += f" None of the evaluated T (up to {max(per_t)}) reaches 99 % of the ANN's accuracy."
         hint = _calibration_hint(diag.get("calibration"), t, benchmark)
+        conv_t = diag.get("converted_for")
+        if diag.get("calibration") not in (None, "none") and conv_t and conv_t != t:
+            hint = (
+                f"The model was calibrated for T={conv_t} and calibration depends on T: to run at T={t}, "
+                f"convert with --timesteps {t} first."
+            )
         top = max(per_t)
         top_loss = ann - per_t[top]["accuracy"]
         if top_loss >= 0.01 and top > t:

@@ -397,6 +397,8 @@ def write_report(rep: dict[str, Any], out_dir: str | os.PathLike) -> Path:
         (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=_json_default) + "\n")
         (tmp / "index.html").write_text(render_html(rep, plots))
         out.mkdir(exist_ok=True)
+        for stale in set(PLOTS.values()) - set(plots.values()):  # a plot this run does not have
+            (out / stale).unlink(missing_ok=True)
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
             os.replace(f, out / f.name)
@@ -413,7 +415,9 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
-def check_rendering(page_path: str | os.PathLike, *, browser: str | None = None, screenshot: str | os.PathLike | None = None) -> dict[str, Any]:
+def check_rendering(
+    page_path: str | os.PathLike, *, browser: str | None = None, screenshot: str | os.PathLike | None = None, full_page: bool = True
+) -> dict[str, Any]:
     """Open a report page in headless Chromium (Debian's ``chromium`` through playwright) and
     say what a reader gets: ``title``, ``images`` (src, decoded width and height), ``findings``
     (number of list items) and ``errors`` (console errors and warnings, page errors, failed
@@ -442,7 +446,7 @@ def check_rendering(page_path: str | os.PathLike, *, browser: str | None = None,
                 "errors": errors,
             }
             if screenshot is not None:
-                page.screenshot(path=str(screenshot), full_page=True)
+                page.screenshot(path=str(screenshot), full_page=full_page)
         finally:
             b.close()
     return result
