@@ -288,14 +288,20 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N samples.")
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, help="Exit with status 1 when the SNN's accuracy (%) at the largest T is below this (CI gate; needs labels).")
 @click.option("--vs-float/--no-vs-float", default=None, help="Also run the float SNN (reference simulator) and compare (default: on for lava-fixed).")
+@click.option("--energy", "energy_profiles", default=None, help="Also estimate operations and energy from the spike rates measured at the largest T, on these profiles (comma-separated: cmos45nm, cmos45nm-int8, loihi; 'default' for cmos45nm,loihi).")
 @click.option("--no-progress", is_flag=True)
-def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, fail_under, vs_float, no_progress):
+def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, fail_under, vs_float, energy_profiles, no_progress):
     """Evaluate ARTIFACT on a data set: accuracy and ANN agreement for each T.
 
     Exit status 1 when --fail-under is given and the accuracy at the largest T is below it."""
     import snnc
 
     steps = parse_timesteps(timesteps_text)
+    profiles = None
+    if energy_profiles is not None:
+        from snnc.analysis.energy import parse_profiles
+
+        profiles = parse_profiles(None if energy_profiles == "default" else energy_profiles)  # fail fast on an unknown name
     sm = snnc.load(artifact)
     data = load_data(data_path, what="data file", limit=limit, need_labels=fail_under is not None)
     compare = (backend == "lava-fixed" if vs_float is None else vs_float) and backend != "reference"
@@ -305,15 +311,26 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
             encoding=encoding, compare_reference=compare, progress=progress,
         )  # fmt: skip
     gate = _fail_under(res, fail_under)
+    energy = None
+    if profiles is not None:
+        from snnc.analysis.energy import estimate_energy
+
+        energy = estimate_energy(sm, res["spike_rates"], max(steps), profiles, samples=res["samples"])
     if as_json:
         out = {k: res[k] for k in ("backend", "ann_accuracy", "results")}
         if res["details"]:
             out["details"] = res["details"]
+        if energy is not None:
+            out["energy"] = energy
         if gate is not None:
             out["fail_under"] = gate
         click.echo(json.dumps(out))
     else:
         print_eval(res, artifact, backend, compare)
+        if energy is not None:
+            from snnc.analysis.energy import print_energy_table
+
+            print_energy_table(out_console, energy, where="evaluation")
         if gate is not None:
             style = "red" if not gate["passed"] else "green"
             err_console.print(f"[{style}]{gate['message']}[/]")

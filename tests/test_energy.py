@@ -288,3 +288,15 @@ def test_convert_prints_the_table_and_writes_the_estimate(digits_model, tmp_path
     assert energy["totals"]["snn_synops"] > 0 and energy["totals"]["energy"]["cmos45nm"]["ratio"] > 0
     bad = CliRunner().invoke(main, ["convert", str(digits_model.onnx_path), "--calib", str(digits_model.calib_path), "--energy-profile", "gpu"])
     assert bad.exit_code == 2 and "unknown energy profile 'gpu'" in bad.output
+
+    # snnc eval --energy: the estimate from the rates the evaluating backend measured
+    args = ["eval", str(out), "--data", str(digits_model.test_path), "-T", "4,8", "--no-progress", "--energy", "default", "--json"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.output)
+    assert ev["energy"]["timesteps"] == 8 and ev["energy"]["samples"] == len(digits_model.y_test)
+    assert set(ev["energy"]["profiles"]) == {"cmos45nm", "loihi"}
+    res = CliRunner(env={"COLUMNS": "240"}).invoke(main, args[:-1], catch_exceptions=False)
+    assert res.exit_code == 0 and "estimated from spike rates on" in res.output and "evaluation samples" in res.output
+    bad = CliRunner().invoke(main, ["eval", str(out), "--data", str(digits_model.test_path), "--energy", "gpu"])
+    assert bad.exit_code == 2 and "unknown energy profile 'gpu'" in bad.output
