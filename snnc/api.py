@@ -258,7 +258,13 @@ def _conversion_check(model: SpikingModel, x: np.ndarray, timesteps: int, progre
 
 
 def _argmax(out: np.ndarray) -> np.ndarray:
-    return out.argmax(axis=1) if out.ndim > 1 else (out > 0).astype(np.int64)
+    """Predicted classes: the argmax over axis 1; one logit (``[N]`` or ``[N, 1, ...]``) is a
+    binary decision, positive = class 1."""
+    if out.ndim == 1:
+        return (out > 0).astype(np.int64)
+    if out.shape[1] == 1:
+        return (out[:, 0] > 0).astype(np.int64)
+    return out.argmax(axis=1)
 
 
 def load(path: str | os.PathLike) -> SpikingModel:

@@ -65,6 +65,28 @@ def test_layer_statistics_match_the_simulator(digits_snn, digits_model):
     assert diag["ablation"] is None
 
 
+def test_statistics_at_a_smaller_t_and_without_labels(digits_snn, digits_model):
+    """--at below the largest T reads the first `at` steps; without labels the metric is
+    agreement with the ANN (which then scores 1)."""
+    x = digits_model.x_test[:100]
+    diag = diagnose(digits_snn, x, None, timesteps=[16], at=6, ablation_samples=0)
+    assert diag["at"] == 6 and [r["timesteps"] for r in diag["timesteps"]] == [6, 16]
+    assert diag["metric"] == "agreement with the ANN" and diag["ann_accuracy"] == 1.0
+    sim = digits_snn.simulate(x, 6)
+    for row in diag["layers"]:
+        assert row["spike_rate"] == pytest.approx(sim.spike_rates[row["layer"]], rel=1e-6)
+    assert diag["timesteps"][0]["accuracy"] == diag["timesteps"][0]["agreement"]
+    assert "No per-layer ablation ran" in findings(diag)[-1]["text"] or any(f["kind"] == "timesteps" for f in findings(diag))
+
+
+def test_single_logit_outputs_are_binary_decisions():
+    from snnc.api import _argmax
+
+    out = np.array([[-1.0], [2.0], [0.5]])
+    assert _argmax(out).tolist() == [0, 1, 1]
+    assert _argmax(np.array([[0.1, 0.3], [2.0, -1.0]])).tolist() == [1, 0]
+
+
 def test_spiking_inputs_follow_the_residual_path(digits_snn):
     names = [n.name for n in digits_snn.snn.find("if_neuron")]
     second = digits_snn.snn.node(names[1])
@@ -182,3 +204,19 @@ def test_bad_data_exits_2_and_writes_nothing(report_dir, digits_model, tmp_path)
     assert not out.exists()
     res = invoke("report", art, "--data", tmp_path / "missing.npz", "-o", out, "--no-progress")
     assert res.exit_code == 2 and not out.exists()
+
+
+def test_residual_amplitudes_with_binary_spikes_are_the_thresholds():
+    """After normalize-weights a spike is 1 and θ sits in the add's coefficients: the
+    amplitude is θ, not θ² (and the report refuses such graphs for its ANN comparison)."""
+    from snnc.passes import PassContext, parse_pipeline, run_passes
+
+    x = _graphs.images(64)
+    plain = _graphs.small_cnn(residual=True, bn=False)
+    run_passes(plain, parse_pipeline("canonicalize,balance-thresholds{granularity=layer},insert-if"), PassContext(calib=x, timesteps=16))
+    norm = _graphs.small_cnn(residual=True, bn=False)
+    run_passes(norm, parse_pipeline("canonicalize,balance-thresholds{granularity=layer},insert-if,normalize-weights"), PassContext(calib=x, timesteps=16))
+    a, b = residual_adds(plain)[0], residual_adds(norm)[0]
+    amp = [i["amplitude"] for i in a["inputs"] if i["amplitude"] is not None]
+    amp_norm = [i["amplitude"] for i in b["inputs"] if i["amplitude"] is not None]
+    assert amp and amp_norm == pytest.approx(amp, rel=1e-5)

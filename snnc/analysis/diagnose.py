@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from snnc.api import _argmax
 from snnc.errors import DataError
 from snnc.ir.graph import Graph, Node, Value
 from snnc.ir.interpreter import Interpreter, check_input, iter_batches, last_uses
@@ -200,10 +201,6 @@ def ann_counterparts(model) -> dict[str, str]:
     return out
 
 
-def _argmax(out: np.ndarray) -> np.ndarray:
-    return out.argmax(axis=1) if out.ndim > 1 else (out > 0).astype(np.int64)
-
-
 def _score(out: np.ndarray, y: np.ndarray | None, ann_pred: np.ndarray) -> float:
     """Accuracy against the labels, or agreement with the ANN without labels."""
     pred = _argmax(out)
@@ -234,6 +231,14 @@ def diagnose(
     """
     x = np.asarray(x, dtype=np.float32)
     check_input(model.snn, x)
+    if len(x) == 0:
+        raise DataError("the data file has no samples; give it at least one input (and label)")
+    unit = [n.name for n in model.snn.find("if_neuron") if n.attr("spike_scale") != "threshold"]
+    if unit:
+        raise DataError(
+            f"the report compares each spiking layer with the ANN in the ANN's units, but {unit[0]!r} emits binary spikes "
+            "(normalize-weights moved θ into the weights); report on the artifact converted without normalize-weights"
+        )
     if y is not None and len(y) != len(x):
         raise DataError(f"the data has {len(x)} inputs x but {len(y)} labels y; they must match")
     at = int(at or model.timesteps)
@@ -450,6 +455,12 @@ def _next_neurons(v: Value, depth: int = 8) -> list[Node]:
     return found
 
 
+def _spike_height(neuron: Node) -> float:
+    """The value one spike carries: θ, or 1 for binary (unit) spikes, whose scale is in the
+    readers' weights and the add's coefficients."""
+    return float(neuron.params["threshold"].mean()) if neuron.attr("spike_scale") == "threshold" else 1.0
+
+
 def residual_adds(graph: Graph) -> list[dict[str, Any]]:
     """Every ``add`` with the spike amplitudes (thresholds) of the spiking layers feeding each
     input and the threshold of the layer it drives; ``ratio`` is the largest amplitude over
@@ -465,7 +476,7 @@ def residual_adds(graph: Graph) -> list[dict[str, Any]]:
                 {
                     "value": v.name,
                     "from": [s.name for s in srcs],
-                    "amplitude": float(np.mean([s.params["threshold"].mean() for s in srcs])) * c if srcs else None,
+                    "amplitude": float(np.mean([_spike_height(s) for s in srcs])) * c if srcs else None,
                 }
             )
         nxt = _next_neurons(add.output)
@@ -551,12 +562,11 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
             continue
         amps = ", ".join(f"{i['amplitude']:.2g} (from {', '.join(i['from'])})" for i in a["inputs"] if i["amplitude"] is not None)
         drive = f"; it drives {', '.join(a['drives'])} (θ = {a['drives_threshold']:.2g})" if a["drives"] else ""
-        impact = max((rows[d].get("gain_exact") or 0.0) for d in a["drives"]) if a["drives"] and all(d in rows for d in a["drives"]) else None
         out.append(
             {
                 "kind": "residual",
                 "layer": a["add"],
-                "impact": impact,
+                "impact": None,  # what it costs shows in the finding of the layer it drives
                 "text": (
                     f"residual add {a['add']} mixes spike amplitudes {amps}{drive}: a ratio of {a['ratio']:.1f}. Each large spike moves the next layer "
                     "by several thresholds at once; per-channel thresholds (--granularity channel) or calibration of the layers it drives reduce the error."
@@ -614,7 +624,9 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
                 }
             )
     if not out:
-        out.append({"kind": "ok", "layer": None, "impact": 0.0, "text": f"No layer costs more than 0.5 points at T={at}; the SNN is within {100 * (ann - per_t[at]['accuracy']):.1f} points of the ANN."})
+        gap = f"the SNN is within {100 * (ann - per_t[at]['accuracy']):.1f} points of the ANN at T={at}"
+        text = f"No layer costs more than 0.5 points at T={at}; {gap}." if abl else f"No per-layer ablation ran (--ablation-samples 0); {gap}."
+        out.append({"kind": "ok", "layer": None, "impact": 0.0, "text": text})
     out.sort(key=lambda f: (-(f["impact"] if f["impact"] is not None else 0.0), -f.get("error_share", 0.0)))
     for i, f in enumerate(out, 1):
         f["rank"] = i

@@ -299,7 +299,13 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
         parts.append(
             f"<p class='muted'>On {abl['samples']} samples (SNN {_pct(abl['base_accuracy'], 2)} %, ANN {_pct(abl['ann_accuracy'], 2)} %): each layer's own loss is the "
             "accuracy gained by replacing its spikes with the ANN's activation while its spiking inputs are also replaced (the rest of the network keeps spiking); "
-            "replacing it with the activation clipped at θ instead gives the quantisation part, the rest is clipping.</p>"
+            "replacing it with the activation clipped at θ instead gives the quantisation part, the rest is clipping."
+            + (
+                " This model is calibrated: its biases also correct the error its spiking inputs pass on, so with exact inputs a "
+                "calibrated layer can over-correct, and a small negative loss means that.</p>"
+                if rep.get("calibration") not in (None, "none")
+                else "</p>"
+            )
         )
         parts.append(
             _table(
@@ -383,7 +389,8 @@ def write_report(rep: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     """Write ``index.html``, ``report.json`` and the PNG plots into ``out_dir``.
 
     Everything is produced in a temporary directory next to ``out_dir`` first and moved
-    into place at the end, so a failure leaves no partial report."""
+    into place, file by file with ``os.replace``, only once all of it exists: a failure
+    leaves no partial file and no half-written report."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         from snnc.errors import DataError
