@@ -69,6 +69,7 @@ demo: $(TUMOUR)/calib.npz
 	$(VENV)/bin/snnc convert examples/brain_tumour/models/tumour_cnn.onnx --timesteps 32 \
 		--calib $(TUMOUR)/calib.npz --calibration light --threshold percentile:99.5 -o $(DEMO_DIR)/tumour_cnn.snn --report $(DEMO_DIR)/tumour_cnn.report.json
 	$(VENV)/bin/snnc eval $(DEMO_DIR)/tumour_cnn.snn --data $(TUMOUR)/test.npz --timesteps 8,16,32
+	$(VENV)/bin/snnc report $(DEMO_DIR)/tumour_cnn.snn --data $(TUMOUR)/test.npz --timesteps 8,16,32 -o $(DEMO_DIR)/tumour_cnn.report
 
 # The previous demo: the Fashion-MNIST VGG-BN.
 demo-fashion: data

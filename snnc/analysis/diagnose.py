@@ -535,7 +535,8 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
                 f"Most of it is quantisation at T={at} ({100 * q:.1f} points; {_pct(r.get('silent', 0))} of its neurons stay silent although active in the ANN, "
                 f"spike rate {r['spike_rate']:.3f}): raise T"
                 + (
-                    ", or calibrate (--calibration light or advanced), which corrects the mean error it passes on to the layers after it."
+                    f", or calibrate (--calibration {'advanced' if diag.get('calibration') == 'light' else 'light or advanced'}), "
+                    "which corrects the mean error it passes on to the layers after it."
                     if diag.get("calibration") in (None, "none", "light")
                     else " (the model is already fully calibrated)."
                 )
