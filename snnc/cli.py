@@ -490,9 +490,7 @@ def export_cmd(artifact, fmt, output, reset, dt):
     import snnc
     from snnc.export import export_nir
 
-    if not Path(artifact).exists():
-        raise DataError(f"artifact {artifact!r} does not exist")
-    sm = snnc.load(artifact)
+    sm = snnc.load(artifact)  # a clear error when it is missing or not an artifact
     output = output or str(Path(artifact).with_suffix(".nir").name)
     summary = export_nir(sm, output, reset=reset, dt=dt)
     print_export_summary(summary)

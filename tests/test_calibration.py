@@ -360,3 +360,20 @@ def test_light_calibration_recovers_accuracy_on_fashion_mnist_vgg():
         sm = snnc.convert(str(onnx), calib, timesteps=8, calibration=level, check=False)
         acc[level] = float(np.mean(sm.run(x_test[:500], 8).argmax(1) == y_test[:500]))
     assert acc["light"] > acc["none"] + 0.03, acc
+
+
+def test_calibration_of_named_layers_only():
+    """calibrate-bias{layers=...} corrects only the named layer: the others keep their
+    parameters and are not recorded; an unknown name is refused before any work."""
+    x = images(32)
+    full = small_cnn()
+    run(full, CONVERT, x, timesteps=8)
+    names = [n.name for n in full.find("if_neuron")]
+    target = names[1]
+    g = small_cnn()
+    _, ctx = run(g, f"{CONVERT},calibrate-bias{{layers={target} output=false}}", x, timesteps=8)
+    assert [r["layer"] for r in ctx.records["calibrate-bias"]["layers"]] == [target]
+    changed = {n.name for n in g.nodes if any(not np.array_equal(a, full.node(n.name).params[k]) for k, a in n.params.items())}
+    assert changed and changed == {ctx.records["calibrate-bias"]["layers"][0]["changed"]}
+    with pytest.raises(PassError, match="layers=nope names no spiking layer"):
+        run(small_cnn(), f"{CONVERT},calibrate-bias{{layers=nope}}", x, timesteps=8)

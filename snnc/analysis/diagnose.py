@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from snnc.api import _argmax
+from snnc.api import _argmax, accuracy
 from snnc.errors import DataError
 from snnc.ir.graph import Graph, Node, Value
 from snnc.ir.interpreter import Interpreter, check_input, iter_batches, last_uses
@@ -111,11 +111,9 @@ class Probe:
     """
 
     def __init__(self, model, device: str = "cpu"):
-        self.model = model
         self.snn: Graph = model.snn
         self.ann: Graph = model.ann
         self.sim = ReferenceSimulator(self.snn, device)
-        self.device = self.sim.device
         self.interp = Interpreter(self.ann, device)
         self.layers: list[Node] = self.snn.find("if_neuron")
         self.ann_of: dict[str, str] = ann_counterparts(model)
@@ -181,9 +179,8 @@ class Probe:
         return {t: means[t - 1] for t in steps}
 
     def _substitute(self, node: Node, act: torch.Tensor, mode: str) -> torch.Tensor:
-        theta = self.sim.param(node, "threshold")
-        value = torch.minimum(act, theta) if mode == "clip" else act
-        return value / theta if node.attr("spike_scale") == "unit" else value
+        """The ANN activation in place of spikes θ·s(t) (``diagnose`` refuses unit spikes)."""
+        return torch.minimum(act, self.sim.param(node, "threshold")) if mode == "clip" else act
 
 
 def ann_counterparts(model) -> dict[str, str]:
@@ -203,11 +200,7 @@ def ann_counterparts(model) -> dict[str, str]:
 
 def _score(out: np.ndarray, y: np.ndarray | None, ann_pred: np.ndarray) -> float:
     """Accuracy against the labels, or agreement with the ANN without labels."""
-    pred = _argmax(out)
-    ref = ann_pred if y is None else y
-    if pred.shape != ref.shape:
-        raise DataError(f"labels y have shape {list(ref.shape)} but the model's predictions have shape {list(pred.shape)}")
-    return float(np.mean(pred == ref))
+    return accuracy(out, ann_pred if y is None else y)
 
 
 def diagnose(
@@ -261,11 +254,8 @@ def diagnose(
             seq = out.data[:at]
             counts = (seq != 0).sum(0)
             avg = seq.sum(0) / at
-            theta = thetas[node.name]
-            if node.attr("spike_scale") == "unit":
-                avg = avg * theta
             a = acts.get(probe.ann_of.get(node.name, ""))
-            stats[node.name].add(counts, avg, a, theta, at)
+            stats[node.name].add(counts, avg, a, thetas[node.name], at)
 
         res = probe.snn_batch(xb, steps, observe=observe)
         for t in steps:
@@ -415,7 +405,7 @@ def _ablations(probe: Probe, x, y, at, samples, batch_size, seed, progress) -> d
     layers = {}
     for n, k in per_layer.items():
         layers[n] = {
-            "inputs_exact": [u for u in plan[k["inputs"]]],
+            "inputs_exact": list(plan[k["inputs"]]),
             "gain_exact": score[k["exact"]] - score[k["inputs"]],  # what this layer costs, its inputs exact
             "gain_quantisation": score[k["clip"]] - score[k["inputs"]],  # ... of which finite T
             "gain_clipping": score[k["exact"]] - score[k["clip"]],  # ... and clipping at θ
@@ -504,10 +494,8 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
     """Plain-language findings ranked by the accuracy at stake (``impact``, in points of the
     metric; measured by the ablations where they ran, otherwise estimated)."""
     out: list[dict[str, Any]] = []
-    metric = "points"
     at = diag["at"]
     ann = diag["ann_accuracy"]
-    rows = {r["layer"]: r for r in diag["layers"]}
     abl = diag.get("ablation")
 
     # 1. Layers that lose accuracy, by ablation, with the cause.
@@ -520,7 +508,7 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
             continue
         q, c = r["gain_quantisation"], r["gain_clipping"]
         head = (
-            f"layer {r['layer']} costs {100 * gain:.1f} {metric} at T={at}: with its inputs exact, making it exact too "
+            f"layer {r['layer']} costs {100 * gain:.1f} points at T={at}: with its inputs exact, making it exact too "
             f"removes {100 * share:.0f} % of the output error (ablation on {abl['samples']} samples)."
         )
         if c > q and c > 0:
@@ -587,13 +575,11 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
             text += f" The smallest T reaching 99 % of the ANN's accuracy is {smallest}."
         else:
             text += f" None of the evaluated T (up to {max(per_t)}) reaches 99 % of the ANN's accuracy."
-        hint = _calibration_hint(diag.get("calibration"), t, benchmark)
         conv_t = diag.get("converted_for")
         if diag.get("calibration") not in (None, "none") and conv_t and conv_t != t:
-            hint = (
-                f"The model was calibrated for T={conv_t} and calibration depends on T: to run at T={t}, "
-                f"convert with --timesteps {t} first."
-            )
+            hint = f"The model was calibrated for T={conv_t} and calibration depends on T: to run at T={t}, convert with --timesteps {t} first."
+        else:
+            hint = _calibration_hint(diag.get("calibration"), t, benchmark)
         top = max(per_t)
         top_loss = ann - per_t[top]["accuracy"]
         if top_loss >= 0.01 and top > t:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from snnc.analysis.diagnose import benchmark_gains, diagnose, findings
+from snnc.utils.io import json_default
 
 PLOTS = {
     "accuracy": "accuracy_vs_timesteps.png",
@@ -85,7 +86,6 @@ def _plots(rep: dict[str, Any], out: Path) -> dict[str, str]:
     diag = rep["diagnostics"]
     made: dict[str, str] = {}
     short = [_short(r["layer"]) for r in diag["layers"]]
-    xs = np.arange(len(short))
 
     # accuracy and agreement vs T
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -104,65 +104,62 @@ def _plots(rep: dict[str, Any], out: Path) -> dict[str, str]:
     ax.grid(alpha=0.3)
     made["accuracy"] = _save(fig, out / PLOTS["accuracy"])
 
-    if diag["layers"]:
-        # per-layer spiking behaviour
-        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(short) + 2), 3.8))
-        keys = [("spike_rate", "spike rate"), ("saturated", "saturated"), ("silent", "silent (ANN active)"), ("clipped", "clipped by θ (ANN)")]
-        w = 0.8 / len(keys)
-        for i, (k, label) in enumerate(keys):
-            ax.bar(xs + (i - 1.5) * w, [100 * (r.get(k) or 0) for r in diag["layers"]], w, label=label)
-        ax.set_xticks(xs, short, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("% of neurons (rate: % of steps)")
-        ax.set_title(f"spiking layers at T={diag['at']}")
+    def per_layer(key: str, labels: list[str], ylabel: str, draw, title: str | None = None, grid_axis: str = "both") -> None:
+        """One figure with a bar/line group per layer: width from the layer count, rotated
+        layer names, legend, grid; saved as PLOTS[key]."""
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(labels) + 2), 3.8))
+        draw(ax, np.arange(len(labels)))
+        ax.set_xticks(np.arange(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
         ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        made["layers"] = _save(fig, out / PLOTS["layers"])
+        ax.grid(axis=grid_axis, alpha=0.3)
+        made[key] = _save(fig, out / PLOTS[key])
 
-        # per-layer error, and what each pass did to it
-        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(short) + 2), 3.8))
-        ax.plot(xs, [r.get("error_rms") or 0 for r in diag["layers"]], "o-", color="k", label=f"RMS(SNN − ANN) at T={diag['at']}, this data")
-        stages = []
-        for r in diag["layers"]:
-            for p in r["passes"]:
-                if p["stage"] not in stages:
-                    stages.append(p["stage"])
-        for st in stages:
-            ys = [next((p["rms"] for p in r["passes"] if p["stage"] == st), np.nan) for r in diag["layers"]]
-            ax.plot(xs, ys, ".--", label=f"after {st} (conversion, T={rep['converted_for']})")
-        ax.set_xticks(xs, short, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("RMS error of the layer's output")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        made["errors"] = _save(fig, out / PLOTS["errors"])
+    layers = diag["layers"]
+    if layers:
+        keys = [("spike_rate", "spike rate"), ("saturated", "saturated"), ("silent", "silent (ANN active)"), ("clipped", "clipped by θ (ANN)")]
+
+        def behaviour(ax, xs):
+            w = 0.8 / len(keys)
+            for i, (k, label) in enumerate(keys):
+                ax.bar(xs + (i - (len(keys) - 1) / 2) * w, [100 * (r.get(k) or 0) for r in layers], w, label=label)
+
+        per_layer("layers", short, "% of neurons (rate: % of steps)", behaviour, f"spiking layers at T={diag['at']}", "y")
+
+        def errors(ax, xs):  # the error on this data, and what each pass did to it at conversion
+            ax.plot(xs, [r.get("error_rms") or 0 for r in layers], "o-", color="k", label=f"RMS(SNN − ANN) at T={diag['at']}, this data")
+            stages = list(dict.fromkeys(p["stage"] for r in layers for p in r["passes"]))
+            for st in stages:
+                ys = [next((p["rms"] for p in r["passes"] if p["stage"] == st), np.nan) for r in layers]
+                ax.plot(xs, ys, ".--", label=f"after {st} (conversion, T={rep['converted_for']})")
+
+        per_layer("errors", short, "RMS error of the layer's output", errors)
 
     abl = diag.get("ablation")
     if abl:
-        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(short) + 2), 3.8))
-        q = [100 * (r.get("gain_quantisation") or 0) for r in diag["layers"]]
-        c = [100 * (r.get("gain_clipping") or 0) for r in diag["layers"]]
-        ax.bar(xs, q, 0.6, label="quantisation (finite T)")
-        ax.bar(xs, c, 0.6, bottom=q, label="clipping (θ)")
-        ax.plot(xs, [100 * (r.get("gain_exact") or 0) for r in diag["layers"]], "kD", label="total")
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(xs, short, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("accuracy points recovered")
-        ax.set_title(f"each layer's own loss at T={abl['timesteps']} (ablation, {abl['samples']} samples)")
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        made["ablation"] = _save(fig, out / PLOTS["ablation"])
 
-    en = rep.get("energy")
-    rows = _energy_rows(en)
+        def ablation(ax, xs):
+            q = [100 * (r.get("gain_quantisation") or 0) for r in layers]
+            c = [100 * (r.get("gain_clipping") or 0) for r in layers]
+            ax.bar(xs, q, 0.6, label="quantisation (finite T)")
+            ax.bar(xs, c, 0.6, bottom=q, label="clipping (θ)")
+            ax.plot(xs, [100 * (r.get("gain_exact") or 0) for r in layers], "kD", label="total")
+            ax.axhline(0, color="k", lw=0.8)
+
+        title = f"each layer's own loss at T={abl['timesteps']} (ablation, {abl['samples']} samples)"
+        per_layer("ablation", short, "accuracy points recovered", ablation, title, "y")
+
+    rows = _energy_rows(rep.get("energy"))
     if rows:
-        fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(rows) + 2), 3.8))
-        ex = np.arange(len(rows))
-        ax.bar(ex - 0.2, [r["ann_macs"] / 1e6 for r in rows], 0.4, label="ANN MACs")
-        ax.bar(ex + 0.2, [(r["snn_synops"] + r.get("snn_dense_macs", 0)) / 1e6 for r in rows], 0.4, label=f"SNN synaptic ops + dense MACs (T={diag['at']})")
-        ax.set_xticks(ex, [_short(r["layer"]) for r in rows], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("millions per sample")
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        made["energy"] = _save(fig, out / PLOTS["energy"])
+
+        def operations(ax, xs):
+            ax.bar(xs - 0.2, [r["ann_macs"] / 1e6 for r in rows], 0.4, label="ANN MACs")
+            snn = [(r["snn_synops"] + r.get("snn_dense_macs", 0)) / 1e6 for r in rows]
+            ax.bar(xs + 0.2, snn, 0.4, label=f"SNN synaptic ops + dense MACs (T={diag['at']})")
+
+        per_layer("energy", [_short(r["layer"]) for r in rows], "millions per sample", operations, grid_axis="y")
     return made
 
 
@@ -401,25 +398,16 @@ def write_report(rep: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     try:
         plots = _plots(rep, tmp)
         rep = {**rep, "plots": plots}
-        (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=_json_default) + "\n")
+        (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=json_default) + "\n")
         (tmp / "index.html").write_text(render_html(rep, plots))
         out.mkdir(exist_ok=True)
         for stale in set(PLOTS.values()) - set(plots.values()):  # a plot this run does not have
             (out / stale).unlink(missing_ok=True)
         for f in tmp.iterdir():
-            os.chmod(f, 0o644)
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def check_rendering(

@@ -23,7 +23,7 @@ import numpy as np
 from snnc.errors import ArtifactError
 from snnc.ir.graph import Graph
 from snnc.ir.verify import verify
-from snnc.utils.io import atomic_write
+from snnc.utils.io import atomic_write, json_default
 
 FORMAT = "snnc-artifact"
 FORMAT_VERSION = 1
@@ -93,7 +93,7 @@ def save_artifact(path: str | os.PathLike, graphs: dict[str, Graph], provenance:
     np.savez(wbuf, **arrays)
     with atomic_write(path, "wb") as fh:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("manifest.json", json.dumps(manifest, indent=1, default=_json_default))
+            zf.writestr("manifest.json", json.dumps(manifest, indent=1, default=json_default))
             zf.writestr("weights.npz", wbuf.getvalue())
 
 
@@ -122,9 +122,3 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, Graph], dict[str, 
     return graphs, manifest
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

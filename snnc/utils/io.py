@@ -24,6 +24,16 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK  # the mode a plain open() gives a new file
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: numpy scalars and arrays as Python values."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 @contextlib.contextmanager
@@ -38,7 +48,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes 0600: give the file the mode a plain open() would (or the old file's)
-        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
+        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else FILE_MODE)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
