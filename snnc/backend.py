@@ -1,29 +1,41 @@
 """Backends: the interface every target implements, and their discovery.
 
-A backend lowers an SNN-stage graph to its target through a per-op table and runs it.
-The core knows only the built-in ``reference`` backend; every other backend is a
-separate package under ``backends/`` that registers itself under the entry-point group
+A backend lowers an SNN-stage graph to its target through a declared per-op table, a
+:class:`LoweringTable` of :class:`Rule` objects (op -> whether it can lower a node, why not,
+and how), and runs it. ``unsupported()`` and ``snnc check`` are derived from that table; a
+backend that can run any stateless op on torch tensors gives a default rule that takes the
+op's own ``compute`` from the op set, so new ops run there without being listed.
+
+The core knows only the built-in ``reference`` backend; every other backend is a separate
+package under ``backends/`` that registers itself under the entry-point group
 ``snnc.backends`` (name -> ``module:factory``). The core never imports a backend.
 
 What a backend package may use from the core: this module (:class:`Backend`,
-:class:`Unsupported`, :class:`SimResult`, :func:`encode`, :func:`spike_rates`) and
-:mod:`snnc.ir` (the graph, its ops and their executable semantics).
+:class:`LoweringTable`, :class:`Rule`, :class:`Unsupported`, :class:`SimResult`,
+:func:`encode`, :func:`spike_rates`, ...) and :mod:`snnc.ir` (the graph, the op set with its
+executable forms, and the :class:`~snnc.ir.executor.Executor`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from snnc.errors import BackendError
-from snnc.ir.graph import Graph
-from snnc.simulator.reference import SimResult, Timed, check_timesteps, default_batch_size, encode, keep_freed_memory, simulate, spike_rates
+from snnc.ir.executor import Timed
+from snnc.ir.graph import Graph, Node
+from snnc.ir.ops import SNN
+from snnc.simulator.reference import SimResult, check_timesteps, default_batch_size, encode, keep_freed_memory, simulate, spike_rates
 
-__all__ = ["Backend", "Unsupported", "SimResult", "Timed", "encode", "spike_rates", "default_batch_size", "keep_freed_memory", "resolve_device", "check_timesteps", "get_backend", "backend_names"]
+__all__ = [
+    "Backend", "LoweringTable", "Rule", "Unsupported", "SimResult", "Timed", "encode", "spike_rates", "default_batch_size",
+    "keep_freed_memory", "resolve_device", "check_timesteps", "get_backend", "backend_names",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +51,80 @@ class Unsupported:
     reason: str
 
 
+def _can(node: Node) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a backend lowers one op: ``check(node)`` says why it cannot lower that node (None
+    when it can), ``lower(node, *context)`` builds the backend's object for it (None: the
+    backend executes the op set's own form)."""
+
+    lower: Callable[..., Any] | None = None
+    check: Callable[[Node], str | None] = _can
+
+
+class LoweringTable:
+    """A backend's declared per-op table: ``rules`` for the ops it lowers specially, and the
+    ``stateless`` / ``stateful`` rules for every other op of the SNN stage (None: such ops are
+    not supported). Everything a backend says it cannot run comes from here."""
+
+    def __init__(self, backend: str, rules: Mapping[str, Rule] | None = None, *, stateless: Rule | None = None, stateful: Rule | None = None):
+        self.backend = backend
+        self.rules = dict(rules or {})
+        self.stateless = stateless
+        self.stateful = stateful
+
+    def rule(self, node: Node) -> Rule | None:
+        """The rule for ``node``: its op's own, else the default for its kind, else None."""
+        if node.op in self.rules:
+            return self.rules[node.op]
+        return self.stateful if node.spec.stateful else self.stateless
+
+    def why_not(self, node: Node) -> str | None:
+        """Why this backend cannot run ``node`` (None when it can)."""
+        if SNN not in node.spec.stages:
+            return "not an SNN-stage op"
+        rule = self.rule(node)
+        if rule is None:
+            return f"no {self.backend} lowering for op {node.op!r}"
+        return rule.check(node)
+
+    def unsupported(self, graph: Graph) -> list[Unsupported]:
+        out = []
+        for n in graph.nodes:
+            reason = self.why_not(n)
+            if reason is not None:
+                out.append(Unsupported(n.name, n.op, reason))
+        return out
+
+    def lower(self, node: Node, *context: Any) -> Any:
+        """The backend's object for ``node`` (None where the op set's form is executed);
+        ``context`` is passed on to the rule (what the backend's lowering keeps)."""
+        reason = self.why_not(node)
+        if reason is not None:
+            raise BackendError(f"backend {self.backend!r} cannot run node {node.name!r} ({node.op}): {reason}")
+        rule = self.rule(node)
+        return rule.lower(node, *context) if rule.lower is not None else None
+
+
 class Backend:
-    """Interface of a backend. Subclasses set ``name`` and implement both methods."""
+    """Interface of a backend. Subclasses set ``name`` and ``table`` and implement ``run``."""
 
     name: str = ""
     description: str = ""
+    table: LoweringTable
 
     def unsupported(self, graph: Graph) -> list[Unsupported]:
-        """Every node of the SNN-stage ``graph`` this backend cannot run."""
-        raise NotImplementedError
+        """Every node of the SNN-stage ``graph`` this backend cannot run: the per-op table's
+        verdicts, then :meth:`graph_problems` (constraints no single op shows)."""
+        problems = self.table.unsupported(graph)
+        return problems if problems else self.graph_problems(graph)
+
+    def graph_problems(self, graph: Graph) -> list[Unsupported]:
+        """Constraints of the whole graph (e.g. fixed-point ranges); none by default."""
+        return []
 
     def run(
         self,
@@ -75,14 +152,10 @@ class ReferenceBackend(Backend):
 
     name = "reference"
     description = "snnc's reference simulator (torch; the semantic ground truth)"
+    table = LoweringTable("reference", stateless=Rule(), stateful=Rule())  # every SNN-stage op, from the op set
 
     def __init__(self, device: str = "cpu"):
         self.device = resolve_device(device, "cpu")
-
-    def unsupported(self, graph: Graph) -> list[Unsupported]:
-        from snnc.ir.ops import SNN
-
-        return [Unsupported(n.name, n.op, "not an SNN-stage op") for n in graph.nodes if SNN not in n.spec.stages]
 
     def run(self, graph, x, timesteps, *, batch_size=None, encoding="direct", seed=0, progress=None) -> SimResult:
         return simulate(graph, x, timesteps, batch_size=batch_size, device=self.device, encoding=encoding, seed=seed, progress=progress)

@@ -1,4 +1,4 @@
-"""The ``snnc`` command line: convert, eval, run, report, export, inspect, check, passes, backends.
+"""The ``snnc`` command line: convert, calibrate, eval, run, report, export, inspect, check, passes, backends.
 
 Exit status: 0 on success, 1 when a check finds problems, 2 on a user error (a short
 message naming what is wrong and what to do; ``--debug`` shows the traceback), 130 on
@@ -21,7 +21,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from snnc.defaults import DEFAULT_CALIB_SAMPLES, DEFAULT_CALIBRATION
+from snnc.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_CALIBRATION,
+    DEFAULT_GRANULARITY,
+    DEFAULT_MAXPOOL,
+    DEFAULT_SEED,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TIMESTEPS,
+)
 from snnc.errors import DataError, SnncError
 
 err_console = Console(stderr=True, highlight=False)
@@ -127,12 +136,12 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @main.command()
 @debug_option
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=32, show_default=True, help="Time steps the SNN is converted for.")
+@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=DEFAULT_TIMESTEPS, show_default=True, help="Time steps the SNN is converted for.")
 @click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
-@click.option("--threshold", default="percentile:98", show_default=True, help="Threshold balancing: max | percentile:P | mse.")
-@click.option("--granularity", type=click.Choice(["layer", "channel"]), default="channel", show_default=True, help="One threshold per layer or per channel.")
-@click.option("--maxpool", type=click.Choice(["gate", "avg"]), default="gate", show_default=True, help="MaxPool as rate-gated spiking max, or as average pooling.")
+@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, help="Threshold balancing: max | percentile:P | mse.")
+@click.option("--granularity", type=click.Choice(["layer", "channel"]), default=DEFAULT_GRANULARITY, show_default=True, help="One threshold per layer or per channel.")
+@click.option("--maxpool", type=click.Choice(["gate", "avg"]), default=DEFAULT_MAXPOOL, show_default=True, help="MaxPool as rate-gated spiking max, or as average pooling.")
 @click.option(
     "--calibration",
     type=click.Choice(["none", "light", "advanced"]),
@@ -145,8 +154,8 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Artifact to write (default: MODEL's name with .snn).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the conversion report as JSON.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--energy-profile", "energy_profiles", multiple=True, help="Energy profile(s) for the operations/energy table, repeatable or comma-separated: cmos45nm, cmos45nm-int8, loihi (default: cmos45nm,loihi).")
 @click.pass_context
@@ -186,6 +195,11 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
             print_after=printer,
         )
     sm.provenance["convert_seconds"] = round(time.perf_counter() - t0, 3)
+    _save_and_summarise(sm, output, report_path, profiles, time_passes)
+
+
+def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time_passes: bool) -> None:
+    """Write the artifact (and the JSON report), then print the conversion summary."""
     sm.save(output)
     energy = conversion_energy(sm, profiles)
     report = conversion_report(sm, output, energy)
@@ -194,6 +208,40 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
 
         write_json(report_path, report)
     print_conversion_summary(sm, output, time_passes, energy)
+
+
+# ---------------------------------------------------------------- calibrate
+@main.command("calibrate")
+@debug_option
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--calib", "calib_path", required=True, type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
+@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps to calibrate for (default: the artifact's).")
+@click.option("--calibration", type=click.Choice(["light", "advanced"]), default="light", show_default=True, help="light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential.")
+@click.option("--passes", "passes", default=None, help="SNN-stage passes to run instead, e.g. 'calibrate-bias{samples=512}'.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Artifact to write (a new file; ARTIFACT itself is not changed).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the conversion report as JSON.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
+@click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_samples, output, report_path, batch_size, seed, time_passes, no_progress):
+    """Calibrate a converted ARTIFACT (.snn) again, e.g. for another T: runs the layer-wise
+    calibration passes against the ANN the artifact stores and writes a new artifact."""
+    import snnc
+
+    if Path(output).resolve() == Path(artifact).resolve():
+        raise DataError(f"-o {output!r} is the artifact being calibrated; write the result to another file")
+    sm = snnc.load(artifact)
+    calib = load_data(calib_path, what="calibration file")["x"]
+    t0 = time.perf_counter()
+    with progress_bars(not no_progress) as progress:
+        new = snnc.calibrate(
+            sm, calib, timesteps=timesteps, calibration=calibration, passes=passes, calib_samples=calib_samples, batch_size=batch_size, seed=seed,
+            progress=progress,
+        )  # fmt: skip
+    new.provenance["recalibrated"]["seconds"] = round(time.perf_counter() - t0, 3)
+    _save_and_summarise(new, output, report_path, None, time_passes)
 
 
 def conversion_energy(sm, profiles=None) -> dict[str, Any] | None:
@@ -270,6 +318,9 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
             f"argmax agreement {100 * cc['agreement']:.1f}% on {cc['samples']} calibration samples; mean |Δoutput| {cc['mean_abs_output_error']:.3g}",
         )
     summary.add_row("time", f"{prov.get('convert_seconds', 0):.1f} s")
+    rec = prov.get("recalibrated")
+    if rec:
+        summary.add_row("recalibrated", f"{rec['passes']} for T={rec['timesteps']} (was T={rec['from_timesteps']}), {rec.get('seconds', 0):.1f} s")
     summary.add_row("artifact", output)
     out_console.print(summary)
 

@@ -1,5 +1,13 @@
-"""Defaults shared by the API and the CLI (a module without heavy imports)."""
+"""Defaults shared by the API, the CLI and the passes, written once (a module without heavy imports)."""
 
+DEFAULT_TIMESTEPS = 32
+DEFAULT_THRESHOLD_METHOD = "percentile"
+DEFAULT_PERCENTILE = 98.0
+DEFAULT_THRESHOLD = f"{DEFAULT_THRESHOLD_METHOD}:{DEFAULT_PERCENTILE:g}"  # the CLI / API spelling
+DEFAULT_GRANULARITY = "channel"
+DEFAULT_MAXPOOL = "gate"
+DEFAULT_BATCH_SIZE = 128  # samples per batch of the ANN statistics passes
+DEFAULT_SEED = 0
 DEFAULT_CALIB_SAMPLES = 1024
 # The best calibration level that fits the time budget (advanced: under 5 minutes on 1024
 # samples on 2 CPU cores for the benchmark models; see benchmarks/accuracy).

@@ -13,7 +13,8 @@ from _graphs import conv_params, images, rng, small_cnn
 from snnc.errors import PassError
 from snnc.ir import Graph, infer_shapes, run_ann, verify
 from snnc.passes import PassContext, parse_pipeline, run_passes
-from snnc.passes.calibrate import LayerwiseRunner, _quantise_ste, segments
+from snnc.ir.ops import if_neuron_rate
+from snnc.passes.calibrate import LayerwiseRunner, segments
 from snnc.passes.current import shift_input_current
 from snnc.simulator import simulate
 
@@ -99,7 +100,7 @@ def test_ann_targets_are_the_original_activations():
     _, ctx = run(g, CONVERT, x)
     runner = LayerwiseRunner(g, ctx.ann_reference, ctx.ann_names, x, 4)
     relu2 = []
-    from snnc.ir.interpreter import Interpreter
+    from snnc.ir.executor import Interpreter
 
     Interpreter(ann).run(torch.from_numpy(x), observe=lambda n, out: relu2.append(out), watch=[ann.node("relu2")])
     seg = next(s for s in runner.segments if ctx.ann_names.get(s.node.name) == "relu2")
@@ -126,7 +127,7 @@ def test_straight_through_quantiser_is_the_neurons_response_to_a_constant_curren
     z = r.uniform(-1.0, 3.0, (16, 64)).astype(np.float32)
     sim = simulate(g, z, T).output(T)
     zt = torch.from_numpy(z).requires_grad_(True)
-    q = _quantise_ste(zt, torch.from_numpy(theta), torch.from_numpy(v0), T)
+    q = if_neuron_rate(zt, torch.from_numpy(theta), torch.from_numpy(v0), T, straight_through=True)
     np.testing.assert_allclose(q.detach().numpy(), sim, rtol=1e-5, atol=1e-5)
     q.sum().backward()  # straight-through: slope 1 where the spike count is in [0, T], else 0
     count = np.floor((z * T + v0) / theta)
@@ -136,7 +137,7 @@ def test_straight_through_quantiser_is_the_neurons_response_to_a_constant_curren
 
 # ------------------------------------------------------- input current shifts
 def _current_of(g: Graph, consumer: str, x: np.ndarray) -> np.ndarray:
-    from snnc.ir.interpreter import Interpreter
+    from snnc.ir.executor import Interpreter
 
     node = g.node(consumer)
     got = []

@@ -92,25 +92,15 @@ def test_fan_out_of_a_padded_conv_is_non_uniform():
 
 
 # ------------------------------------------------------ exact counts vs brute force
-class _Recorder(ReferenceSimulator):
-    """Keeps every spiking node's binary spike trains [T, B, ...]."""
-
-    def __init__(self, graph):
-        super().__init__(graph)
-        self.spikes: dict[str, torch.Tensor] = {}
-
-    def step(self, node, ins, T, spike_counts=None):
-        out = super().step(node, ins, T, spike_counts)
-        if node.op == "if_neuron":
-            s = (out.data != 0).double()
-            self.spikes[node.name] = torch.cat([self.spikes[node.name], s], 1) if node.name in self.spikes else s
-        return out
-
-
 def _record(g: Graph, x: np.ndarray) -> dict[str, torch.Tensor]:
-    sim = _Recorder(g)
-    sim.run(torch.from_numpy(x), [T])
-    return sim.spikes
+    """Every neuron layer's binary spike trains [T, B, ...], watched on the reference simulator."""
+    spikes: dict[str, torch.Tensor] = {}
+
+    def keep(node, out):
+        spikes[node.name] = (out.data != 0).double()
+
+    ReferenceSimulator(g).simulate(torch.from_numpy(x), [T], observe=keep, watch=g.having("neuron"))
+    return spikes
 
 
 def _ones_synapse(node, s: torch.Tensor) -> float:
@@ -118,7 +108,7 @@ def _ones_synapse(node, s: torch.Tensor) -> float:
     layer's own op with every weight 1 and no bias, summed over steps, samples and outputs."""
     p = {"weight": torch.ones(node.params["weight"].shape, dtype=torch.float64), "bias": None}
     flat = s.reshape(-1, *s.shape[2:])
-    return float(node.spec.compute([flat], node, p).sum())
+    return float(node.spec.compute([flat], node.attr_dict(), p).sum())
 
 
 def _window_members(s: torch.Tensor, node) -> float:

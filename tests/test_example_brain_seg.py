@@ -98,7 +98,7 @@ def test_shipped_onnx_imports_and_matches_onnxruntime(volume):
     x = volume[0][[40, 90, 140]]
     graph = import_model(str(MODEL), input_shape=x.shape[1:]).graph
     assert {"concat", "upsample"} <= {n.op for n in graph.nodes}
-    from snnc.ir.interpreter import run_ann
+    from snnc.ir.executor import run_ann
 
     ours = run_ann(graph, x)[0]
     sess = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])

@@ -182,7 +182,7 @@ def test_canonicalize_merges_affines_and_reshapes():
 
 # -------------------------------------------------------- balance-thresholds
 def _relu_outputs(graph, x, name):
-    from snnc.ir.interpreter import Interpreter
+    from snnc.ir.executor import Interpreter
 
     seen = []
     Interpreter(graph).run(__import__("torch").from_numpy(x), observe=lambda n, o: seen.append(o.numpy()), watch=[graph.node(name)])

@@ -95,11 +95,11 @@ def test_statistics_at_a_smaller_t_and_without_labels(digits_snn, digits_model):
 
 
 def test_single_logit_outputs_are_binary_decisions():
-    from snnc.api import _argmax
+    from snnc.metrics import predictions
 
     out = np.array([[-1.0], [2.0], [0.5]])
-    assert _argmax(out).tolist() == [0, 1, 1]
-    assert _argmax(np.array([[0.1, 0.3], [2.0, -1.0]])).tolist() == [1, 0]
+    assert predictions(out).tolist() == [0, 1, 1]
+    assert predictions(np.array([[0.1, 0.3], [2.0, -1.0]])).tolist() == [1, 0]
 
 
 def test_spiking_inputs_follow_the_residual_path(digits_snn):

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import snnc  # noqa: E402
 from snnc.analysis.diagnose import Probe, diagnose  # noqa: E402
 from snnc.analysis.report import build_report, write_report  # noqa: E402
-from snnc.ir.interpreter import iter_batches  # noqa: E402
+from snnc.ir.executor import iter_batches  # noqa: E402
 
 MODEL = ROOT / "examples" / "fashion_mnist" / "models" / "vgg_bn.onnx"
 DATA = ROOT / ".data" / "fashion_mnist"

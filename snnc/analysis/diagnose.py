@@ -34,15 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from snnc.api import _argmax, accuracy
 from snnc.errors import DataError
+from snnc.ir.executor import Interpreter, Timed, check_input, iter_batches
 from snnc.ir.graph import Graph, Node, Value
-from snnc.ir.interpreter import Interpreter, check_input, iter_batches, last_uses
-from snnc.ir.ops import readout_sequence
-from snnc.simulator.reference import ReferenceSimulator, Timed, check_timesteps, default_batch_size
-
-# Data-movement ops a spike train passes through unchanged in amplitude (for tracing adds).
-_PASS_THROUGH = ("reshape", "avg_pool", "global_avg_pool", "upsample", "concat", "spiking_max_pool")
+from snnc.metrics import accuracy, predictions
+from snnc.simulator.reference import ReferenceSimulator, check_timesteps, default_batch_size, readout_at
 RESIDUAL_MIX_RATIO = 2.0  # an add whose inputs' spike amplitudes differ by more than this is reported
 TARGET_FRACTION = 0.99  # "the smallest T reaching 99 % of the ANN's accuracy"
 
@@ -105,9 +101,9 @@ class _LayerStats:
 class Probe:
     """Runs a converted model's SNN and ANN side by side, one batch at a time.
 
-    The SNN runs node by node through the reference simulator's :meth:`~ReferenceSimulator.step`
-    (the same equations every backend is checked against), which lets a layer's output be
-    watched or replaced (the ablations).
+    The SNN runs on the reference simulator's executor (the same equations every backend is
+    checked against), whose hooks let a layer's output be watched or replaced (the
+    ablations) and a run resume from the values saved just before a layer.
     """
 
     def __init__(self, model, device: str = "cpu"):
@@ -115,10 +111,9 @@ class Probe:
         self.ann: Graph = model.ann
         self.sim = ReferenceSimulator(self.snn, device)
         self.interp = Interpreter(self.ann, device)
-        self.layers: list[Node] = self.snn.find("if_neuron")
+        self.layers: list[Node] = [n for n in self.snn.nodes if n.spec.has("neuron")]
         self.ann_of: dict[str, str] = ann_counterparts(model)
         self._watch = [self.ann.node(a) for a in self.ann_of.values()]
-        self._last_use = last_uses(self.snn)
         self._index = {n.name: i for i, n in enumerate(self.snn.nodes) if n.name in self.ann_of}
 
     def ann_batch(self, xb: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -142,41 +137,28 @@ class Probe:
 
         ``replace={layer: "exact" | "clip"}`` substitutes the ANN's activation of those spiking
         layers (clipped at the threshold for ``"clip"``) for their spikes, as a constant current.
-        ``observe(node, Timed)`` is called with every ``if_neuron``'s output. A run without
+        ``observe(node, Timed)`` is called with every neuron layer's output. A run without
         ``replace`` fills ``snapshots`` (layer -> the values live just before it); a run with
         ``replace`` given the snapshots starts at the replaced layer instead of the input.
         """
         T = max(steps)
-        start = 0
-        if replace and snapshots is not None:
-            first = min(replace, key=self._index.__getitem__)
-            env = dict(snapshots[first])
-            start = self._index[first]
-        else:
-            env = {id(self.snn.inputs[0]): self.sim.encode(xb, T)}
-        readout: Timed | None = None
-        out_value = self.snn.outputs[0]
-        for i in range(start, len(self.snn.nodes)):
-            node = self.snn.nodes[i]
-            if not replace and snapshots is not None and node.name in self._index:
-                snapshots[node.name] = dict(env)
-            if replace and node.name in replace:
-                out = Timed(self._substitute(node, ann[self.ann_of[node.name]], replace[node.name]), static=True)
-            else:
-                out = self.sim.step(node, [env[id(v)] for v in node.inputs], T)
-            if observe is not None and node.op == "if_neuron":
-                observe(node, out)
-            if node.output is out_value:
-                readout = out
-            env[id(node.output)] = out
-            for v in node.inputs:
-                if self._last_use.get(id(v)) == i:
-                    env.pop(id(v), None)
-        assert readout is not None
-        if readout.static:
-            return {t: readout.data for t in steps}
-        means = readout_sequence(readout.data)
-        return {t: means[t - 1] for t in steps}
+        env = start = before = None
+        values = None
+        if replace:
+            values = {name: Timed(self._substitute(self.snn.nodes[self._index[name]], ann[self.ann_of[name]], mode), static=True) for name, mode in replace.items()}
+            if snapshots is not None:
+                first = min(replace, key=self._index.__getitem__)
+                env, start = dict(snapshots[first]), self.snn.nodes[self._index[first]]
+        elif snapshots is not None:
+
+            def before(node: Node, live: dict[int, Timed]) -> None:
+                if node.name in self._index:
+                    snapshots[node.name] = dict(live)
+
+        seen = None if observe is None else (lambda node, out: observe(node, out) if node.spec.has("neuron") else None)
+        inputs = () if env is not None else (self.sim.encode(xb, T),)
+        outs = self.sim.run(*inputs, timesteps=T, env=env, start=start, before=before, observe=seen, replace=values)
+        return readout_at(outs[0], steps)
 
     def _substitute(self, node: Node, act: torch.Tensor, mode: str) -> torch.Tensor:
         """The ANN activation in place of spikes θ·s(t) (``diagnose`` refuses unit spikes)."""
@@ -190,7 +172,7 @@ def ann_counterparts(model) -> dict[str, str]:
     recorded = model.provenance.get("ann_names") or {}
     ann_nodes = {n.name: n for n in model.ann.nodes}
     out = {}
-    for n in model.snn.find("if_neuron"):
+    for n in model.snn.having("neuron"):
         name = recorded.get(n.name) or (n.name[: -len("_if")] if n.name.endswith("_if") else None)
         a = ann_nodes.get(name) if name else None
         if a is not None and a.output.shape == n.output.shape:
@@ -226,7 +208,7 @@ def diagnose(
     check_input(model.snn, x)
     if len(x) == 0:
         raise DataError("the data file has no samples; give it at least one input (and label)")
-    unit = [n.name for n in model.snn.find("if_neuron") if n.attr("spike_scale") != "threshold"]
+    unit = [n.name for n in model.snn.having("neuron") if n.attr("spike_scale") != "threshold"]
     if unit:
         raise DataError(
             f"the report compares each spiking layer with the ANN in the ANN's units, but {unit[0]!r} emits binary spikes "
@@ -264,12 +246,12 @@ def diagnose(
             task.advance(len(xb))
 
     ann_all = np.concatenate(ann_out)
-    ann_pred = _argmax(ann_all)
+    ann_pred = predictions(ann_all)
     ann_score = _score(ann_all, y, ann_pred)
     per_t = []
     for t in steps:
         out = np.concatenate(snn_out[t])
-        per_t.append({"timesteps": t, "accuracy": _score(out, y, ann_pred), "agreement": float(np.mean(_argmax(out) == ann_pred))})
+        per_t.append({"timesteps": t, "accuracy": _score(out, y, ann_pred), "agreement": float(np.mean(predictions(out) == ann_pred))})
     target = TARGET_FRACTION * ann_score
     reaching = [r["timesteps"] for r in per_t if r["accuracy"] >= target]
 
@@ -349,7 +331,7 @@ def spiking_inputs(node: Node) -> list[Node]:
         p = stack.pop().producer
         if p is None or p.name in found:
             continue
-        if p.op == "if_neuron":
+        if p.spec.has("neuron"):
             found[p.name] = p
         else:
             stack.extend(p.inputs)
@@ -398,7 +380,7 @@ def _ablations(probe: Probe, x, y, at, samples, batch_size, seed, progress) -> d
                 task.advance(len(xb))
         del snapshots
     ann_all = np.concatenate(ann_out)
-    ann_pred = _argmax(ann_all)
+    ann_pred = predictions(ann_all)
     score = {k: _score(np.concatenate(v), ys, ann_pred) for k, v in outs.items()}
     # mean |SNN - ANN| of the output: a continuous measure, less noisy than accuracy on a subset
     err = {k: float(np.mean(np.abs(np.concatenate(v) - ann_all))) for k, v in outs.items()}
@@ -427,9 +409,9 @@ def _spike_sources(v: Value) -> list[Node]:
     p = v.producer
     if p is None:
         return []
-    if p.op == "if_neuron":
+    if p.spec.has("neuron"):
         return [p]
-    if p.op in _PASS_THROUGH:
+    if p.spec.has("preserves_amplitude"):  # data movement: the spikes' amplitude passes through
         return [s for u in p.inputs for s in _spike_sources(u)]
     return []
 
@@ -438,9 +420,9 @@ def _next_neurons(v: Value, depth: int = 8) -> list[Node]:
     """The spiking layers the value ``v`` feeds (through stateless ops)."""
     found: list[Node] = []
     for user in v.users:
-        if user.op == "if_neuron":
+        if user.spec.has("neuron"):
             found.append(user)
-        elif user.op != "readout" and depth > 0:
+        elif not user.spec.has("readout") and depth > 0:
             found.extend(_next_neurons(user.output, depth - 1))
     return found
 

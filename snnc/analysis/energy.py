@@ -62,13 +62,20 @@ import torch
 import torch.nn.functional as F
 
 from snnc.errors import DataError
+from snnc.ir.executor import Executor, static_values
 from snnc.ir.graph import Graph, Node, Value
 
-SYNAPTIC_OPS = ("conv", "conv_transpose", "linear")
-_SPIKING_SOURCES = ("if_neuron", "spiking_max_pool")
-_STATEFUL = ("if_neuron", "spiking_max_pool", "readout")
-_TRAVERSED = ("reshape", "concat", "upsample", "avg_pool", "global_avg_pool", "add", "affine")
 ANALOG_INPUT_MODES = ("once", "per_step")
+
+
+def _synaptic(node: Node) -> bool:
+    return node.spec.has("synaptic")
+
+
+def _traversed(node: Node) -> bool:
+    """A stateless linear op without weights (pooling, reshape, concat, add, affine, ...):
+    part of the synaptic matrix of the layer that reads it."""
+    return node.spec.has("linear") and not node.spec.has("synaptic")
 
 # ----------------------------------------------------------------------------- profiles
 HOROWITZ_2014 = (
@@ -204,7 +211,7 @@ def ann_macs(node: Node) -> int:
         return int(np.prod(node.inputs[0].shape)) * per
     if node.op in ("conv", "linear"):
         return int(np.prod(node.output.shape)) * per
-    raise DataError(f"node {node.name!r} ({node.op}) is not a synaptic layer")
+    raise DataError(f"node {node.name!r} ({node.op}) is not a synaptic layer")  # pragma: no cover - a new synaptic op needs a count
 
 
 def ann_operations(graph: Graph) -> list[dict[str, Any]]:
@@ -213,9 +220,9 @@ def ann_operations(graph: Graph) -> list[dict[str, Any]]:
     layers keep their names through conversion, so these rows join the SNN rows on ``layer``."""
     rows = []
     for n in graph.nodes:
-        if n.op in SYNAPTIC_OPS:
+        if _synaptic(n):
             rows.append({"layer": n.name, "op": n.op, "shape": list(n.output.shape), "macs": ann_macs(n), "activations": 0})
-        elif n.op in ("relu", "if_neuron"):
+        elif n.spec.has("activation") or n.spec.has("neuron"):
             rows.append({"layer": n.name, "op": n.op, "shape": list(n.output.shape), "macs": 0, "activations": int(np.prod(n.output.shape))})
     return rows
 
@@ -225,16 +232,17 @@ def _indicator(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
     """``node``'s linear map with every non-zero weight / coefficient replaced by 1: the
     vector-Jacobian product of ones through it counts paths (synapses)."""
     op = node.op
-    if op in SYNAPTIC_OPS:
+    attrs = node.attr_dict()
+    if _synaptic(node):
         p = {"weight": torch.ones(node.params["weight"].shape, dtype=torch.float64), "bias": None}
-        return node.spec.compute(xs, node, p)
-    if op in ("reshape", "concat", "upsample"):
-        return node.spec.compute(xs, node, {})
+        return node.spec.compute(xs, attrs, p)
     if op == "global_avg_pool":
         x = xs[0]
-        return x.sum(dim=tuple(range(2, x.dim())), keepdim=bool(node.attr("keepdims")))
+        return x.sum(dim=tuple(range(2, x.dim())), keepdim=bool(attrs["keepdims"]))
     if op == "avg_pool":
         return _sum_pool_indicator(node, xs[0])
+    if node.spec.has("preserves_amplitude") and not node.params:  # data movement (reshape, concat, upsample): 0/1 already
+        return node.spec.compute(xs, attrs, {})
     if op == "add":
         coeffs = node.attr("coeffs")
         out = None
@@ -282,10 +290,10 @@ def _upstream(value: Value, inner: dict[int, Node], sources: dict[int, Value]) -
     """Walk back from ``value`` through stateless, non-synaptic ops; collect those ops and
     the values where the walk stops (spikes, graph inputs, synaptic-layer outputs)."""
     p = value.producer
-    if p is None or p.op in SYNAPTIC_OPS or p.op in _STATEFUL:
+    if p is None or _synaptic(p) or p.spec.stateful:
         sources[id(value)] = value
         return
-    if p.op not in _TRAVERSED:
+    if not _traversed(p):
         raise DataError(f"energy estimate: no operation count for op {p.op!r} (node {p.name!r})")
     if id(p) in inner:
         return
@@ -301,34 +309,27 @@ def fan_out(graph: Graph, target: Node) -> dict[str, np.ndarray]:
     synapse. Keys are value names; arrays have the value's shape."""
     inner: dict[int, Node] = {}
     sources: dict[int, Value] = {}
-    inputs = target.inputs if target.op in SYNAPTIC_OPS else target.inputs[:1]
+    inputs = target.inputs if _synaptic(target) else target.inputs[:1]
     for v in inputs:
         _upstream(v, inner, sources)
     with torch.enable_grad():
         leaves = {k: torch.zeros((1, *v.shape), dtype=torch.float64, requires_grad=True) for k, v in sources.items()}
         env: dict[int, torch.Tensor] = dict(leaves)
-        for n in graph.nodes:  # topological order
-            if id(n) in inner:
-                env[id(n.output)] = _indicator(n, [env[id(v)] for v in n.inputs])
+        _Indicators(graph).walk([n for n in graph.nodes if id(n) in inner], env, free=False)
         xs = [env[id(v)] for v in inputs]
-        out = _indicator(target, xs) if target.op in SYNAPTIC_OPS else xs[0]
+        out = _indicator(target, xs) if _synaptic(target) else xs[0]
         out.sum().backward()
     return {v.name: leaves[k].grad[0].numpy().copy() for k, v in sources.items()}
 
 
+class _Indicators(Executor):
+    """The executor on path counts: each node runs its indicator map (:func:`_indicator`)."""
+
+    def run_node(self, node: Node, ins: list[torch.Tensor]) -> torch.Tensor:
+        return _indicator(node, ins)
+
+
 # ---------------------------------------------------------------------- operations
-def _static_values(graph: Graph, spiking_input: bool) -> set[int]:
-    """Values that do not vary over time under direct coding (as the reference simulator
-    decides): the analog input and what is computed from it alone."""
-    static: set[int] = set() if spiking_input else {id(v) for v in graph.inputs}
-    for n in graph.nodes:
-        if n.op == "if_neuron":
-            continue
-        if n.inputs and all(id(v) in static for v in n.inputs):
-            static.add(id(n.output))
-    return static
-
-
 class _Rates:
     """Spike rates per source value: a float (layer average) or an array (per neuron)."""
 
@@ -341,8 +342,8 @@ class _Rates:
     def of(self, value: Value) -> float | np.ndarray:
         p = value.producer
         r = self.input_rate if p is None else self.rates.get(p.name)
-        if r is None and p is not None and p.op == "spiking_max_pool":
-            # Not measured: the mean rate of the spikes it selects from (an approximation).
+        if r is None and p is not None and p.spec.has("spiking") and p.spec.has("preserves_amplitude"):
+            # Not measured (spiking max pooling): the mean rate of the spikes it selects from (an approximation).
             inner: dict[int, Node] = {}
             srcs: dict[int, Value] = {}
             _upstream(p.inputs[0], inner, srcs)
@@ -388,19 +389,19 @@ def layer_operations(
     T = int(timesteps)
     if T < 1:
         raise DataError(f"timesteps must be a positive integer, got {timesteps}")
-    static = _static_values(graph, input_rate is not None)
+    static = static_values(graph, static_inputs=input_rate is None)
     rates = _Rates(graph, spike_rates, input_rate)
     rows: list[dict[str, Any]] = []
     for n in graph.nodes:
-        if n.op in SYNAPTIC_OPS:
+        if _synaptic(n):
             row = _synapse_row(graph, n, static, rates, T, analog_input, kind="synapse")
             row["ann_macs"] = ann_macs(n)
             rows.append(row)
-        elif n.op in ("if_neuron", "readout"):
+        elif n.spec.has("neuron") or n.spec.has("readout"):
             direct = _synapse_row(graph, n, static, rates, T, analog_input, kind="elementwise", skip_synaptic=True)
             if direct is not None:
                 src = n.inputs[0].producer
-                direct["layer"], direct["op"] = (src.name, src.op) if src is not None and src.op in _TRAVERSED else (f"{n.name}.input", "direct")
+                direct["layer"], direct["op"] = (src.name, src.op) if src is not None and _traversed(src) else (f"{n.name}.input", "direct")
                 direct["shape"] = list(n.inputs[0].shape)
                 rows.append(direct)
             rows.append(_neuron_row(n, rates, T))
@@ -431,7 +432,7 @@ def _synapse_row(graph: Graph, node: Node, static: set[int], rates: _Rates, T: i
     for name, f in fo.items():
         v = values[name]
         p = v.producer
-        if skip_synaptic and p is not None and p.op in SYNAPTIC_OPS:
+        if skip_synaptic and p is not None and _synaptic(p):
             continue  # counted in that synaptic layer's own row
         paths = float(f.sum())
         row["connections"] += int(round(paths))
@@ -439,7 +440,7 @@ def _synapse_row(graph: Graph, node: Node, static: set[int], rates: _Rates, T: i
         if id(v) in static:
             kinds.add("analog")
             row["snn_dense_macs"] += paths * (1 if analog_input == "once" else T)
-        elif p is None or p.op in _SPIKING_SOURCES:
+        elif p is None or p.spec.has("spiking"):
             kinds.add("spikes")
             r = rates.of(v)
             if isinstance(r, np.ndarray):
@@ -462,11 +463,12 @@ def _synapse_row(graph: Graph, node: Node, static: set[int], rates: _Rates, T: i
 
 
 def _neuron_row(node: Node, rates: _Rates, T: int) -> dict[str, Any]:
-    row = _empty_row(node, "neuron" if node.op == "if_neuron" else "readout")
+    neuron = node.spec.has("neuron")
+    row = _empty_row(node, "neuron" if neuron else "readout")
     neurons = int(np.prod(node.output.shape))
     row["neurons"] = neurons
     row["neuron_updates"] = neurons * T
-    if node.op == "if_neuron":
+    if neuron:
         r = rates.of(node.output)
         total = float(np.sum(r)) if isinstance(r, np.ndarray) else r * neurons
         row["ann_activations"] = neurons
@@ -609,7 +611,7 @@ def count_spikes(
 ) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, list[np.ndarray]]]:
     """One reference-simulator run to max(steps): per-neuron spike rates after each T in
     ``steps`` (as :func:`spike_rate_maps`) and the graph outputs after each T."""
-    from snnc.ir.interpreter import check_input, iter_batches
+    from snnc.ir.executor import check_input, run_batched
     from snnc.simulator.reference import ReferenceSimulator, check_timesteps, default_batch_size
 
     graph = getattr(model_or_graph, "snn", model_or_graph)
@@ -618,33 +620,27 @@ def count_spikes(
     steps = check_timesteps(steps)
     T = steps[-1]
     counts: dict[int, dict[str, torch.Tensor]] = {t: {} for t in steps}
+    spiking = graph.having("spiking")
 
-    class _Counting(ReferenceSimulator):
-        def step(self, node, ins, T, spike_counts=None):
-            out = super().step(node, ins, T, spike_counts)
-            if node.op in _SPIKING_SOURCES and not out.static:
-                per_step = (out.data != 0).sum(dim=1, dtype=torch.float64)  # [T, *shape]
-                cum = torch.cumsum(per_step, dim=0)
-                for t in steps:
-                    c = counts[t]
-                    c[node.name] = c[node.name] + cum[t - 1] if node.name in c else cum[t - 1].clone()
-            return out
+    def observe(node: Node, out) -> None:
+        if out.static:
+            return
+        per_step = (out.data != 0).sum(dim=1, dtype=torch.float64)  # [T, *shape]
+        cum = torch.cumsum(per_step, dim=0)
+        for t in steps:
+            c = counts[t]
+            c[node.name] = c[node.name] + cum[t - 1] if node.name in c else cum[t - 1].clone()
 
-    sim = _Counting(graph, device)
+    sim = ReferenceSimulator(graph, device)
     gen = torch.Generator(device=device).manual_seed(seed)
     bs = batch_size or default_batch_size(T, graph, str(torch.device(device).type))
-    outs: dict[int, list[list[np.ndarray]]] = {t: [[] for _ in graph.outputs] for t in steps}
-    for xb in iter_batches(x, bs):
-        res = sim.run(xb, steps, encoding=encoding, generator=gen)
-        for t in steps:
-            for acc, y in zip(outs[t], res[t]):
-                acc.append(y.cpu().numpy())
+    outs = run_batched(x, bs, lambda xb: sim.simulate(xb, steps, encoding=encoding, generator=gen, observe=observe, watch=spiking))
     maps: dict[int, dict[str, np.ndarray]] = {}
     for t in steps:
         maps[t] = {name: (c / (len(x) * t)).cpu().numpy() for name, c in counts[t].items()}
-        for n in graph.find("if_neuron"):  # a layer that never ran still gets its (zero) map
+        for n in graph.having("neuron"):  # a layer that never ran still gets its (zero) map
             maps[t].setdefault(n.name, np.zeros(n.output.shape))
-    return maps, {t: [np.concatenate(a, 0) for a in outs[t]] for t in steps}
+    return maps, outs
 
 
 # ---------------------------------------------------------------------------- table

@@ -125,7 +125,7 @@ def to_nir(graph: Graph, *, reset: str = "soft", dt: float = DEFAULT_DT, timeste
 
 
 def export_nir(model: Any, path: str | os.PathLike, *, reset: str = "soft", dt: float = DEFAULT_DT) -> ExportSummary:
-    """Write ``model`` (a :class:`~snnc.api.SpikingModel`, a ``.snn`` path or an SNN-stage
+    """Write ``model`` (a :class:`~snnc.model.SpikingModel`, a ``.snn`` path or an SNN-stage
     :class:`~snnc.ir.graph.Graph`) as a NIR file (HDF5) at ``path``, atomically: on any
     error no file is left behind. Returns an :class:`ExportSummary`."""
     graph, timesteps = _graph_of(model)
@@ -144,7 +144,7 @@ def export_nir(model: Any, path: str | os.PathLike, *, reset: str = "soft", dt: 
     notes = list(ngraph.metadata.get("notes", "").split("\n")) if ngraph.metadata.get("notes") else []
     return ExportSummary(
         path=str(path), format="nir", reset=reset, dt=float(dt), timesteps=timesteps, nodes=len(ngraph.nodes), edges=len(ngraph.edges),
-        node_types=types, spiking_layers=len(graph.find("if_neuron")), bytes=len(data), spikingjelly=ok, spikingjelly_reason=why, notes=notes,
+        node_types=types, spiking_layers=len(graph.having("neuron")), bytes=len(data), spikingjelly=ok, spikingjelly_reason=why, notes=notes,
     )  # fmt: skip
 
 
@@ -164,7 +164,7 @@ def hard_reset_reference(graph: Graph) -> Graph:
     neurons reset to zero and start at v = 0 (run it with the reference simulator to
     compare with a re-imported hard-variant file)."""
     g = graph.clone()
-    for n in g.find("if_neuron"):
+    for n in g.having("neuron"):
         n.attrs["reset"] = "zero"
         n.set_param("v_init", np.zeros_like(n.params["v_init"]))
     return g
@@ -606,12 +606,18 @@ class _Lowering:
 
 # ------------------------------------------------------------------ helpers
 def _graph_of(model: Any) -> tuple[Graph, int | None]:
-    from snnc.api import SpikingModel, load
-
+    """The SNN graph and converted-for T of a model (anything with ``snn`` and ``timesteps``:
+    a :class:`~snnc.model.SpikingModel`), a ``.snn`` path, or a graph."""
     if isinstance(model, (str, os.PathLike)):
-        model = load(model)
-    if isinstance(model, SpikingModel):
-        return model.snn, model.timesteps
+        from snnc.ir.serialize import load_artifact
+
+        graphs, manifest = load_artifact(model)
+        if "snn" not in graphs:
+            raise ExportError(f"{str(model)!r} has no SNN graph; create it with `snnc convert`")
+        t = (manifest.get("provenance") or {}).get("timesteps")
+        return graphs["snn"], int(t) if t is not None else None
+    if isinstance(getattr(model, "snn", None), Graph):
+        return model.snn, int(model.timesteps)
     if isinstance(model, Graph):
         t = model.meta.get("timesteps")
         return model, int(t) if t is not None else None
@@ -775,19 +781,18 @@ class NirRun:
 
 
 def reference_spike_trains(graph: Graph, x: np.ndarray, timesteps: int, names: Sequence[str] | None = None, device: str = "cpu") -> dict[str, np.ndarray]:
-    """The binary spike trains ``[T, N, ...]`` of the ``if_neuron`` nodes ``names`` (default:
-    all) in the reference simulator, direct input: what :func:`run_nir` with
-    ``record_spikes`` returns for an exact export."""
+    """The binary spike trains ``[T, N, ...]`` of the neuron layers ``names`` (default: all)
+    in the reference simulator, direct input: what :func:`run_nir` with ``record_spikes``
+    returns for an exact export."""
     from snnc.simulator.reference import ReferenceSimulator
 
-    sim = ReferenceSimulator(graph, device)
-    env = {id(graph.inputs[0]): sim.encode(torch.from_numpy(np.asarray(x, np.float32)), timesteps)}
     out: dict[str, np.ndarray] = {}
-    with torch.no_grad():
-        for node in graph.nodes:
-            env[id(node.output)] = sim.step(node, [env[id(v)] for v in node.inputs], timesteps)
-            if node.op == "if_neuron" and (names is None or node.name in names):
-                out[node.name] = (env[id(node.output)].dense(timesteps) != 0).cpu().numpy()  # θ·s(t) is 0 exactly when s(t) = 0
+    layers = [n for n in graph.having("neuron") if names is None or n.name in names]
+
+    def record(node: Node, value) -> None:
+        out[node.name] = (value.dense(timesteps) != 0).cpu().numpy()  # θ·s(t) is 0 exactly when s(t) = 0
+
+    ReferenceSimulator(graph, device).simulate(torch.from_numpy(np.asarray(x, np.float32)), [timesteps], observe=record, watch=layers)
     return out
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from snnc.errors import ImportMismatchError
 from snnc.ir.graph import Graph
-from snnc.ir.interpreter import run_ann
+from snnc.ir.executor import run_ann
 
 log = logging.getLogger(__name__)
 

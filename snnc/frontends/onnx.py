@@ -63,7 +63,7 @@ from onnx import numpy_helper
 
 from snnc.errors import DataError, UnsupportedOpError, VerificationError
 from snnc.ir.graph import Graph, Shape, Value
-from snnc.ir.interpreter import infer_shapes, param_tensors
+from snnc.ir.shapes import ShapeMismatch, infer_node_shape, infer_shapes
 from snnc.ir.verify import verify
 
 log = logging.getLogger(__name__)
@@ -528,14 +528,12 @@ class _Importer:
         """
         ir = self.graph.add_node(op, inputs, attrs, params, name or _ir_name(node))
         try:
-            with torch.no_grad():
-                out = ir.spec.compute([torch.zeros((1, *v.shape)) for v in inputs], ir, param_tensors(ir))
-        except (VerificationError, RuntimeError, ValueError, IndexError, TypeError) as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            ir.output.shape = infer_node_shape(ir)
+        except (VerificationError, ShapeMismatch) as exc:
+            detail = getattr(exc, "detail", None) or str(exc)
             raise UnsupportedOpError(
                 node.op_type, _node_label(node), f"snnc's {op!r} op cannot represent this configuration ({detail})"
             ) from exc
-        ir.output.shape = tuple(int(d) for d in out.shape[1:])
         log.debug("%s %r -> %r %s", node.op_type, _node_label(node), ir, list(ir.output.shape))
         return ir.output
 

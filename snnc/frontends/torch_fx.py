@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from snnc.errors import DataError, UnsupportedOpError
 from snnc.ir.graph import Graph, Shape, Value
-from snnc.ir.interpreter import infer_shapes, param_tensors
+from snnc.ir.shapes import ShapeMismatch, infer_node_shape, infer_shapes
 from snnc.ir.verify import verify
 
 __all__ = ["import_torch", "torch_reference"]
@@ -95,20 +95,14 @@ class _Context:
         """Append an IR node named after the traced node and compute its per-sample shape."""
         node = self.graph.add_node(op, list(inputs), attrs, params, self.name)
         try:
-            # One all-zeros sample through the op's own compute gives the exact shape the
-            # interpreter will produce, so view/reshape/size resolve against the IR, not
-            # against a separate shape model that could disagree.
-            with torch.no_grad():
-                zeros = [torch.zeros((1, *v.shape)) for v in inputs]
-                out = node.spec.compute(zeros, node, param_tensors(node))
-        except RuntimeError as e:
+            node.output.shape = infer_node_shape(node)
+        except ShapeMismatch as e:
             shapes = ", ".join(str(list(v.shape)) for v in inputs)
             raise DataError(
                 f"{self.op_type} at node {self.name!r} cannot take input(s) of per-sample shape {shapes}: "
-                f"{str(e).splitlines()[0]}. Check that input_shape is the per-sample shape the model expects "
+                f"{e.detail}. Check that input_shape is the per-sample shape the model expects "
                 "(without the batch dimension)."
             ) from None
-        node.output.shape = tuple(out.shape[1:])
         return node.output
 
     def tensor(self, x: Any, what: str = "input") -> Value:

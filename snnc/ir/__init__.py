@@ -1,8 +1,9 @@
-"""snnc's graph IR: values, nodes, graphs, the op set, verifiers and serialisation."""
+"""snnc's graph IR: values, nodes, graphs, the op set, the executor, verifiers and serialisation."""
 
+from snnc.ir.executor import Executor, Interpreter, Timed, run_ann
 from snnc.ir.graph import Graph, Node, Value, format_graph
-from snnc.ir.interpreter import Interpreter, infer_shapes, run_ann
-from snnc.ir.ops import all_ops, get_op
+from snnc.ir.ops import all_ops, get_op, ops_with
+from snnc.ir.shapes import infer_shapes
 from snnc.ir.verify import verify
 
-__all__ = ["Graph", "Node", "Value", "format_graph", "Interpreter", "infer_shapes", "run_ann", "all_ops", "get_op", "verify"]
+__all__ = ["Executor", "Graph", "Interpreter", "Node", "Timed", "Value", "all_ops", "format_graph", "get_op", "infer_shapes", "ops_with", "run_ann", "verify"]

@@ -84,6 +84,10 @@ class Node:
             return self.attrs[key]
         return self.spec.attr_default(key)
 
+    def attr_dict(self) -> dict[str, Any]:
+        """Every attribute of the op: the node's values, the op's defaults for the rest."""
+        return self.spec.resolve(self.attrs)
+
     def set_param(self, key: str, value: np.ndarray | None) -> None:
         if value is None:
             self.params.pop(key, None)
@@ -249,6 +253,10 @@ class Graph:
 
     def find(self, op: str) -> list[Node]:
         return [n for n in self.nodes if n.op == op]
+
+    def having(self, trait: str) -> list[Node]:
+        """The nodes whose op declares ``trait`` (:data:`snnc.ir.ops.TRAITS`), in graph order."""
+        return [n for n in self.nodes if n.spec.has(trait)]
 
     def values(self) -> Iterator[Value]:
         yield from self.inputs

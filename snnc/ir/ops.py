@@ -1,24 +1,47 @@
-"""The op set of the snnc IR. Each op's docstring is its specification.
+"""The op set of the snnc IR: each op's meaning lives here, and only here.
 
-Conventions: tensors are channel-first (``[batch, C, *spatial]``); 1-D and 2-D spatial
-ops are supported. Padding lists follow ONNX: ``[begin_0, begin_1, ..., end_0, end_1, ...]``.
+Conventions: tensors are channel-first (``[batch, C, *spatial]``); 1-D and 2-D spatial ops
+are supported. Padding lists follow ONNX: ``[begin_0, begin_1, ..., end_0, end_1, ...]``.
 Axes in attributes count the batch dimension (axis 1 is the channel axis).
 
-Stateless ops carry a ``compute`` function over torch tensors. It is used unchanged by
-the ANN interpreter and, on a ``[T*B, ...]`` batch holding every time step, by the
-reference simulator: that is correct because those ops are linear (conv, linear,
-pooling, add, concat, reshape, upsample, affine) and therefore commute with time
-averaging. Stateful spiking ops (``if_neuron``, ``spiking_max_pool``, ``readout``) are
-defined by their discrete-time equations below and implemented by the simulator.
+**The contract.** Every op is one :class:`OpSpec`, declared once with :func:`op` (stateless)
+or :func:`stateful_op`. It holds
+
+* its specification: the docstring (for spiking ops, the discrete-time equations);
+* the declaration of what kind of op it is: a set of :data:`TRAITS`. Every category the rest
+  of snnc asks about (synaptic, linear, stateful, spiking, ...) is derived from it with
+  :meth:`OpSpec.has` / :func:`ops_with`; nothing retypes a list of op names;
+* its attributes (name -> default, :data:`REQUIRED` when there is none), required and
+  optional parameters, arity and the stages it may appear in;
+* its **executable forms**, on torch tensors, with resolved attributes (every declared
+  attribute present, defaults filled in: :meth:`OpSpec.resolve`) and parameter tensors:
+
+  - stateless ops: ``compute(inputs, attrs, params) -> output`` on ``[N, ...]`` batches. The
+    ANN interpreter calls it on a batch of samples; the spiking executors call it on
+    ``[T*B, ...]`` (every time step at once), which is exact because the stateless ops of
+    the SNN stage are linear and act on each step alone;
+  - stateful ops: ``sequence(x, attrs, params) -> y`` over a whole input sequence
+    ``[T, B, ...]``, and ``constant(x, attrs, params)`` where a time-invariant input gives a
+    time-invariant output (``None`` when it does not: an IF neuron fed a constant current
+    still spikes). Ops whose backends step them one time step at a time also export a
+    step form (:func:`integrate_and_fire`, :func:`spiking_max_pool_gate`);
+
+* its shape rule, :meth:`OpSpec.infer_shape`: stateless ops evaluate their own ``compute``
+  on one all-zeros sample (a shape can never disagree with execution); stateful ops
+  declare theirs.
+
+Executors (:mod:`snnc.ir.executor`) and backend fallbacks call these forms; no other module
+implements an op's arithmetic. ``docs/architecture.md`` ("Adding an op") shows how to add one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,26 +52,58 @@ REQUIRED = object()
 ANN = "ann"
 SNN = "snn"
 
+Shape = tuple[int, ...]
+Attrs = Mapping[str, Any]
+Params = Mapping[str, torch.Tensor]
+
+# The one vocabulary ops are declared in. Each entry says what the trait promises.
+TRAITS: dict[str, str] = {
+    "synaptic": "a weighted layer with parameters weight and bias (conv, transposed conv, linear): what a neuromorphic core "
+    "holds as synapses; the layer calibration fits and energy estimates count as MACs / synaptic operations",
+    "linear": "affine in its inputs: commutes with time averaging, so it runs unchanged on spike trains, step by step",
+    "channelwise": "acts on every channel alike and alone: a positive per-channel factor on the input is the same factor on the output",
+    "preserves_amplitude": "moves or averages values without weighting them: the amplitude of the spikes it carries passes through",
+    "spiking": "emits spike trains",
+    "neuron": "a spiking neuron layer (the SNN counterpart of an activation)",
+    "readout": "the non-spiking output integrator of an SNN",
+    "activation": "an ANN activation a neuron replaces",
+    "norm": "an inference normalisation folded away before conversion",
+    "max_pool": "a max pooling (ANN) or its spiking approximation",
+    "structural": "computes nothing (y = x); removed by canonicalize",
+    "postproc": "output post-processing (softmax, argmax) stripped by canonicalize",
+}
+
+Compute = Callable[[list[torch.Tensor], Attrs, Params], torch.Tensor]
+Sequential = Callable[[torch.Tensor, Attrs, Params], torch.Tensor]
+ShapeRule = Callable[[list[Shape], Attrs], Shape]
+
 
 @dataclass(frozen=True)
 class OpSpec:
-    """Declaration of an IR op.
-
-    ``kind`` is one of: ``linear`` (affine in its inputs, safe on spike trains),
-    ``activation`` (ReLU: ANN only), ``norm`` (BatchNorm: ANN only), ``pool-max``,
-    ``structural`` (removed by canonicalize), ``postproc`` (output post-processing),
-    ``neuron`` and ``readout`` (SNN only).
-    """
+    """Declaration of an IR op (see the module docstring for the contract)."""
 
     name: str
     doc: str
-    kind: str
+    traits: frozenset[str]
     stages: frozenset[str]
     arity: int | None  # None: one or more
     attrs: dict[str, Any] = field(default_factory=dict)  # name -> default (REQUIRED)
     params: tuple[str, ...] = ()  # required parameters
     optional_params: tuple[str, ...] = ()
-    compute: Callable[[list[torch.Tensor], Any, dict[str, torch.Tensor]], torch.Tensor] | None = None
+    compute: Compute | None = None  # stateless form on [N, ...]
+    sequence: Sequential | None = None  # stateful form on [T, B, ...]
+    constant: Sequential | None = None  # stateful op on a time-invariant input whose output is time-invariant too
+    shape: ShapeRule | None = None  # declared shape rule (stateless ops: evaluated from compute)
+
+    @property
+    def stateful(self) -> bool:
+        """Has state over time (a ``sequence`` form) rather than a ``compute`` form."""
+        return self.sequence is not None
+
+    def has(self, trait: str) -> bool:
+        if trait not in TRAITS:
+            raise KeyError(f"unknown op trait {trait!r}; traits: {', '.join(TRAITS)}")
+        return trait in self.traits
 
     def attr_default(self, key: str) -> Any:
         if key not in self.attrs:
@@ -58,6 +113,30 @@ class OpSpec:
             raise KeyError(f"attribute {key!r} of op {self.name!r} is required")
         return default
 
+    def resolve(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared attribute: the given value, or the default (required ones must be given)."""
+        out = {}
+        for key, default in self.attrs.items():
+            if key in attrs:
+                out[key] = attrs[key]
+            elif default is REQUIRED:
+                raise VerificationError(f"op {self.name!r}: required attribute {key!r} is missing")
+            else:
+                out[key] = default
+        return out
+
+    @torch.no_grad()
+    def infer_shape(self, shapes: Sequence[Shape], attrs: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> Shape:
+        """The per-sample output shape for inputs of per-sample ``shapes``."""
+        resolved = self.resolve(attrs)
+        if self.shape is not None:
+            return tuple(int(d) for d in self.shape([tuple(s) for s in shapes], resolved))
+        if self.compute is None:  # pragma: no cover - every op has one or the other (checked at registration)
+            raise VerificationError(f"op {self.name!r} has no shape rule")
+        zeros = [torch.zeros((1, *s)) for s in shapes]
+        p = {k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in params.items()}
+        return tuple(int(d) for d in self.compute(zeros, resolved, p).shape[1:])
+
 
 _REGISTRY: dict[str, OpSpec] = {}
 
@@ -65,8 +144,20 @@ _REGISTRY: dict[str, OpSpec] = {}
 def register_op(spec: OpSpec) -> OpSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"op {spec.name!r} registered twice")
+    unknown = set(spec.traits) - set(TRAITS)
+    if unknown:
+        raise ValueError(f"op {spec.name!r}: unknown traits {sorted(unknown)}; declare them in TRAITS")
+    if (spec.compute is None) == (spec.sequence is None):
+        raise ValueError(f"op {spec.name!r} needs exactly one executable form: compute (stateless) or sequence (stateful)")
+    if spec.sequence is not None and spec.shape is None:
+        raise ValueError(f"stateful op {spec.name!r} needs a shape rule")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister_op(name: str) -> None:
+    """Remove an op from the registry (tests that register a temporary op)."""
+    _REGISTRY.pop(name, None)
 
 
 def get_op(name: str) -> OpSpec:
@@ -80,31 +171,52 @@ def all_ops() -> dict[str, OpSpec]:
     return dict(_REGISTRY)
 
 
-def op(name: str, kind: str, stages: tuple[str, ...], arity: int | None = 1, attrs=None, params=(), optional_params=()):
-    """Decorator registering ``fn`` (or a ``None`` compute for stateful ops) with its docstring."""
+def ops_with(trait: str) -> frozenset[str]:
+    """Names of the ops declaring ``trait`` (a category derived from the declarations)."""
+    if trait not in TRAITS:
+        raise KeyError(f"unknown op trait {trait!r}; traits: {', '.join(TRAITS)}")
+    return frozenset(name for name, spec in _REGISTRY.items() if trait in spec.traits)
 
-    def deco(fn):
+
+def stateful_ops() -> frozenset[str]:
+    return frozenset(name for name, spec in _REGISTRY.items() if spec.stateful)
+
+
+def op(name: str, traits: Sequence[str], stages: Sequence[str], arity: int | None = 1, attrs=None, params=(), optional_params=(), shape=None):
+    """Decorator registering a stateless op whose ``compute`` is the decorated function;
+    its docstring is the op's specification."""
+
+    def deco(fn: Compute) -> Compute:
         register_op(
             OpSpec(
-                name=name,
-                doc=(fn.__doc__ or "").strip(),
-                kind=kind,
-                stages=frozenset(stages),
-                arity=arity,
-                attrs=dict(attrs or {}),
-                params=tuple(params),
-                optional_params=tuple(optional_params),
-                compute=None if getattr(fn, "_stateful", False) else fn,
+                name=name, doc=(fn.__doc__ or "").strip(), traits=frozenset(traits), stages=frozenset(stages), arity=arity,
+                attrs=dict(attrs or {}), params=tuple(params), optional_params=tuple(optional_params), compute=fn, shape=shape,
             )
-        )
+        )  # fmt: skip
         return fn
 
     return deco
 
 
-def _stateful(fn):
-    fn._stateful = True
-    return fn
+def stateful_op(name: str, traits: Sequence[str], stages: Sequence[str], *, shape: ShapeRule, constant: Sequential | None = None, attrs=None, params=()):
+    """Decorator registering a stateful op whose ``sequence`` form is the decorated function
+    (input and output ``[T, B, ...]``); its docstring is the op's specification."""
+
+    def deco(fn: Sequential) -> Sequential:
+        register_op(
+            OpSpec(
+                name=name, doc=(fn.__doc__ or "").strip(), traits=frozenset(traits), stages=frozenset(stages), arity=1,
+                attrs=dict(attrs or {}), params=tuple(params), sequence=fn, constant=constant, shape=shape,
+            )
+        )  # fmt: skip
+        return fn
+
+    return deco
+
+
+def same_shape(shapes: list[Shape], attrs: Attrs) -> Shape:
+    """Shape rule of element-wise ops: the input's shape."""
+    return shapes[0]
 
 
 # ----------------------------------------------------------------- helpers
@@ -124,14 +236,14 @@ def _pad_args(pads: list[int], nd: int) -> tuple[list[int], list[int] | None]:
     return [0] * nd, fpad
 
 
-def _pads(node, nd: int) -> list[int]:
-    pads = node.attr("pads")
+def _pads(attrs: Attrs, nd: int) -> list[int]:
+    pads = attrs["pads"]
     return list(pads) if pads else [0] * (2 * nd)
 
 
 # ---------------------------------------------------------------- linear ops
-@op("conv", "linear", (ANN, SNN), attrs={"strides": None, "pads": None, "dilations": None, "groups": 1}, params=("weight", "bias"))
-def _conv(xs, node, p):
+@op("conv", ("synaptic", "linear"), (ANN, SNN), attrs={"strides": None, "pads": None, "dilations": None, "groups": 1}, params=("weight", "bias"))
+def _conv(xs, attrs, p):
     """N-d convolution (N = 1 or 2): ``y = conv(x, weight) + bias``.
 
     weight ``[C_out, C_in/groups, *kernel]``, bias ``[C_out]``; ``strides``, ``dilations``
@@ -139,23 +251,23 @@ def _conv(xs, node, p):
     """
     x = xs[0]
     nd = _spatial_rank(x)
-    strides = node.attr("strides") or [1] * nd
-    dil = node.attr("dilations") or [1] * nd
-    padding, fpad = _pad_args(_pads(node, nd), nd)
+    strides = attrs["strides"] or [1] * nd
+    dil = attrs["dilations"] or [1] * nd
+    padding, fpad = _pad_args(_pads(attrs, nd), nd)
     if fpad is not None:
         x = F.pad(x, fpad)
     fn = F.conv1d if nd == 1 else F.conv2d
-    return fn(x, p["weight"], p["bias"], stride=strides, padding=padding, dilation=dil, groups=node.attr("groups"))
+    return fn(x, p["weight"], p["bias"], stride=strides, padding=padding, dilation=dil, groups=attrs["groups"])
 
 
 @op(
     "conv_transpose",
-    "linear",
+    ("synaptic", "linear"),
     (ANN, SNN),
     attrs={"strides": None, "pads": None, "dilations": None, "output_padding": None, "groups": 1},
     params=("weight", "bias"),
 )
-def _conv_transpose(xs, node, p):
+def _conv_transpose(xs, attrs, p):
     """N-d transposed convolution (N = 1 or 2), as ONNX ConvTranspose.
 
     weight ``[C_in, C_out/groups, *kernel]``, bias ``[C_out]``; ``pads`` crop the full
@@ -163,12 +275,12 @@ def _conv_transpose(xs, node, p):
     """
     x = xs[0]
     nd = _spatial_rank(x)
-    strides = node.attr("strides") or [1] * nd
-    dil = node.attr("dilations") or [1] * nd
-    outpad = node.attr("output_padding") or [0] * nd
-    pads = _pads(node, nd)
+    strides = attrs["strides"] or [1] * nd
+    dil = attrs["dilations"] or [1] * nd
+    outpad = attrs["output_padding"] or [0] * nd
+    pads = _pads(attrs, nd)
     fn = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
-    y = fn(x, p["weight"], p["bias"], stride=strides, padding=0, output_padding=outpad, groups=node.attr("groups"), dilation=dil)
+    y = fn(x, p["weight"], p["bias"], stride=strides, padding=0, output_padding=outpad, groups=attrs["groups"], dilation=dil)
     begin, end = pads[:nd], pads[nd:]
     if any(begin) or any(end):
         sl = [slice(None), slice(None)] + [slice(b, y.shape[2 + i] - e) for i, (b, e) in enumerate(zip(begin, end))]
@@ -176,8 +288,8 @@ def _conv_transpose(xs, node, p):
     return y
 
 
-@op("linear", "linear", (ANN, SNN), params=("weight", "bias"))
-def _linear(xs, node, p):
+@op("linear", ("synaptic", "linear"), (ANN, SNN), params=("weight", "bias"))
+def _linear(xs, attrs, p):
     """Fully connected layer over the last axis: ``y = x @ weight.T + bias``.
 
     weight ``[F_out, F_in]``, bias ``[F_out]``.
@@ -185,22 +297,22 @@ def _linear(xs, node, p):
     return F.linear(xs[0], p["weight"], p["bias"])
 
 
-@op("affine", "linear", (ANN, SNN), params=("scale", "shift"))
-def _affine(xs, node, p):
+@op("affine", ("linear",), (ANN, SNN), params=("scale", "shift"))
+def _affine(xs, attrs, p):
     """Element-wise ``y = x * scale + shift`` with constant tensors broadcast over the
     per-sample shape (input normalisation, Mul/Div/Sub/Add by constants)."""
     return xs[0] * p["scale"] + p["shift"]
 
 
-@op("add", "linear", (ANN, SNN), arity=None, attrs={"coeffs": None})
-def _add(xs, node, p):
+@op("add", ("linear",), (ANN, SNN), arity=None, attrs={"coeffs": None})
+def _add(xs, attrs, p):
     """Sum of two or more tensors of the same per-sample shape (residual connections).
 
     Optional ``coeffs`` (one list per input, a scalar or one entry per channel) weight
     each input: ``y = sum_i coeffs_i * x_i``; it is how branches with different spike
     scales are rescaled before they meet.
     """
-    coeffs = node.attr("coeffs")
+    coeffs = attrs["coeffs"]
     out = None
     for i, x in enumerate(xs):
         if coeffs is not None:
@@ -212,123 +324,160 @@ def _add(xs, node, p):
     return out
 
 
-@op("concat", "linear", (ANN, SNN), arity=None, attrs={"axis": 1})
-def _concat(xs, node, p):
+@op("concat", ("linear", "preserves_amplitude"), (ANN, SNN), arity=None, attrs={"axis": 1})
+def _concat(xs, attrs, p):
     """Concatenation along ``axis`` (>= 1; the batch axis cannot be concatenated)."""
-    return torch.cat(xs, dim=node.attr("axis"))
+    return torch.cat(xs, dim=attrs["axis"])
 
 
-@op("reshape", "linear", (ANN, SNN), attrs={"shape": REQUIRED})
-def _reshape(xs, node, p):
+@op("reshape", ("linear", "preserves_amplitude"), (ANN, SNN), attrs={"shape": REQUIRED})
+def _reshape(xs, attrs, p):
     """Reshape each sample to ``shape`` (per-sample, fully resolved; Flatten is a reshape)."""
-    return xs[0].reshape(xs[0].shape[0], *node.attr("shape"))
+    return xs[0].reshape(xs[0].shape[0], *attrs["shape"])
 
 
-@op("avg_pool", "linear", (ANN, SNN), attrs={"kernel": REQUIRED, "strides": None, "pads": None, "count_include_pad": False, "ceil_mode": False})
-def _avg_pool(xs, node, p):
+@op(
+    "avg_pool",
+    ("linear", "channelwise", "preserves_amplitude"),
+    (ANN, SNN),
+    attrs={"kernel": REQUIRED, "strides": None, "pads": None, "count_include_pad": False, "ceil_mode": False},
+)
+def _avg_pool(xs, attrs, p):
     """N-d average pooling (N = 1 or 2), as ONNX AveragePool."""
     x = xs[0]
     nd = _spatial_rank(x)
-    k = node.attr("kernel")
-    strides = node.attr("strides") or list(k)
-    padding, fpad = _pad_args(_pads(node, nd), nd)
-    cip = bool(node.attr("count_include_pad"))
+    k = attrs["kernel"]
+    strides = attrs["strides"] or list(k)
+    padding, fpad = _pad_args(_pads(attrs, nd), nd)
+    cip = bool(attrs["count_include_pad"])
     if fpad is not None:
         if not cip:
-            raise VerificationError(f"node {node.name!r}: asymmetric average-pool padding requires count_include_pad")
+            raise VerificationError("asymmetric average-pool padding requires count_include_pad")
         x = F.pad(x, fpad)
     if any(2 * pd > kk for pd, kk in zip(padding, k)):
-        raise VerificationError(f"node {node.name!r}: pooling pad larger than half the kernel")
+        raise VerificationError("pooling pad larger than half the kernel")
     fn = F.avg_pool1d if nd == 1 else F.avg_pool2d
-    return fn(x, k, strides, padding, ceil_mode=bool(node.attr("ceil_mode")), count_include_pad=cip)
+    return fn(x, k, strides, padding, ceil_mode=bool(attrs["ceil_mode"]), count_include_pad=cip)
 
 
-@op("global_avg_pool", "linear", (ANN, SNN), attrs={"keepdims": True})
-def _global_avg_pool(xs, node, p):
+@op("global_avg_pool", ("linear", "channelwise", "preserves_amplitude"), (ANN, SNN), attrs={"keepdims": True})
+def _global_avg_pool(xs, attrs, p):
     """Mean over every spatial axis (GlobalAveragePool, ReduceMean over H, W, x.mean((2, 3)));
     with ``keepdims`` the spatial axes stay as size 1."""
     x = xs[0]
-    return x.mean(dim=tuple(range(2, x.dim())), keepdim=bool(node.attr("keepdims")))
+    return x.mean(dim=tuple(range(2, x.dim())), keepdim=bool(attrs["keepdims"]))
 
 
-@op("upsample", "linear", (ANN, SNN), attrs={"scales": REQUIRED, "mode": "nearest"})
-def _upsample(xs, node, p):
+@op("upsample", ("linear", "channelwise", "preserves_amplitude"), (ANN, SNN), attrs={"scales": REQUIRED, "mode": "nearest"})
+def _upsample(xs, attrs, p):
     """Nearest-neighbour upsampling by integer ``scales`` per spatial axis."""
-    if node.attr("mode") != "nearest":
-        raise VerificationError(f"node {node.name!r}: only nearest upsampling is supported")
+    if attrs["mode"] != "nearest":
+        raise VerificationError("only nearest upsampling is supported")
     x = xs[0]
-    for i, s in enumerate(node.attr("scales")):
+    for i, s in enumerate(attrs["scales"]):
         if s != 1:
             x = torch.repeat_interleave(x, int(s), dim=2 + i)
     return x
 
 
 # --------------------------------------------------------------- ANN-only ops
-@op("relu", "activation", (ANN,), attrs={"max": None, "threshold_method": None}, optional_params=("threshold",))
-def _relu(xs, node, p):
+@op("relu", ("activation",), (ANN,), attrs={"max": None, "threshold_method": None}, optional_params=("threshold",))
+def _relu(xs, attrs, p):
     """Rectifier ``y = clip(x, 0, max)`` (``max`` None: unbounded; Clip with min 0 imports here).
 
     ``threshold`` (set by balance-thresholds: a scalar or one value per channel) is the
     firing threshold its IF neuron will get; it does not change the ANN's output.
     """
-    mx = node.attr("max")
+    mx = attrs["max"]
     return torch.clamp(xs[0], min=0.0, max=None if mx is None else float(mx))
 
 
-@op("batch_norm", "norm", (ANN,), attrs={"epsilon": 1e-5}, params=("scale", "bias", "mean", "var"))
-def _batch_norm(xs, node, p):
+@op("batch_norm", ("norm",), (ANN,), attrs={"epsilon": 1e-5}, params=("scale", "bias", "mean", "var"))
+def _batch_norm(xs, attrs, p):
     """Inference batch normalisation over axis 1:
     ``y = scale * (x - mean) / sqrt(var + epsilon) + bias``."""
     x = xs[0]
     view = (1, -1) + (1,) * (x.dim() - 2)
-    inv = p["scale"] / torch.sqrt(p["var"] + node.attr("epsilon"))
+    inv = p["scale"] / torch.sqrt(p["var"] + attrs["epsilon"])
     return (x - p["mean"].view(view)) * inv.view(view) + p["bias"].view(view)
 
 
-@op("max_pool", "pool-max", (ANN,), attrs={"kernel": REQUIRED, "strides": None, "pads": None, "dilations": None, "ceil_mode": False})
-def _max_pool(xs, node, p):
+_POOL_ATTRS = {"kernel": REQUIRED, "strides": None, "pads": None, "dilations": None, "ceil_mode": False}
+
+
+@op("max_pool", ("max_pool", "channelwise"), (ANN,), attrs=_POOL_ATTRS)
+def _max_pool(xs, attrs, p):
     """N-d max pooling (N = 1 or 2), as ONNX MaxPool. Padding never wins the max."""
     x = xs[0]
     nd = _spatial_rank(x)
-    k = node.attr("kernel")
-    strides = node.attr("strides") or list(k)
-    dil = node.attr("dilations") or [1] * nd
-    padding, fpad = _pad_args(_pads(node, nd), nd)
+    k = attrs["kernel"]
+    strides = attrs["strides"] or list(k)
+    dil = attrs["dilations"] or [1] * nd
+    padding, fpad = _pad_args(_pads(attrs, nd), nd)
     if fpad is not None:
         x = F.pad(x, fpad, value=-math.inf)
     fn = F.max_pool1d if nd == 1 else F.max_pool2d
-    return fn(x, k, strides, padding, dilation=dil, ceil_mode=bool(node.attr("ceil_mode")))
+    return fn(x, k, strides, padding, dilation=dil, ceil_mode=bool(attrs["ceil_mode"]))
 
 
-@op("identity", "structural", (ANN,))
-def _identity(xs, node, p):
+@op("identity", ("structural",), (ANN,))
+def _identity(xs, attrs, p):
     """``y = x``. Removed by canonicalize."""
     return xs[0]
 
 
-@op("dropout", "structural", (ANN,))
-def _dropout(xs, node, p):
+@op("dropout", ("structural",), (ANN,))
+def _dropout(xs, attrs, p):
     """Inference dropout: ``y = x``. Removed by canonicalize."""
     return xs[0]
 
 
-@op("softmax", "postproc", (ANN,), attrs={"axis": 1})
-def _softmax(xs, node, p):
+@op("softmax", ("postproc",), (ANN,), attrs={"axis": 1})
+def _softmax(xs, attrs, p):
     """Softmax over ``axis``; output post-processing, stripped by canonicalize."""
-    return torch.softmax(xs[0], dim=node.attr("axis"))
+    return torch.softmax(xs[0], dim=attrs["axis"])
 
 
-@op("argmax", "postproc", (ANN,), attrs={"axis": 1, "keepdims": False})
-def _argmax(xs, node, p):
+@op("argmax", ("postproc",), (ANN,), attrs={"axis": 1, "keepdims": False})
+def _argmax(xs, attrs, p):
     """Index of the maximum over ``axis`` (as float); output post-processing, stripped by
     canonicalize."""
-    return torch.argmax(xs[0], dim=node.attr("axis"), keepdim=bool(node.attr("keepdims"))).to(xs[0].dtype)
+    return torch.argmax(xs[0], dim=attrs["axis"], keepdim=bool(attrs["keepdims"])).to(xs[0].dtype)
 
 
 # --------------------------------------------------------------- SNN-only ops
-@op("if_neuron", "neuron", (SNN,), attrs={"reset": "subtract", "spike_scale": "threshold"}, params=("threshold", "v_init"))
-@_stateful
-def _if_neuron(xs, node, p):
+_IF_CHUNK = 1 << 15  # neurons per chunk on CPU: v, θ and one step's input stay in L2
+
+
+def integrate_and_fire(v: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, spikes: torch.Tensor, spiked: torch.Tensor, subtract: bool) -> None:
+    """One step of the ``if_neuron`` equations, in place: ``v += z``; ``s = [v >= θ]``
+    written into ``spikes`` (0 / 1, float) and ``spiked`` (bool, same shape); then the
+    reset (``v -= θ·s``, or ``v = 0`` where it spiked). ``z`` and ``θ`` broadcast over ``v``.
+    The step form of :func:`_if_neuron`, for backends that advance one step at a time."""
+    v.add_(z)
+    torch.ge(v, theta, out=spiked)
+    spikes.copy_(spiked)
+    if subtract:
+        v.addcmul_(spikes, theta, value=-1.0)
+    else:
+        v.masked_fill_(spiked, 0.0)
+
+
+def if_neuron_rate(z: torch.Tensor, theta: torch.Tensor, v_init: torch.Tensor, timesteps: int, *, straight_through: bool = False) -> torch.Tensor:
+    """The closed form of ``if_neuron`` (soft reset, θ-scaled spikes) for a current ``z``
+    constant over ``timesteps`` steps: its time-averaged output
+    ``(θ/T) clip(floor((z T + v_init) / θ), 0, T)``: ``z`` clipped at θ and quantised to T
+    levels. With ``straight_through`` the floor passes gradients unchanged (calibration fits
+    weights through it)."""
+    u = (z * timesteps + v_init) / theta
+    u = u + (torch.floor(u) - u).detach() if straight_through else torch.floor(u)
+    return u.clamp(0, timesteps) * theta / timesteps
+
+
+@stateful_op(
+    "if_neuron", ("neuron", "spiking"), (SNN,), shape=same_shape, attrs={"reset": "subtract", "spike_scale": "threshold"}, params=("threshold", "v_init")
+)
+def _if_neuron(x_seq, attrs, p):
     """Integrate-and-fire neuron without leak, one per element of its input.
 
     For steps t = 1..T with input current z(t)::
@@ -342,21 +491,32 @@ def _if_neuron(xs, node, p):
 
     with v(0) = v_init. ``threshold`` (> 0) and ``v_init`` broadcast over the per-sample
     shape (a scalar, one value per channel ``[C, 1, 1]``, or one per neuron).
+    Step form: :func:`integrate_and_fire`; response to a constant current:
+    :func:`if_neuron_rate`.
     """
-
-
-@op("spiking_max_pool", "pool-max", (SNN,), attrs={"kernel": REQUIRED, "strides": None, "pads": None, "dilations": None, "ceil_mode": False})
-@_stateful
-def _spiking_max_pool(xs, node, p):
-    """Rate-gated max pooling of spike trains (the spiking approximation of MaxPool).
-
-    Each window keeps the running sum c(t) = x(1) + ... + x(t) of its inputs and passes
-    on, at step t, the input x(t) of the position whose running sum c(t) is largest
-    (first position on ties). The time average of the output tends to the maximum of
-    the inputs' time averages as T grows; for small T it can differ, which is why the
-    alternative (``--maxpool avg``: treat as average pooling) exists. Attributes as max_pool.
-    Executable forms: :func:`spiking_max_pool_gate` (one step), :func:`spiking_max_pool_sequence`.
-    """
+    theta, v0 = p["threshold"], p["v_init"]
+    T = x_seq.shape[0]
+    shape = x_seq.shape[1:]  # [B, *neuron shape]
+    device = x_seq.device
+    # Flatten every neuron of the batch into one axis and run the whole T loop on chunks
+    # small enough to stay in cache: v never leaves it between steps. A time-invariant
+    # input arrives as a broadcast view (stride 0 over T): no copy is made.
+    th = theta.expand(shape).reshape(-1)
+    v = (torch.zeros(shape, device=device) + v0).reshape(-1)
+    z = x_seq.reshape(T, -1)
+    spikes = torch.empty((T, th.numel()), device=device)
+    chunk = _IF_CHUNK if device.type == "cpu" else max(1, th.numel())
+    subtract = attrs["reset"] == "subtract"
+    for lo in range(0, th.numel(), chunk):
+        hi = min(th.numel(), lo + chunk)
+        vc, zc, tc, out = v[lo:hi], z[:, lo:hi], th[lo:hi], spikes[:, lo:hi]
+        spiked = torch.empty(vc.shape, dtype=torch.bool, device=device)
+        for t in range(T):
+            integrate_and_fire(vc, zc[t], tc, out[t], spiked, subtract)
+    y = spikes.reshape(T, *shape)
+    if attrs["spike_scale"] == "threshold":
+        y.mul_(theta)
+    return y
 
 
 def spiking_max_pool_gate(
@@ -381,26 +541,39 @@ def spiking_max_pool_gate(
     return torch.gather(x.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
 
 
-def spiking_max_pool_sequence(x_seq: torch.Tensor, kernel: list[int], **attrs) -> torch.Tensor:
-    """The ``spiking_max_pool`` equations over a whole input sequence ``[T, B, C, *spatial]``
-    (every step of :func:`spiking_max_pool_gate` at once)."""
+def _max_pool_shape(shapes: list[Shape], attrs: Attrs) -> Shape:
+    return get_op("max_pool").infer_shape(shapes, attrs, {})
+
+
+@stateful_op(
+    "spiking_max_pool",
+    ("max_pool", "spiking", "channelwise", "preserves_amplitude"),
+    (SNN,),
+    shape=_max_pool_shape,
+    constant=lambda x, attrs, p: _max_pool([x], attrs, p),  # a constant input: the gate picks the plain maximum
+    attrs=_POOL_ATTRS,
+)
+def _spiking_max_pool(x_seq, attrs, p):
+    """Rate-gated max pooling of spike trains (the spiking approximation of MaxPool).
+
+    Each window keeps the running sum c(t) = x(1) + ... + x(t) of its inputs and passes
+    on, at step t, the input x(t) of the position whose running sum c(t) is largest
+    (first position on ties). The time average of the output tends to the maximum of
+    the inputs' time averages as T grows; for small T it can differ, which is why the
+    alternative (``--maxpool avg``: treat as average pooling) exists. Attributes as max_pool.
+    A constant input gives max_pool of it. Step form: :func:`spiking_max_pool_gate`.
+    """
     T = x_seq.shape[0]
     flat = x_seq.reshape(-1, *x_seq.shape[2:])
     csum = torch.cumsum(x_seq, dim=0).reshape(flat.shape)
-    picked = spiking_max_pool_gate(csum, flat, kernel, **attrs)
+    picked = spiking_max_pool_gate(csum, flat, **attrs)
     return picked.reshape(T, -1, *picked.shape[1:])
 
 
-@op("readout", "readout", (SNN,))
-@_stateful
-def _readout(xs, node, p):
-    """Non-spiking integrator at a graph output: ``y = (1/T) * sum_t x(t)``, the time
-    average of its input (same argmax as the running sum). Executable form:
-    :func:`readout_sequence`."""
-
-
-def readout_sequence(x_seq: torch.Tensor) -> torch.Tensor:
-    """The ``readout`` after every step of ``x_seq`` ([T, B, ...]): step t holds the mean of
-    steps 1..t (every backend computes it exactly so)."""
+@stateful_op("readout", ("readout",), (SNN,), shape=same_shape, constant=lambda x, attrs, p: x)
+def _readout(x_seq, attrs, p):
+    """Non-spiking integrator at a graph output: after t steps ``y(t) = (1/t) * sum_s<=t x(s)``,
+    the time average of its input so far (same argmax as the running sum). A constant input
+    is its own average."""
     steps = torch.arange(1, x_seq.shape[0] + 1, device=x_seq.device, dtype=x_seq.dtype)
     return torch.cumsum(x_seq, dim=0) / steps.view(-1, *([1] * (x_seq.dim() - 1)))

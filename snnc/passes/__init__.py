@@ -4,6 +4,7 @@
 pipeline string. Import order below is the registry's listing order.
 """
 
+from snnc.defaults import DEFAULT_GRANULARITY, DEFAULT_MAXPOOL, DEFAULT_THRESHOLD
 from snnc.passes.base import (
     Pass,
     PassContext,
@@ -28,7 +29,7 @@ CALIBRATION_PIPELINES = {
 
 
 def default_pipeline(
-    threshold: str = "percentile:98", granularity: str = "channel", maxpool: str = "gate", calibration: str = "none"
+    threshold: str = DEFAULT_THRESHOLD, granularity: str = DEFAULT_GRANULARITY, maxpool: str = DEFAULT_MAXPOOL, calibration: str = "none"
 ) -> str:
     """The default pipeline with the user's threshold method (``max``, ``percentile:P``,
     ``mse``) and calibration level (``none``, ``light``, ``advanced``)."""

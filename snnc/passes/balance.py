@@ -32,9 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from snnc.defaults import DEFAULT_GRANULARITY, DEFAULT_PERCENTILE, DEFAULT_THRESHOLD_METHOD
 from snnc.errors import CalibrationError, PassError
 from snnc.ir.graph import Graph, Node
-from snnc.ir.interpreter import Interpreter, iter_batches
+from snnc.ir.executor import Interpreter, iter_batches
+from snnc.ir.ops import if_neuron_rate
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 
 log = logging.getLogger(__name__)
@@ -132,8 +134,11 @@ def percentile_from_hist(hist: np.ndarray, hi: float, p: float) -> float:
 
 
 def quantise(a: np.ndarray, theta: float, timesteps: int, offset: float) -> np.ndarray:
-    """Q_T(a; θ) = (θ/T) clip(floor(a T/θ + offset), 0, T): the IF neuron's rate code."""
-    return (theta / timesteps) * np.clip(np.floor(a * timesteps / theta + offset), 0, timesteps)
+    """Q_T(a; θ): the IF neuron's time-averaged output for a constant input ``a`` over T
+    steps, started at v(0) = offset·θ (:func:`snnc.ir.ops.if_neuron_rate`, in float64)."""
+    t = torch.as_tensor(np.asarray(a, dtype=np.float64))
+    th = torch.tensor(float(theta), dtype=torch.float64)
+    return if_neuron_rate(t, th, offset * th, timesteps).numpy()
 
 
 def mse_from_hist(hist: np.ndarray, hi: float, timesteps: int, offset: float, steps: int = 95) -> float:
@@ -159,9 +164,9 @@ class BalanceThresholds(Pass):
 
     @dataclass
     class Options:
-        method: str = choice("percentile", "max", "percentile", "mse")
-        percentile: float = 98.0
-        granularity: str = choice("channel", "layer", "channel")
+        method: str = choice(DEFAULT_THRESHOLD_METHOD, "max", "percentile", "mse")
+        percentile: float = DEFAULT_PERCENTILE
+        granularity: str = choice(DEFAULT_GRANULARITY, "layer", "channel")
         bins: int = 4096
         half_start: bool = True  # the quantiser MSE assumes (match insert-if's v-init)
 

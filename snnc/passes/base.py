@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from snnc.defaults import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_TIMESTEPS
 from snnc.errors import PassError, SnncError, VerificationError
 from snnc.ir.graph import Graph, format_graph
 from snnc.ir.verify import verify
@@ -47,10 +48,10 @@ class PassContext:
     """Everything a pass may read besides the graph: calibration data and settings."""
 
     calib: np.ndarray | None = None
-    timesteps: int = 32
-    batch_size: int = 128
+    timesteps: int = DEFAULT_TIMESTEPS
+    batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "cpu"
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     progress: Callable[[str, int], Any] = null_progress
     notices: list[str] = field(default_factory=list)
     records: dict[str, Any] = field(default_factory=dict)  # per-pass results, saved in provenance

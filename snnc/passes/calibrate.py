@@ -40,15 +40,13 @@ import numpy as np
 import torch
 
 from snnc.errors import PassError
+from snnc.ir.executor import Executor, Interpreter, Timed
 from snnc.ir.graph import Graph, Node, Value
-from snnc.ir.interpreter import Interpreter, param_tensors
+from snnc.ir.ops import if_neuron_rate
 from snnc.passes.balance import channels_last
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
-from snnc.simulator.reference import ReferenceSimulator, Timed, keep_freed_memory, default_batch_size
-
-_STATEFUL = ("if_neuron", "spiking_max_pool", "readout")
-_TRAINABLE = ("conv", "conv_transpose", "linear")
+from snnc.simulator.reference import ReferenceSimulator, default_batch_size, keep_freed_memory
 
 
 # ------------------------------------------------------------------ storage
@@ -98,7 +96,7 @@ class _Segment:
 
 def segments(graph: Graph) -> list[_Segment]:
     """One segment per stateful node (neuron, spiking max pool, readout), in graph order."""
-    return [_segment(graph, node) for node in graph.nodes if node.op in _STATEFUL]
+    return [_segment(graph, node) for node in graph.nodes if node.spec.stateful]
 
 
 def _segment(graph: Graph, node: Node) -> _Segment:
@@ -110,7 +108,7 @@ def _segment(graph: Graph, node: Node) -> _Segment:
     while stack:
         v = stack.pop()
         p = v.producer
-        if p is None or p.op in _STATEFUL:
+        if p is None or p.spec.stateful:
             boundary[id(v)] = v
         elif id(p) not in members:
             members.add(id(p))
@@ -120,7 +118,8 @@ def _segment(graph: Graph, node: Node) -> _Segment:
 
 
 class LayerwiseRunner:
-    """Simulates an SNN-stage graph one stateful node at a time over all samples of ``x``.
+    """Simulates an SNN-stage graph one stateful node at a time over all samples of ``x``,
+    with the reference simulator's executor walking each segment.
 
     ``batch(seg, b)`` simulates one segment on one batch of samples; ``keep(seg, b, out)``
     stores its output for the later segments and ``done(seg)`` frees what no later segment
@@ -131,7 +130,7 @@ class LayerwiseRunner:
         self.graph = graph
         self.T = T
         self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self.sim = ReferenceSimulator(graph)
+        self.sim = ReferenceSimulator(graph, timesteps=T)
         keep_freed_memory()
         bs = batch_size or default_batch_size(T, graph)
         self.batches = [slice(lo, min(len(x), lo + bs)) for lo in range(0, len(x), bs)]
@@ -165,14 +164,13 @@ class LayerwiseRunner:
 
     def current(self, seg: _Segment, env: dict[int, Timed]) -> Timed:
         """The segment's input current from its boundary values (all T steps)."""
-        for n in seg.nodes:
-            env[id(n.output)] = self.sim.step(n, [env[id(v)] for v in n.inputs], self.T)
+        self.sim.walk(seg.nodes, env, free=False)
         return env[id(seg.node.inputs[0])]
 
     def ann_target(self, seg: _Segment, b: int) -> torch.Tensor:
         """The ANN's output of the node ``seg.node`` replaced (or the graph output it reads)."""
         xb = self.x[self.batches[b]]
-        if seg.node.op == "readout":
+        if seg.node.spec.has("readout"):
             return self._ann_interp.run(xb)[self._ann_outputs[id(seg.node.output)]]
         name = self._ann_names.get(seg.node.name)
         if name is None:
@@ -183,23 +181,28 @@ class LayerwiseRunner:
         return got[0]
 
     def batch(self, seg: _Segment, b: int) -> tuple[Timed, dict[int, Timed]]:
-        """Simulate the segment on batch ``b``: its output and the values it computed from
-        (by value id)."""
+        """Simulate the segment on batch ``b``: its output (for a readout, its input current,
+        whose time average is the readout's output) and the values it computed from (by
+        value id)."""
         env = self._boundary(seg, b)
         z = self.current(seg, env)
-        return self.sim.step(seg.node, [z], self.T), env
+        if seg.node.spec.has("readout"):
+            # A readout's output after T steps is the time average of its input current:
+            # hand back the current, whose average the passes take.
+            return z, env
+        return self.sim.run_node(seg.node, [z]), env
 
     def keep(self, seg: _Segment, b: int, out: Timed) -> None:
         """Store the segment's output for batch ``b`` (bit-packed spikes where possible), so
         that memory holds one dense batch at a time."""
         node = seg.node
-        if node.op == "readout":
+        if node.spec.has("readout"):
             return
         if b == 0:
             scale = None
-            if node.op == "if_neuron":
+            if node.spec.has("neuron"):
                 scale = self.sim.param(node, "threshold") if node.attr("spike_scale") == "threshold" else torch.ones(())
-            elif node.op == "spiking_max_pool":
+            elif node.spec.has("preserves_amplitude"):  # spiking max pooling passes its input's spikes on
                 scale = self._scale.get(id(node.inputs[0]))
             self._scale[id(node.output)] = scale
             self._store[id(node.output)] = []
@@ -211,10 +214,6 @@ class LayerwiseRunner:
             self._remaining[id(v)] -= 1
             if self._remaining[id(v)] == 0:
                 self._store.pop(id(v), None)
-
-
-def time_average(v: Timed) -> torch.Tensor:
-    return v.data if v.static else v.data.mean(0)
 
 
 # ------------------------------------------------------------ statistics
@@ -259,19 +258,19 @@ class _Calibration(Pass):
         only = self._only()
         if only:
             return seg.node.name in only
-        if seg.node.op == "if_neuron":
+        if seg.node.spec.has("neuron"):
             return True
-        return seg.node.op == "readout" and self.options.output
+        return seg.node.spec.has("readout") and self.options.output
 
     def _only(self) -> set[str]:
         return {name for name in self.options.layers.split(";") if name}
 
     def check(self, graph: Graph) -> None:
         """Refuse, before any work, a graph this pass cannot calibrate."""
-        for n in graph.find("if_neuron"):
+        for n in _neurons(graph):
             if n.attr("spike_scale") != "threshold":
                 raise PassError(f"{self.name}: neuron {n.name!r} emits unit spikes; put normalize-weights after the calibration passes")
-        known = {n.name for n in graph.nodes if n.op in ("if_neuron", "readout")}
+        known = {n.name for n in graph.nodes if n.spec.has("neuron") or n.spec.has("readout")}
         unknown = sorted(self._only() - known)
         if unknown:
             raise PassError(
@@ -303,7 +302,7 @@ class _Calibration(Pass):
                 for b in range(nb):
                     out, env = runner.batch(seg, b)
                     a = runner.ann_target(seg, b)
-                    r = time_average(out)
+                    r = out.mean()
                     before.add(r - a)
                     self.observe(seg, r, a, env)
                     task.advance(1)
@@ -312,7 +311,7 @@ class _Calibration(Pass):
                 after = ErrorStats()
                 for b in range(nb):
                     out, _ = runner.batch(seg, b)
-                    after.add(time_average(out) - runner.ann_target(seg, b))
+                    after.add(out.mean() - runner.ann_target(seg, b))
                     runner.keep(seg, b, out)
                     task.advance(1)
                 runner.done(seg)
@@ -384,7 +383,7 @@ class CalibratePotential(_Calibration):
         granularity: str = choice("channel", "neuron", "channel")
 
     def observe(self, seg, r, a, env) -> None:
-        if seg.node.op == "readout" or self.options.granularity == "channel":
+        if seg.node.spec.has("readout") or self.options.granularity == "channel":
             self._add_sum(*_per_channel_sum(a - r))
         else:
             self._add_sum((a - r).double().sum(0), r.shape[0])
@@ -392,20 +391,12 @@ class CalibratePotential(_Calibration):
     def update(self, graph, seg, ctx) -> str:
         err = self._mean()
         node = seg.node
-        if node.op == "readout":
+        if node.spec.has("readout"):
             return shift_input_current(graph, node, err, name="calib_bias").name
         if self.options.granularity == "channel":
             err = err.reshape(channel_shape(node.output))
         node.set_param("v_init", node.params["v_init"] + ctx.timesteps * err)
         return node.name
-
-
-def _quantise_ste(z: torch.Tensor, theta: torch.Tensor, v0: torch.Tensor, T: int) -> torch.Tensor:
-    """The IF neuron's mean output for a constant current z over T steps, with a
-    straight-through gradient for the floor: (θ/T) clip(floor((zT + v0)/θ), 0, T)."""
-    u = (z * T + v0) / theta
-    u = u + (torch.floor(u) - u).detach()
-    return u.clamp(0, T) * theta / T
 
 
 @register_pass
@@ -433,33 +424,35 @@ class CalibrateWeights(_Calibration):
         self._targets: list[torch.Tensor] = []
 
     def observe(self, seg, r, a, env) -> None:
-        self._inputs.append({id(v): time_average(env[id(v)]) for v in seg.boundary})
+        self._inputs.append({id(v): env[id(v)].mean() for v in seg.boundary})
         self._targets.append(a)
 
     def check(self, graph: Graph) -> None:
         super().check(graph)
-        for n in graph.find("if_neuron"):
+        for n in _neurons(graph):
             if n.attr("reset") != "subtract":
                 raise PassError(f"{self.name}: neuron {n.name!r} resets to zero; the fitted quantiser models soft reset (insert-if reset=subtract)")
 
     def update(self, graph, seg, ctx) -> str:
         o = self.options
-        train = [n for n in seg.nodes if n.op in _TRAINABLE and id(n) not in self._trained]
+        train = [n for n in seg.nodes if n.spec.has("synaptic") and id(n) not in self._trained]
         if not train or o.iterations <= 0:
             return ""
         xs = {k: torch.cat([d[k] for d in self._inputs]) for k in self._inputs[0]}
         target = torch.cat(self._targets)
         self._inputs, self._targets = [], []
-        params = {id(n): param_tensors(n) for n in seg.nodes}
+        # The segment's stateless nodes on time-averaged (static) values, with the weights
+        # being fitted put in place of the nodes' own parameters.
+        ex = Executor(graph)
         weights = []
         for n in train:
-            w = params[id(n)]["weight"].clone().requires_grad_(True)
-            params[id(n)]["weight"] = w
+            w = ex.param(n, "weight").clone().requires_grad_(True)
+            ex.params(n)["weight"] = w
             weights.append(w)
         node = seg.node
-        if node.op == "if_neuron":
-            p = param_tensors(node)
-            theta, v0 = p["threshold"], p["v_init"]
+        neuron = node.spec.has("neuron")
+        if neuron:
+            theta, v0 = ex.param(node, "threshold"), ex.param(node, "v_init")
         gen = torch.Generator().manual_seed(ctx.seed)
         opt = torch.optim.Adam(weights, lr=o.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=o.iterations)
@@ -467,11 +460,10 @@ class CalibrateWeights(_Calibration):
         with torch.enable_grad():
             for _ in range(o.iterations):
                 idx = torch.randint(0, n_samples, (min(o.batch, n_samples),), generator=gen)
-                env = {k: v[idx] for k, v in xs.items()}
-                for n in seg.nodes:
-                    env[id(n.output)] = n.spec.compute([env[id(v)] for v in n.inputs], n, params[id(n)])
-                z = env[id(node.inputs[0])]
-                y = z if node.op == "readout" else _quantise_ste(z, theta, v0, ctx.timesteps)
+                env = {k: Timed(v[idx], static=True) for k, v in xs.items()}
+                ex.walk(seg.nodes, env, free=False)
+                z = env[id(node.inputs[0])].data
+                y = if_neuron_rate(z, theta, v0, ctx.timesteps, straight_through=True) if neuron else z
                 loss = torch.mean((y - target[idx]) ** 2)
                 opt.zero_grad()
                 loss.backward()
@@ -485,3 +477,7 @@ class CalibrateWeights(_Calibration):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         self._trained: set[int] = set()  # a node shared by two layers is fitted once
         return super().run(graph, ctx)
+
+
+def _neurons(graph: Graph) -> list[Node]:
+    return [n for n in graph.nodes if n.spec.has("neuron")]

@@ -23,7 +23,7 @@ class Canonicalize(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         changed = False
         for node in list(graph.nodes):
-            if node.op in ("identity", "dropout"):
+            if node.spec.has("structural"):
                 graph.bypass(node)
                 changed = True
         changed |= _strip_postprocessing(graph, ctx)
@@ -40,7 +40,7 @@ def _strip_postprocessing(graph: Graph, ctx: PassContext) -> bool:
         progress = False
         for out in graph.outputs:
             node = out.producer
-            if node is None or node.spec.kind != "postproc":
+            if node is None or not node.spec.has("postproc"):
                 continue
             src = node.inputs[0]
             graph.set_outputs(src if o is out else o for o in graph.outputs)

@@ -17,9 +17,6 @@ import numpy as np
 
 from snnc.ir.graph import Graph, Node, Value
 
-_BIASED = ("conv", "conv_transpose", "linear")
-
-
 def channel_shape(value: Value) -> tuple[int, ...]:
     """Broadcast shape of one value per channel: ``[C, 1, 1]`` for ``[C, H, W]``, ``[F]`` for ``[F]``."""
     shape = value.shape
@@ -34,7 +31,7 @@ def _sole_reader(value: Value, node: Node) -> bool:
 def _biased(node: Node | None) -> bool:
     """A node whose bias is added per channel (axis 1) of its output: conv and transposed
     conv always; linear only on a flat value (on [C, L] its bias runs along the last axis)."""
-    if node is None or node.op not in _BIASED:
+    if node is None or not node.spec.has("synaptic"):
         return False
     return node.op != "linear" or len(node.output.shape) == 1
 

@@ -66,7 +66,7 @@ def _bn_coefficients(bn: Node) -> tuple[np.ndarray, np.ndarray]:
 def _why_not_foldable(graph: Graph, layer: Node | None) -> str | None:
     if layer is None:
         return "it reads a graph input"
-    if layer.op not in ("conv", "conv_transpose", "linear"):
+    if not layer.spec.has("synaptic"):
         return f"it follows a {layer.op}, not a conv or linear layer"
     if len(layer.output.uses) != 1 or any(o is layer.output for o in graph.outputs):
         return f"the output of {layer.name!r} is also read elsewhere"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snnc.defaults import DEFAULT_MAXPOOL
 from snnc.errors import PassError
 from snnc.ir.graph import Graph
 from snnc.passes.base import Pass, PassContext, choice, register_pass
@@ -42,7 +43,7 @@ class InsertIF(Pass):
     class Options:
         v_init: str = choice("half", "half", "zero", "bias")
         reset: str = choice("subtract", "subtract", "zero")
-        maxpool: str = choice("gate", "gate", "avg")
+        maxpool: str = choice(DEFAULT_MAXPOOL, "gate", "avg")
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         o = self.options

@@ -32,9 +32,6 @@ from snnc.errors import PassError
 from snnc.ir.graph import Graph, Node, Value
 from snnc.passes.base import Pass, PassContext, register_pass
 
-_CHANNEL_PASS = ("avg_pool", "global_avg_pool", "upsample", "spiking_max_pool")
-
-
 def _is_one(s: np.ndarray | None) -> bool:
     return s is None or bool(np.all(s == 1.0))
 
@@ -75,7 +72,7 @@ class NormalizeWeights(Pass):
     # Each visit returns (output scale, changed).
     def _visit(self, graph: Graph, node: Node, ins: list[np.ndarray | None]) -> tuple[np.ndarray | None, bool]:
         op = node.op
-        if op == "if_neuron":
+        if node.spec.has("neuron"):
             changed = False
             if not _is_one(ins[0]):
                 node.set_param("threshold", node.params["threshold"] / ins[0])
@@ -88,7 +85,7 @@ class NormalizeWeights(Pass):
             return None, changed
         if all(_is_one(s) for s in ins):
             return None, False
-        if op in ("conv", "conv_transpose", "linear"):
+        if node.spec.has("synaptic"):
             s = self._channel_vector(graph, node, 0, ins[0])
             if s is None:
                 return None, True
@@ -101,7 +98,7 @@ class NormalizeWeights(Pass):
             return self._add(graph, node, ins)
         if op == "concat":
             return self._concat(graph, node, ins)
-        if op in _CHANNEL_PASS:
+        if node.spec.has("channelwise"):
             s = self._channel_vector(graph, node, 0, ins[0])
             if s is None:
                 return None, True

@@ -14,8 +14,8 @@ import numpy as np
 
 from snnc.backend import Backend, SimResult, Unsupported, check_timesteps, spike_rates
 from snnc.errors import BackendError, DataError
+from snnc.ir.executor import check_input
 from snnc.ir.graph import Graph
-from snnc.ir.interpreter import check_input
 
 INSTALL_HINT = (
     "install it with `pip install --no-deps --ignore-requires-python lava-nc==0.10.0 \"asteval<0.10\" && pip install networkx` "
@@ -53,30 +53,26 @@ class LavaBackend(Backend):
         if device not in (None, "cpu", "auto"):
             raise BackendError(f"the {self.name} backend runs on the CPU (Lava's simulator); got device {device!r}")
         self.version = require_lava()
+        from snnc_lava.lower import TABLE
+
+        self.table = TABLE
         kind = "Loihi fixed point (bit-accurate model)" if self.fixed else "floating point"
         self.description = f"Lava {self.version} processes on its CPU simulator, {kind}"
 
-    def unsupported(self, graph: Graph) -> list[Unsupported]:
-        from snnc.ir.ops import SNN
+    def graph_problems(self, graph: Graph) -> list[Unsupported]:
+        """Fixed point: the scaling of the whole network must map onto Loihi's integers."""
+        if not self.fixed:
+            return []
         from snnc_lava.lower import Unmappable, lower
-        from snnc_lava.processes import MAX_INPUTS
 
-        problems = [Unsupported(n.name, n.op, "not an SNN-stage op") for n in graph.nodes if SNN not in n.spec.stages]
-        for n in graph.nodes:
-            if len(n.inputs) > MAX_INPUTS:
-                problems.append(Unsupported(n.name, n.op, f"{len(n.inputs)} inputs (at most {MAX_INPUTS})"))
-            if n.op == "if_neuron" and n.attr("reset") not in ("subtract", "zero"):
-                problems.append(Unsupported(n.name, n.op, f"reset {n.attr('reset')!r}"))
-        if problems or not self.fixed:
-            return problems
         try:
             x = np.zeros((1, *graph.inputs[0].shape), dtype=np.float32)
             lower(graph, x, 1, 1, fixed=True)
         except Unmappable as e:
-            problems.append(Unsupported(e.node, e.op, e.reason))
+            return [Unsupported(e.node, e.op, e.reason)]
         except BackendError as e:
-            problems.append(Unsupported(graph.name, "graph", str(e)))
-        return problems
+            return [Unsupported(graph.name, "graph", str(e))]
+        return []
 
     def run(self, graph, x, timesteps: Sequence[int], *, batch_size=None, encoding="direct", seed=0, progress=None) -> SimResult:
         from snnc_lava.lower import lower
@@ -274,8 +270,6 @@ def _close_quietly(rt, infra) -> None:
 
 def deployment(graph: Graph, program) -> dict:
     """Per-layer fixed-point scaling and a Loihi 2 resource estimate."""
-    from snnc_lava.lower import WEIGHTED
-
     nodes = {n.name: n for n in graph.nodes}
     layers = []
     totals = {"neurons": 0, "connections": 0, "cores": 0}
@@ -285,7 +279,7 @@ def deployment(graph: Graph, program) -> dict:
         synapses, fan_in = 0, 0
         for s in rep["synapses"]:
             owner = nodes[s["node"]]
-            if owner.op in WEIGHTED:
+            if owner.spec.has("synaptic"):
                 w = owner.params["weight"]
                 per_out = int(np.prod(w.shape[1:])) if owner.op != "conv_transpose" else int(w.shape[0] * np.prod(w.shape[2:]))
                 outs = int(np.prod(owner.output.shape))

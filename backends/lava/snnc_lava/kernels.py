@@ -1,9 +1,10 @@
 """What each snnc Lava process computes per time step, in float or Loihi fixed point.
 
 A kernel is built inside the process model from its ``spec`` (plain data: strings,
-numbers, numpy arrays). Float kernels follow the reference simulator's equations in
-float32. Fixed-point kernels follow Loihi's conventions as Lava's bit-accurate LIF and
-Dense models implement them:
+numbers, numpy arrays). Float kernels run the op set's own forms in float32: a stateless
+op's ``compute``, the IF neuron's step (:func:`~snnc.ir.ops.integrate_and_fire`), spiking
+max pooling's gate. Fixed-point kernels follow Loihi's conventions as Lava's bit-accurate
+LIF and Dense models implement them:
 
 * binary spikes between layers; synapse outputs are integers: ``a = (sum_i w_i s_i) << e``
   (``>> -e`` for negative exponents, an arithmetic shift) with ``w = 2 * m``, ``m`` an 8-bit
@@ -24,8 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnc.ir.graph import Node
-from snnc.ir.ops import spiking_max_pool_gate
+from snnc.ir.ops import get_op, integrate_and_fire, spiking_max_pool_gate
 
 V_MAX = 2**23  # 24-bit two's complement state
 
@@ -88,7 +88,8 @@ class OpKernel(Kernel):
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.node = Node(spec["op"], spec["name"], dict(spec["attrs"]), {})
+        self.op = get_op(spec["op"])
+        self.attrs = self.op.resolve(spec["attrs"])
         dtype = torch.float64 if self.fixed else torch.float32
         self.params = {k: torch.as_tensor(v, dtype=dtype) for k, v in spec["params"].items()}
         self.slots = spec["slots"]  # per IR input: ("port", i) or ("zeros", shape)
@@ -109,9 +110,9 @@ class OpKernel(Kernel):
                 x = shift(x * w, e)  # count -> current through elementwise synapses
             xs.append(torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype))
         if self.sum_pool:
-            y = _sum_pool(self.node, xs[0])
+            y = _sum_pool(self.op.name, self.attrs, xs[0])
         else:
-            y = self.node.spec.compute(xs, self.node, self.params)
+            y = self.op.compute(xs, self.attrs, self.params)
         y = y.numpy()
         if self.fixed:
             y = np.rint(y).astype(np.int64)
@@ -120,15 +121,15 @@ class OpKernel(Kernel):
         return y
 
 
-def _sum_pool(node: Node, x: torch.Tensor) -> torch.Tensor:
+def _sum_pool(op: str, attrs: dict, x: torch.Tensor) -> torch.Tensor:
     """Average pooling without the division (integer sums of spike counts); padding is
     zeros and counts towards nothing, as in the op with ``count_include_pad``."""
-    if node.op == "global_avg_pool":
-        return x.sum(dim=tuple(range(2, x.dim())), keepdim=bool(node.attr("keepdims")))
+    if op == "global_avg_pool":
+        return x.sum(dim=tuple(range(2, x.dim())), keepdim=bool(attrs["keepdims"]))
     nd = x.dim() - 2
-    k = list(node.attr("kernel"))
-    strides = list(node.attr("strides") or k)
-    pads = node.attr("pads") or [0] * (2 * nd)
+    k = list(attrs["kernel"])
+    strides = list(attrs["strides"] or k)
+    pads = attrs["pads"] or [0] * (2 * nd)
     fpad: list[int] = []
     for i in reversed(range(nd)):
         fpad += [pads[i], pads[nd + i]]
@@ -136,7 +137,7 @@ def _sum_pool(node: Node, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, fpad)
     if nd == 1:  # as 2-D with a height of one: divisor_override exists only there
         x, k, strides = x.unsqueeze(2), [1, *k], [1, *strides]
-    y = F.avg_pool2d(x, k, strides, 0, ceil_mode=bool(node.attr("ceil_mode")), divisor_override=1)
+    y = F.avg_pool2d(x, k, strides, 0, ceil_mode=bool(attrs["ceil_mode"]), divisor_override=1)
     return y.squeeze(2) if nd == 1 else y
 
 
@@ -154,7 +155,7 @@ class NeuronKernel(Kernel):
             self.vth = np.int64(spec["vth"]) << 6
             self.v_init = spec["v_init"].astype(np.int64)
         else:
-            self.theta = spec["threshold"].astype(np.float32)
+            self.theta = torch.from_numpy(np.asarray(spec["threshold"], dtype=np.float32))
             self.v_init = spec["v_init"].astype(np.float32)
             self.unit = spec["spike_scale"] == "unit"
         self.shape = tuple(spec["shape"])
@@ -162,6 +163,9 @@ class NeuronKernel(Kernel):
 
     def reset(self, batch):
         self.v = np.broadcast_to(self.v_init, (self.B, *self.shape)).copy()
+        if not self.fixed:
+            self.v = torch.from_numpy(self.v)
+            self.spiked = torch.empty(self.v.shape, dtype=torch.bool)
         self.bias = _per_sample(self.spec.get("bias"), batch, self.B)
         self.valid = max(0, min(self.B, int(self.spec.get("samples", 1 << 62)) - batch * self.B))  # padding rows do not count
 
@@ -180,16 +184,11 @@ class NeuronKernel(Kernel):
                 self.v = np.where(s, 0, self.v)
             self.spike_total += float(s[: self.valid].sum())
             return s.astype(np.int64)
-        z = (ins[0] if self.has_input else np.float32(0)) + self.bias
-        self.v = (self.v + z).astype(np.float32)
-        s = self.v >= self.theta
-        sf = s.astype(np.float32)
-        if self.subtract:
-            self.v = self.v - sf * self.theta
-        else:
-            self.v = np.where(s, np.float32(0), self.v)
+        z = torch.from_numpy(np.asarray((ins[0] if self.has_input else np.float32(0)) + self.bias, dtype=np.float32))
+        s = torch.empty(self.v.shape)
+        integrate_and_fire(self.v, z, self.theta, s, self.spiked, self.subtract)  # the op set's step form
         self.spike_total += float(s[: self.valid].sum())
-        return sf if self.unit else sf * self.theta
+        return (s if self.unit else s * self.theta).numpy()
 
 
 class ReadoutKernel(Kernel):

@@ -32,13 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from snnc.backend import LoweringTable, Rule
 from snnc.errors import BackendError
+from snnc.ir.executor import Executor, Timed, iter_batches, static_values
 from snnc.ir.graph import Graph, Node, Value
-from snnc.ir.interpreter import iter_batches, param_tensors
-from snnc.ir.ops import get_op
-
-STATEFUL = ("if_neuron", "spiking_max_pool", "readout")
-WEIGHTED = ("conv", "conv_transpose", "linear")
 V_LIMIT = 2**23 - 1  # 24-bit state
 VTH_MAX = 2**17 - 1  # 17-bit threshold mantissa
 BIAS_MAX = 4095 << 7  # 13-bit signed mantissa, 3-bit exponent
@@ -78,12 +75,25 @@ class Program:
 
 # --------------------------------------------------------------- analysis
 def dynamic_values(graph: Graph) -> set[int]:
-    """Values that vary over time under direct coding."""
-    dyn: set[int] = set()
-    for n in graph.nodes:
-        if n.op == "if_neuron" or any(id(v) in dyn for v in n.inputs):
-            dyn.add(id(n.output))
-    return dyn
+    """Values that vary over time under direct coding (those the executor does not fold)."""
+    static = static_values(graph)
+    return {id(n.output) for n in graph.nodes if id(n.output) not in static}
+
+
+class _StaticPart(Executor):
+    """The executor on the time-invariant part of every value: a stateful node whose output
+    varies over time contributes nothing (the processes compute that part), one whose output
+    does not gives its ``constant`` form (spiking max pooling of a constant: its max pool)."""
+
+    def __init__(self, graph: Graph, dyn: set[int]):
+        super().__init__(graph)
+        self.dyn = dyn
+
+    def call_stateful(self, node: Node, ins: list[Timed]) -> Timed:
+        x = ins[0].data
+        if id(node.output) in self.dyn:
+            return Timed(torch.zeros((x.shape[0], *node.output.shape), dtype=x.dtype), static=True)
+        return Timed(node.spec.constant(x, self.attrs(node), self.params(node)), static=True)
 
 
 @torch.no_grad()
@@ -94,31 +104,20 @@ def static_parts(graph: Graph, x: np.ndarray, sinks: list[Node], dyn: set[int], 
     want = {s.name: s.inputs[0] for s in sinks}
     per_sample = {name: id(v) in depends for name, v in want.items()}
     out: dict[str, list[np.ndarray]] = {name: [] for name in want}
-    params = {id(n): param_tensors(n) for n in graph.nodes}
+    ex = _StaticPart(graph, dyn)
     for i, xb in enumerate(iter_batches(x, batch)):
-        env: dict[int, torch.Tensor] = {id(graph.inputs[0]): xb}
-        for n in graph.nodes:
-            ins = [env[id(v)] for v in n.inputs]
-            if n.op == "if_neuron":
-                env[id(n.output)] = torch.zeros_like(ins[0])
-            elif n.op == "readout":
-                env[id(n.output)] = ins[0]
-            elif n.op == "spiking_max_pool":
-                static = id(n.inputs[0]) not in dyn
-                mp = get_op("max_pool").compute(ins, n, {})
-                env[id(n.output)] = mp if static else torch.zeros_like(mp)
-            else:
-                env[id(n.output)] = n.spec.compute(ins, n, params[id(n)])
+        env: dict[int, Timed] = {id(graph.inputs[0]): Timed(xb, static=True)}
+        ex.walk(graph.nodes, env, free=False)
         for name, v in want.items():
             if per_sample[name] or i == 0:
-                out[name].append(env[id(v)].numpy())
+                out[name].append(env[id(v)].data.numpy())
     return {name: (np.concatenate(a).astype(np.float32) if per_sample[name] else a[0][0], per_sample[name]) for name, a in out.items()}
 
 
 def _depends_on_input(graph: Graph) -> set[int]:
     dep = {id(graph.inputs[0])}
     for n in graph.nodes:
-        if n.op != "if_neuron" and any(id(v) in dep for v in n.inputs):
+        if not n.spec.has("neuron") and any(id(v) in dep for v in n.inputs):
             dep.add(id(n.output))
     return dep
 
@@ -141,60 +140,112 @@ def _float_params(node: Node) -> dict[str, np.ndarray]:
     return p
 
 
+MAX_INPUTS = 4  # in-ports of one snnc Lava process
+
+
+def _check_ports(n: Node) -> str | None:
+    return f"{len(n.inputs)} inputs (at most {MAX_INPUTS})" if len(n.inputs) > MAX_INPUTS else None
+
+
+def _check_neuron(n: Node) -> str | None:
+    return None if n.attr("reset") in ("subtract", "zero") else f"reset {n.attr('reset')!r}"
+
+
+@dataclass
+class _Lowering:
+    """What the per-op rules read while planning processes."""
+
+    dyn: set[int]
+    statics: dict
+    fx: FixedPoint | None
+    base: dict
+    batch: int
+
+    def common(self, n: Node) -> dict:
+        ins = [v for v in n.inputs if id(v) in self.dyn]
+        return dict(name=n.name, inputs=[v.name for v in ins], in_shapes=[(self.batch, *v.shape) for v in ins], out_shape=(self.batch, *n.output.shape))
+
+
+def _plan_neuron(n: Node, lw: _Lowering) -> ProcPlan:
+    common = lw.common(n)
+    spec = {**lw.base, "kind": "neuron", "has_input": bool(common["inputs"]), "reset": n.attr("reset"), "shape": n.output.shape}
+    if lw.fx is not None:
+        spec.update(lw.fx.neuron_spec(n))
+    else:
+        spec.update(threshold=n.params["threshold"], v_init=n.params["v_init"], spike_scale=n.attr("spike_scale"), bias=lw.statics[n.name])
+    return ProcPlan(kind="neuron", spec=spec, **common)
+
+
+def _plan_readout(n: Node, lw: _Lowering) -> ProcPlan | None:
+    common = lw.common(n)
+    if not common["inputs"]:  # a time-invariant output: computed on the host
+        return None
+    spec = {**lw.base, "kind": "readout", "has_input": True, "shape": n.output.shape}
+    spec.update(lw.fx.readout_spec(n) if lw.fx is not None else {"bias": lw.statics[n.name]})
+    return ProcPlan(kind="readout", spec=spec, **common)
+
+
+def _plan_maxpool(n: Node, lw: _Lowering) -> ProcPlan:
+    attrs = {k: n.attr(k) for k in ("kernel", "strides", "pads", "dilations", "ceil_mode")}
+    spec = {**lw.base, "kind": "maxpool", "attrs": attrs}
+    if lw.fx is None:  # in fixed point its input is spikes, whose static part is zero
+        spec["bias"] = lw.statics[n.name]
+    return ProcPlan(kind="maxpool", spec=spec, **lw.common(n))
+
+
+def _plan_op(n: Node, lw: _Lowering) -> ProcPlan:
+    """Any stateless op: a process running the op set's compute on its time-varying inputs."""
+    slots, port = [], 0
+    for v in n.inputs:
+        if id(v) in lw.dyn:
+            slots.append(("port", port))
+            port += 1
+        else:
+            slots.append(("zeros", tuple(v.shape)))
+    spec = {**lw.base, "kind": "op", "op": n.op, "name": n.name, "attrs": dict(n.attrs), "slots": slots}
+    spec.update(lw.fx.op_spec(n) if lw.fx is not None else {"params": _float_params(n)})
+    return ProcPlan(kind="op", spec=spec, **lw.common(n))
+
+
+# The per-op table of the lava backends: a neuron, readout or max-pool process for the
+# stateful ops; any stateless op of the op set becomes an op process (fixed point adds the
+# domain rules of :class:`FixedPoint`, which need the whole graph).
+TABLE = LoweringTable(
+    "lava",
+    {
+        "if_neuron": Rule(_plan_neuron, _check_neuron),
+        "readout": Rule(_plan_readout),
+        "spiking_max_pool": Rule(_plan_maxpool, _check_ports),
+    },
+    stateless=Rule(_plan_op, _check_ports),
+)
+
+
 def lower(graph: Graph, x: np.ndarray, T: int, batch: int, fixed: bool) -> Program:
     """The process plan for running ``graph`` on ``x`` for ``T`` steps in batches of ``batch``."""
     dyn = dynamic_values(graph)
     # Sinks of a static part: neurons and readouts (their bias), and spiking max pools, which
     # are not affine and must gate on the whole value of their input.
-    sinks = [n for n in graph.nodes if n.op in ("if_neuron", "readout") or (n.op == "spiking_max_pool" and id(n.inputs[0]) in dyn)]
+    sinks = [n for n in graph.nodes if n.spec.has("neuron") or n.spec.has("readout") or (n.spec.has("max_pool") and id(n.inputs[0]) in dyn)]
     statics = static_parts(graph, x, sinks, dyn)
     fx = FixedPoint(graph, dyn, statics, T) if fixed else None
+    lw = _Lowering(dyn, statics, fx, {"T": T, "batch": batch, "mode": "fixed" if fixed else "float"}, batch)
     procs: list[ProcPlan] = []
-    base = {"T": T, "batch": batch, "mode": "fixed" if fixed else "float"}
     for n in graph.nodes:
-        if id(n.output) not in dyn and n.op != "readout":
-            continue
-        ins = [v for v in n.inputs if id(v) in dyn]
-        common = dict(name=n.name, inputs=[v.name for v in ins], in_shapes=[(batch, *v.shape) for v in ins], out_shape=(batch, *n.output.shape))
-        if n.op == "if_neuron":
-            spec = {**base, "kind": "neuron", "has_input": bool(ins), "reset": n.attr("reset"), "shape": n.output.shape}
-            if fixed:
-                spec.update(fx.neuron_spec(n))
-            else:
-                spec.update(threshold=n.params["threshold"], v_init=n.params["v_init"], spike_scale=n.attr("spike_scale"), bias=statics[n.name])
-            procs.append(ProcPlan(kind="neuron", spec=spec, **common))
-        elif n.op == "readout":
-            if not ins:
-                continue
-            spec = {**base, "kind": "readout", "has_input": True, "shape": n.output.shape}
-            spec.update(fx.readout_spec(n) if fixed else {"bias": statics[n.name]})
-            procs.append(ProcPlan(kind="readout", spec=spec, **common))
-        elif n.op == "spiking_max_pool":
-            attrs = {k: n.attr(k) for k in ("kernel", "strides", "pads", "dilations", "ceil_mode")}
-            spec = {**base, "kind": "maxpool", "attrs": attrs}
-            if not fixed:  # in fixed point its input is spikes, whose static part is zero
-                spec["bias"] = statics[n.name]
-            procs.append(ProcPlan(kind="maxpool", spec=spec, **common))
-        else:
-            slots, port = [], 0
-            for v in n.inputs:
-                if id(v) in dyn:
-                    slots.append(("port", port))
-                    port += 1
-                else:
-                    slots.append(("zeros", tuple(v.shape)))
-            spec = {**base, "kind": "op", "op": n.op, "name": n.name, "attrs": dict(n.attrs), "slots": slots}
-            spec.update(fx.op_spec(n) if fixed else {"params": _float_params(n)})
-            procs.append(ProcPlan(kind="op", spec=spec, **common))
+        if id(n.output) not in dyn and not n.spec.has("readout"):
+            continue  # time-invariant: part of a static part (a bias current)
+        plan = TABLE.lower(n, lw)
+        if plan is not None:
+            procs.append(plan)
     outputs, static_outputs, scale = [], {}, {}
     producer = {id(n.output): n for n in graph.nodes}
     for v in graph.outputs:
         ro = producer.get(id(v))
-        if ro is not None and ro.op == "readout" and id(ro.inputs[0]) in dyn:
+        if ro is not None and ro.spec.has("readout") and id(ro.inputs[0]) in dyn:
             outputs.append((v.name, ro.name))
             scale[ro.name] = fx.output_scale(ro) if fixed else 1.0
         else:
-            arr, per = statics[ro.name] if ro is not None and ro.op == "readout" else (None, False)
+            arr, per = statics[ro.name] if ro is not None and ro.spec.has("readout") else (None, False)
             if arr is None:
                 raise BackendError(f"graph output {v.name!r} is not a readout")
             static_outputs[v.name] = arr if per else np.broadcast_to(arr, (len(x), *arr.shape)).copy()
@@ -301,7 +352,7 @@ class FixedPoint:
         self._port_weights: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
         self._forward()
         for n in graph.nodes:
-            if n.op == "if_neuron" or (n.op == "readout" and id(n.inputs[0]) in dyn):
+            if n.spec.has("neuron") or (n.spec.has("readout") and id(n.inputs[0]) in dyn):
                 self._layer(n)
 
     def fail(self, n: Node, why: str):
@@ -325,7 +376,7 @@ class FixedPoint:
                 if self.dom[id(v)] != "count" or _channel_vector(self.sigma[id(v)], v.shape) is None:
                     self.fail(n, "spiking max pooling needs spikes with one scale per channel at its input")
                 self._count(n, self._pool_sigma(n, v, 1.0), self.cmax[id(v)])
-            elif n.op in WEIGHTED or (n.op == "affine" and doms == {"count"}):
+            elif n.spec.has("synaptic") or (n.op == "affine" and doms == {"count"}):
                 if doms != {"count"}:
                     self.fail(n, "its input is a synaptic current, not spikes: on Loihi a neuron must sit between two synapses")
                 self.dom[id(n.output)] = "current"
@@ -377,8 +428,7 @@ class FixedPoint:
         for v in n.inputs:
             s = self.sigma[id(v)] if id(v) in self.dyn else np.ones(v.shape)
             parts.append(torch.from_numpy(_full(s, v.shape))[None])
-        node = Node(n.op, n.name, dict(n.attrs), {})
-        y = n.spec.compute(parts, node, {}) if n.op != "affine" else parts[0]
+        y = n.spec.compute(parts, n.attr_dict(), {}) if n.op != "affine" else parts[0]
         return y[0].numpy()
 
     # backward: the synapses feeding one layer, their real weights at vth = 1
@@ -395,7 +445,7 @@ class FixedPoint:
         n = self.producer[id(v)]
         if len(self.use.get(id(v), [])) > 1:
             self.fail(n, "a synaptic current that feeds two layers (each needs its own scaling)")
-        if n.op in WEIGHTED:
+        if n.spec.has("synaptic"):
             terms.append(_Term(n.name, "weighted", n.op, None, self._weights(n, r), self.cmax[id(n.inputs[0])]))
         elif n.op == "affine":
             u = n.inputs[0]
@@ -473,8 +523,8 @@ class FixedPoint:
 
     # one layer: choose the scale, quantise its synapses, bias and initial potential
     def _layer(self, sink: Node) -> None:
-        shape = sink.output.shape if sink.op == "if_neuron" else sink.inputs[0].shape
-        theta = _full(sink.params["threshold"], shape) if sink.op == "if_neuron" else np.ones(shape)
+        shape = sink.output.shape if sink.spec.has("neuron") else sink.inputs[0].shape
+        theta = _full(sink.params["threshold"], shape) if sink.spec.has("neuron") else np.ones(shape)
         has_input = id(sink.inputs[0]) in self.dyn
         terms = self._terms(sink, 1.0 / theta) if has_input else []
         z, per_sample = self.statics[sink.name]
@@ -490,7 +540,7 @@ class FixedPoint:
             bounds.append(V_LIMIT / 64 / l1)  # per-step current never wraps
         if s_max > 0:
             bounds.append(BIAS_MAX / 64 / s_max)  # bias fits 13-bit mantissa << 3-bit exponent
-        if sink.op == "readout":
+        if sink.spec.has("readout"):
             bounds.append(V_LIMIT / 64 / (self.T * (l1 + s_max) + 1e-12))  # the integral never saturates
         vmax = min(bounds)
         while True:  # rounding can push mantissas up by half a step: recheck the current bound quantised
@@ -498,7 +548,7 @@ class FixedPoint:
             if self._max_current(terms, vth) <= V_LIMIT / 64 or vth <= 1:
                 break
             vmax = vth - 1
-        report = {"layer": sink.name, "kind": "neuron" if sink.op == "if_neuron" else "readout", "vth": vth, "synapses": [], "weight_error": err}
+        report = {"layer": sink.name, "kind": "neuron" if sink.spec.has("neuron") else "readout", "vth": vth, "synapses": [], "weight_error": err}
         for t in terms:
             e = _exponent(float(np.abs(t.w).max()) if t.w.size else 0.0, vth)
             m = _quantise(t.w, vth, e)
@@ -511,7 +561,7 @@ class FixedPoint:
         report["bias_relative_rms_error"] = float(np.sqrt(((bias_eff - target) ** 2).sum() / max((target**2).sum(), 1e-300)))
         report["bias_exp_max"] = int(bias_exp.max()) if bias_exp.size else 0
         spec = {"bias": (bias_eff, per_sample), "port_weight": self._port_weights.get((sink.name, 0))}
-        if sink.op == "if_neuron":
+        if sink.spec.has("neuron"):
             v0 = np.rint(_full(sink.params["v_init"], shape) / theta * vth * 64)
             spec.update(vth=vth, v_init=np.clip(v0, -V_LIMIT, V_LIMIT).astype(np.int64))
             report["threshold"] = "per channel" if np.unique(theta).size > 1 else float(theta.flat[0])
@@ -542,7 +592,7 @@ class FixedPoint:
         params = {k: np.array(a, dtype=np.float64) for k, a in n.params.items()}
         spec: dict = {"sum_pool": n.op in ("avg_pool", "global_avg_pool")}
         q = self.ops.get(n.name, {})
-        if n.op in WEIGHTED:
+        if n.spec.has("synaptic"):
             w2, e = q["weight"]
             params["weight"], params["bias"], spec["exp"] = w2.astype(np.float64), np.zeros_like(params["bias"]), e
         elif n.op == "affine":

@@ -38,7 +38,7 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-MAX_INPUTS = 4
+from snnc_lava.lower import MAX_INPUTS  # noqa: E402
 
 
 class _SnncModelMixin:

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from snnc.backend import Backend, SimResult, Unsupported, check_timesteps, default_batch_size, encode, keep_freed_memory, resolve_device, spike_rates
+from snnc.backend import Backend, SimResult, check_timesteps, default_batch_size, encode, keep_freed_memory, resolve_device, spike_rates
 from snnc.errors import BackendError
+from snnc.ir.executor import check_input, iter_batches
 from snnc.ir.graph import Graph
-from snnc.ir.interpreter import check_input, iter_batches
 
 SUPPORTED_VERSION = "2.0"
 INSTALL_HINT = (
@@ -49,23 +49,11 @@ class SpikingJellyBackend(Backend):
 
     def __init__(self, device: str | None = "auto"):
         self.version = require_spikingjelly()
+        from snnc_spikingjelly.network import TABLE
+
+        self.table = TABLE
         self.device = resolve_device(device, "auto")
         self.description = f"SpikingJelly {self.version} multi-step network on {self.device} (its CUDA/Triton neuron kernels on a GPU)"
-
-    def unsupported(self, graph: Graph) -> list[Unsupported]:
-        from snnc_spikingjelly.network import LOWERED_OPS
-
-        problems = []
-        for n in graph.nodes:
-            if n.op not in LOWERED_OPS:
-                problems.append(Unsupported(n.name, n.op, "no SpikingJelly lowering for this op (SNN-stage graphs only)"))
-            elif n.op == "if_neuron" and n.attr("reset") not in ("subtract", "zero"):
-                problems.append(Unsupported(n.name, n.op, f"reset {n.attr('reset')!r} is neither soft (subtract) nor hard (zero)"))
-            elif n.op == "if_neuron" and not (np.all(np.isfinite(n.params["threshold"])) and np.all(n.params["threshold"] > 0)):
-                problems.append(Unsupported(n.name, n.op, "thresholds must be finite and positive"))
-            elif n.op in ("conv", "conv_transpose", "avg_pool", "spiking_max_pool") and n.output.shape is not None and len(n.output.shape) - 1 not in (1, 2):
-                problems.append(Unsupported(n.name, n.op, f"{len(n.output.shape) - 1}-d spatial data (1-d and 2-d are supported)"))
-        return problems
 
     def lower(self, graph: Graph):
         """The :class:`~snnc_spikingjelly.network.SpikingJellyNetwork` for ``graph`` (on this

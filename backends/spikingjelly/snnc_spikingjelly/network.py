@@ -1,6 +1,8 @@
-"""Lowering of an SNN-stage graph to a multi-step SpikingJelly network.
+"""Lowering of an SNN-stage graph to a multi-step SpikingJelly network, through a per-op table.
 
-Every node becomes one module in ``step_mode='m'`` (input and output ``[T, B, ...]``):
+:data:`TABLE` says, for each op, whether this backend can lower a node and how; every other
+op of the SNN stage runs the op set's own executable form. Every node becomes one module
+(``step_mode='m'``: values ``[T, B, ...]``):
 
 * ``if_neuron`` -> :class:`IFNeuron`, a SpikingJelly ``ActivationAwareIFNode`` (soft or
   hard reset, per-layer / per-channel / per-neuron threshold) started at ``v_init``, whose
@@ -8,17 +10,17 @@ Every node becomes one module in ``step_mode='m'`` (input and output ``[T, B, ..
   SpikingJelly's registered operator: native CUDA or Triton on a GPU, its CPU kernel here.
 * ``conv`` / ``conv_transpose`` / ``linear`` / ``avg_pool`` -> SpikingJelly's
   ``layer.Conv1d/2d``, ``ConvTranspose1d/2d``, ``Linear``, ``AvgPool1d/2d`` (weights copied)
-  when their attributes map one to one; otherwise, and for ``add``, ``concat``, ``reshape``
-  (flatten), ``affine``, ``upsample``, ``global_avg_pool``, :class:`IROp`: the IR op's own
-  definition applied to the ``[T*B, ...]`` batch, as SpikingJelly's ``SeqToANNContainer`` does.
-* ``spiking_max_pool`` -> :class:`SpikingMaxPool` (the rate-gated max of the IR).
-* ``readout`` -> :class:`Readout`, the non-spiking output integrator: its output at step t
-  is the mean of its inputs over steps 1..t, so one run yields the output for every T.
+  when their attributes map one to one;
+* any other op (and those when they do not map) -> :class:`OpParams`, which holds the node's
+  parameters as buffers; the op set's ``compute`` runs on the ``[T*B, ...]`` batch (what
+  SpikingJelly's ``SeqToANNContainer`` does), or its ``sequence`` / ``constant`` form for a
+  stateful op (``readout``, ``spiking_max_pool``). A new op of the op set runs here without
+  being listed.
 
-Values that do not vary over time (the analog input under direct coding, and what is
-computed from it alone) are computed once per batch and presented to the first neurons as a
-broadcast view, exactly as the reference simulator does; that is also where most of the
-time would otherwise go (the first layer, T times over).
+The network is executed by the IR's :class:`~snnc.ir.executor.Executor` (one graph walk in
+snnc): it frees dead values and computes values that do not vary over time (the analog input
+under direct coding, and what is computed from it alone) once per batch, handing them to the
+first neurons as a broadcast view, exactly as the reference simulator does.
 """
 
 from __future__ import annotations
@@ -31,12 +33,9 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 from spikingjelly.activation_based.neuron import ActivationAwareIFNode
 
+from snnc.backend import LoweringTable, Rule
+from snnc.ir.executor import Executor, Timed
 from snnc.ir.graph import Graph, Node
-from snnc.ir.ops import get_op, readout_sequence, spiking_max_pool_sequence
-
-_LAYER_OPS = ("conv", "conv_transpose", "linear", "avg_pool")
-_IR_OPS = ("add", "concat", "reshape", "affine", "upsample", "global_avg_pool")
-LOWERED_OPS = frozenset(_LAYER_OPS + _IR_OPS + ("if_neuron", "spiking_max_pool", "readout"))
 
 
 def _buffer(a: np.ndarray) -> torch.Tensor:
@@ -114,47 +113,25 @@ def _per_channel(th: torch.Tensor, shape: tuple[int, ...]) -> bool:
     return bool(dims) and dims[0] == shape[0] and all(d == 1 for d in dims[1:])
 
 
-class Readout(nn.Module):
-    """Non-spiking output integrator: step t outputs the mean of its inputs over steps 1..t."""
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return readout_sequence(x_seq)
-
-
-class SpikingMaxPool(nn.Module):
-    """The IR's rate-gated spiking max pooling over a ``[T, B, C, *spatial]`` sequence."""
+class OpParams(nn.Module):
+    """A node run by the op set's own executable form: its parameters as buffers, so they
+    move with the network (``.to(device)``)."""
 
     def __init__(self, node: Node):
         super().__init__()
-        self.attrs = {k: node.attr(k) for k in ("kernel", "strides", "pads", "dilations", "ceil_mode")}
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return spiking_max_pool_sequence(x_seq, **self.attrs)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.attrs.items() if v)
-
-
-class IROp(nn.Module):
-    """A stateless (linear) IR op on the ``[T*B, ...]`` batch of every step at once."""
-
-    def __init__(self, node: Node):
-        super().__init__()
-        self.node = Node(node.op, node.name, dict(node.attrs), {})  # detached: attributes only
+        self.op = node.op
         self.keys = list(node.params)
         for k, a in node.params.items():
             self.register_buffer(k, _buffer(a))
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        T = xs[0].shape[0]
-        flat = [x.reshape(-1, *x.shape[2:]) for x in xs]
-        y = self.node.spec.compute(flat, self.node, {k: getattr(self, k) for k in self.keys})
-        return y.reshape(T, -1, *y.shape[1:])
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in self.keys}
 
     def extra_repr(self) -> str:
-        return f"op={self.node.op}, " + ", ".join(f"{k}={v}" for k, v in self.node.attrs.items())
+        return f"op={self.op} (snnc op set)"
 
 
+# ------------------------------------------------------------------ the per-op table
 def _symmetric(pads, nd: int) -> list[int] | None:
     pads = list(pads) if pads else [0] * (2 * nd)
     return pads[:nd] if pads[:nd] == pads[nd:] else None
@@ -167,48 +144,114 @@ def _with_params(module: nn.Module, node: Node) -> nn.Module:
     return module.requires_grad_(False)
 
 
-def lower_node(node: Node) -> nn.Module:
-    """The multi-step module computing ``node`` (see the module docstring)."""
-    op = node.op
-    if op == "if_neuron":
-        p = node.params
-        return IFNeuron(p["threshold"], p["v_init"], node.output.shape, node.attr("reset"), node.attr("spike_scale"))
-    if op == "readout":
-        return Readout()
-    if op == "spiking_max_pool":
-        return SpikingMaxPool(node)
+def _spatial(node: Node) -> str | None:
+    nd = len(node.output.shape) - 1 if node.output.shape is not None else 1
+    return None if nd in (1, 2) else f"{nd}-d spatial data (1-d and 2-d are supported)"
+
+
+def _check_neuron(node: Node) -> str | None:
+    if node.attr("reset") not in ("subtract", "zero"):
+        return f"reset {node.attr('reset')!r} is neither soft (subtract) nor hard (zero)"
+    th = node.params["threshold"]
+    if not (np.all(np.isfinite(th)) and np.all(th > 0)):
+        return "thresholds must be finite and positive"
+    return None
+
+
+def _neuron(node: Node) -> nn.Module:
+    p = node.params
+    return IFNeuron(p["threshold"], p["v_init"], node.output.shape, node.attr("reset"), node.attr("spike_scale"))
+
+
+def _linear(node: Node) -> nn.Module:
+    w = node.params["weight"]
+    return _with_params(layer.Linear(w.shape[1], w.shape[0], step_mode="m"), node)
+
+
+def _conv(node: Node) -> nn.Module:
     nd = len(node.output.shape) - 1
-    if op == "linear":
-        w = node.params["weight"]
-        return _with_params(layer.Linear(w.shape[1], w.shape[0], step_mode="m"), node)
-    if op == "conv" and nd in (1, 2) and (pad := _symmetric(node.attr("pads"), nd)) is not None:
-        w = node.params["weight"]
-        cls = layer.Conv1d if nd == 1 else layer.Conv2d
-        m = cls(
-            w.shape[1] * node.attr("groups"), w.shape[0], tuple(w.shape[2:]),
-            stride=tuple(node.attr("strides") or [1] * nd), padding=tuple(pad),
-            dilation=tuple(node.attr("dilations") or [1] * nd), groups=node.attr("groups"), step_mode="m",
-        )  # fmt: skip
-        return _with_params(m, node)
-    if op == "conv_transpose" and nd in (1, 2) and not any(node.attr("pads") or []):
-        w = node.params["weight"]
-        cls = layer.ConvTranspose1d if nd == 1 else layer.ConvTranspose2d
-        m = cls(
-            w.shape[0], w.shape[1] * node.attr("groups"), tuple(w.shape[2:]),
-            stride=tuple(node.attr("strides") or [1] * nd), output_padding=tuple(node.attr("output_padding") or [0] * nd),
-            groups=node.attr("groups"), dilation=tuple(node.attr("dilations") or [1] * nd), step_mode="m",
-        )  # fmt: skip
-        return _with_params(m, node)
-    if op == "avg_pool" and nd in (1, 2) and (pad := _symmetric(node.attr("pads"), nd)) is not None:
-        k = node.attr("kernel")
-        cls = layer.AvgPool1d if nd == 1 else layer.AvgPool2d
-        return cls(
-            tuple(k), tuple(node.attr("strides") or k), tuple(pad),
-            ceil_mode=bool(node.attr("ceil_mode")), count_include_pad=bool(node.attr("count_include_pad")), step_mode="m",
-        )  # fmt: skip
-    if op in _LAYER_OPS or op in _IR_OPS:
-        return IROp(node)
-    raise ValueError(f"node {node.name!r}: op {op!r} cannot be lowered to SpikingJelly")
+    pad = _symmetric(node.attr("pads"), nd)
+    if pad is None:  # asymmetric pads: the op set's conv pads explicitly
+        return OpParams(node)
+    w = node.params["weight"]
+    cls = layer.Conv1d if nd == 1 else layer.Conv2d
+    m = cls(
+        w.shape[1] * node.attr("groups"), w.shape[0], tuple(w.shape[2:]),
+        stride=tuple(node.attr("strides") or [1] * nd), padding=tuple(pad),
+        dilation=tuple(node.attr("dilations") or [1] * nd), groups=node.attr("groups"), step_mode="m",
+    )  # fmt: skip
+    return _with_params(m, node)
+
+
+def _conv_transpose(node: Node) -> nn.Module:
+    nd = len(node.output.shape) - 1
+    if any(node.attr("pads") or []):  # cropping pads: the op set's transposed conv crops
+        return OpParams(node)
+    w = node.params["weight"]
+    cls = layer.ConvTranspose1d if nd == 1 else layer.ConvTranspose2d
+    m = cls(
+        w.shape[0], w.shape[1] * node.attr("groups"), tuple(w.shape[2:]),
+        stride=tuple(node.attr("strides") or [1] * nd), output_padding=tuple(node.attr("output_padding") or [0] * nd),
+        groups=node.attr("groups"), dilation=tuple(node.attr("dilations") or [1] * nd), step_mode="m",
+    )  # fmt: skip
+    return _with_params(m, node)
+
+
+def _avg_pool(node: Node) -> nn.Module:
+    nd = len(node.output.shape) - 1
+    pad = _symmetric(node.attr("pads"), nd)
+    if pad is None:
+        return OpParams(node)
+    k = node.attr("kernel")
+    cls = layer.AvgPool1d if nd == 1 else layer.AvgPool2d
+    return cls(
+        tuple(k), tuple(node.attr("strides") or k), tuple(pad),
+        ceil_mode=bool(node.attr("ceil_mode")), count_include_pad=bool(node.attr("count_include_pad")), step_mode="m",
+    )  # fmt: skip
+
+
+TABLE = LoweringTable(
+    "spikingjelly",
+    {
+        "if_neuron": Rule(_neuron, _check_neuron),
+        "linear": Rule(_linear),
+        "conv": Rule(_conv, _spatial),
+        "conv_transpose": Rule(_conv_transpose, _spatial),
+        "avg_pool": Rule(_avg_pool, _spatial),
+        "spiking_max_pool": Rule(OpParams, _spatial),
+    },
+    stateless=Rule(OpParams),  # every other op: the op set's compute on [T*B, ...]
+    stateful=Rule(OpParams),  # readout and the like: the op set's sequence / constant forms
+)
+
+
+def lower_node(node: Node) -> nn.Module:
+    """The multi-step module computing ``node`` (see :data:`TABLE`)."""
+    return TABLE.lower(node)
+
+
+# ------------------------------------------------------------------ the network
+class _Runner(Executor):
+    """The IR executor running a :class:`SpikingJellyNetwork`: SpikingJelly modules where the
+    table lowered a node, the op set's forms (with the module-held parameters) elsewhere."""
+
+    def __init__(self, net: SpikingJellyNetwork, graph: Graph):
+        super().__init__(graph)
+        self.net = net
+
+    def params(self, node: Node) -> dict[str, torch.Tensor]:
+        return self.net.layer(node).tensors()
+
+    def run_node(self, node: Node, ins: list[Timed]) -> Timed:
+        m = self.net.layer(node)
+        if isinstance(m, OpParams):
+            return super().run_node(node, ins)
+        T = self.timesteps
+        if node.spec.stateful:  # SpikingJelly's neuron: a constant current still gives spikes that vary over time
+            return Timed(m(ins[0].dense(T)), static=False)
+        if all(v.static for v in ins):
+            return Timed(m(*[v.data.unsqueeze(0) for v in ins])[0], static=True)
+        return Timed(m(*[v.dense(T) for v in ins]), static=False)
 
 
 class SpikingJellyNetwork(nn.Module):
@@ -228,18 +271,19 @@ class SpikingJellyNetwork(nn.Module):
         super().__init__()
         self.graph_name = graph.name
         self.layers = nn.ModuleDict()
-        self.program: list[tuple[str, str, list[str], str]] = []  # (module key, op, input names, output name)
+        self._keys: dict[str, str] = {}
         for i, node in enumerate(graph.nodes):
             key = f"n{i}_{''.join(c if c.isalnum() else '_' for c in node.name)}"
             self.layers[key] = lower_node(node)
-            self.program.append((key, node.op, [v.name for v in node.inputs], node.output.name))
-        self.input_name = graph.inputs[0].name
-        self.output_names = [v.name for v in graph.outputs]
-        self._last_use = _last_uses(self.program, self.output_names)
+            self._keys[node.name] = key
+        self._runner = _Runner(self, graph)
+
+    def layer(self, node: Node) -> nn.Module:
+        return self.layers[self._keys[node.name]]
 
     def neurons(self) -> dict[str, IFNeuron]:
         """The IF neuron modules by IR node name."""
-        return {out: self.layers[key] for key, op, _, out in self.program if op == "if_neuron"}
+        return {name: self.layers[key] for name, key in self._keys.items() if isinstance(self.layers[key], IFNeuron)}
 
     def sequence(self, x: torch.Tensor, timesteps: int | None = None) -> list[torch.Tensor]:
         """Readout after every step, ``[T, B, ...]`` per graph output."""
@@ -247,47 +291,12 @@ class SpikingJellyNetwork(nn.Module):
         if timesteps is None:
             if x.dim() < 2:
                 raise ValueError("without timesteps, x must be an input sequence [T, B, ...]")
-            T, env = x.shape[0], {self.input_name: (x, False)}
+            T, inp = x.shape[0], Timed(x, static=False)
         else:
-            T, env = int(timesteps), {self.input_name: (x, True)}
-        for i, (key, op, ins, out) in enumerate(self.program):
-            args = [env[name] for name in ins]
-            env[out] = _apply(self.layers[key], op, args, T)
-            for name in ins:
-                if self._last_use.get(name) == i:
-                    env.pop(name, None)
-        results = []
-        for name in self.output_names:
-            y, static = env[name]
-            results.append(y.unsqueeze(0).expand(T, *y.shape) if static else y)
-        return results
+            T, inp = int(timesteps), Timed(x, static=True)
+        outs = self._runner.run(inp, timesteps=T)
+        return [y.dense(T) for y in outs]
 
     def forward(self, x: torch.Tensor, timesteps: int | None = None):
         outs = [y[-1] for y in self.sequence(x, timesteps)]
         return outs[0] if len(outs) == 1 else tuple(outs)
-
-
-def _apply(module: nn.Module, op: str, args: list[tuple[torch.Tensor, bool]], T: int) -> tuple[torch.Tensor, bool]:
-    """Run one module on (tensor, static) arguments; returns (tensor, static)."""
-    if all(static for _, static in args):
-        if op == "if_neuron":  # a constant current into a neuron: spikes vary over time
-            x = args[0][0]
-            return module(x.unsqueeze(0).expand(T, *x.shape)), False
-        if op == "readout":
-            return args[0]
-        if op == "spiking_max_pool":  # a constant input: the gate picks the plain maximum
-            node = Node("max_pool", "max_pool", dict(module.attrs), {})
-            return get_op("max_pool").compute([args[0][0]], node, {}), True
-        return module(*[x.unsqueeze(0) for x, _ in args])[0], True
-    dense = [x.unsqueeze(0).expand(T, *x.shape) if static else x for x, static in args]
-    return module(*dense), False
-
-
-def _last_uses(program, outputs) -> dict[str, int]:
-    last: dict[str, int] = {}
-    for i, (_, _, ins, _) in enumerate(program):
-        for name in ins:
-            last[name] = i
-    for name in outputs:
-        last[name] = len(program)
-    return last

@@ -1,0 +1,143 @@
+"""The converted model: :class:`SpikingModel` and the ``.snn`` artifact it is saved as.
+
+A model holds three graphs and its provenance:
+
+* ``snn``: the SNN-stage graph backends run;
+* ``ann``: the ANN it came from (imported, output post-processing stripped): what the SNN is
+  evaluated against;
+* ``ann_reference``: the ANN exactly as ``insert-if`` found it (BatchNorm folded, thresholds
+  chosen): the targets of the layer-wise calibration passes, so that they can run again on a
+  loaded artifact (e.g. re-calibrate a saved model for another T, :func:`snnc.calibrate`).
+
+Analyses and exporters import this module, never the API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from snnc.backend import get_backend
+from snnc.defaults import DEFAULT_SEED, DEFAULT_TIMESTEPS
+from snnc.errors import ArtifactError, DataError
+from snnc.ir.executor import check_input, run_ann
+from snnc.ir.graph import Graph
+from snnc.ir.serialize import load_artifact, save_artifact
+from snnc.simulator.reference import SimResult
+
+
+class SpikingModel:
+    """A converted network: the SNN-stage graph, the ANN it came from, and provenance."""
+
+    def __init__(self, snn: Graph, ann: Graph, provenance: dict[str, Any], ann_reference: Graph | None = None):
+        self.snn = snn
+        self.ann = ann
+        self.provenance = provenance
+        self.ann_reference = ann_reference
+
+    @property
+    def timesteps(self) -> int:
+        """The T the model was converted (calibrated) for."""
+        return int(self.provenance.get("timesteps", DEFAULT_TIMESTEPS))
+
+    def simulate(
+        self,
+        x: np.ndarray,
+        timesteps: int | Sequence[int] | None = None,
+        *,
+        backend: str = "reference",
+        device: str | None = None,
+        batch_size: int | None = None,
+        encoding: str = "direct",
+        seed: int = DEFAULT_SEED,
+        progress=None,
+    ) -> SimResult:
+        """Run the SNN on ``x`` for one or several T; returns outputs per T and spike rates.
+        ``device`` ("cpu", "cuda", "cuda:1", ...) defaults to the backend's choice (the
+        reference: CPU; spikingjelly: CUDA when available)."""
+        x = as_batch(x)
+        check_input(self.snn, x)
+        steps = [self.timesteps] if timesteps is None else ([timesteps] if isinstance(timesteps, int) else list(timesteps))
+        be = get_backend(backend, **({"device": device} if device else {}))
+        be.check(self.snn)
+        return be.run(self.snn, x, steps, batch_size=batch_size, encoding=encoding, seed=seed, progress=progress)
+
+    def run(self, x: np.ndarray, timesteps: int | None = None, backend: str = "reference", **kwargs) -> np.ndarray:
+        """Time-averaged SNN outputs (first graph output) after ``timesteps`` steps."""
+        T = self.timesteps if timesteps is None else int(timesteps)
+        return self.simulate(x, T, backend=backend, **kwargs).output(T)
+
+    def to_spikingjelly(self, device: str = "cpu"):
+        """The SNN as a SpikingJelly 2.0 multi-step ``nn.Module`` to embed in your own code:
+        ``net(x, timesteps)`` returns the readout after ``timesteps`` steps of direct-coded
+        input ``x`` ([B, ...]); ``net.sequence(x, T)`` returns it after every step. Needs the
+        ``spikingjelly`` backend package (installed by ``make setup``)."""
+        return get_backend("spikingjelly", device=device).lower(self.snn)
+
+    def export_nir(self, path: str | os.PathLike, reset: str = "soft", dt: float = 1e-4):
+        """Write the SNN as a NIR file (see :mod:`snnc.export.nir`): ``reset="soft"`` is this
+        network exactly, ``"hard"`` the reset-to-zero IF variant SpikingJelly imports.
+        Returns an :class:`~snnc.export.nir.ExportSummary`."""
+        from snnc.export.nir import export_nir
+
+        return export_nir(self, path, reset=reset, dt=dt)
+
+    def ann_outputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The original ANN's outputs (post-processing stripped) on ``x``."""
+        return run_ann(self.ann, as_batch(x), batch_size=batch_size)[0]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the ``.snn`` artifact atomically."""
+        graphs = {"snn": self.snn, "ann": self.ann}
+        if self.ann_reference is not None:
+            graphs["ann_reference"] = self.ann_reference
+        save_artifact(path, graphs, self.provenance)
+
+    def thresholds(self) -> list[dict[str, Any]]:
+        """Per-layer neuron summary: name, shape, threshold (mean/min/max), reset, v_init mean."""
+        rows = []
+        for n in self.snn.having("neuron"):
+            th = n.params["threshold"]
+            rows.append(
+                {
+                    "layer": n.name,
+                    "shape": list(n.output.shape),
+                    "neurons": int(np.prod(n.output.shape)),
+                    "threshold": float(th.mean()),
+                    "threshold_min": float(th.min()),
+                    "threshold_max": float(th.max()),
+                    "per_channel": th.size > 1,
+                    "reset": n.attr("reset"),
+                    "v_init_over_threshold": float(np.mean(n.params["v_init"] / th)),
+                }
+            )
+        return rows
+
+    def __repr__(self) -> str:
+        return f"SpikingModel({len(self.snn.nodes)} nodes, {len(self.snn.having('neuron'))} spiking layers, T={self.timesteps})"
+
+
+def as_batch(x: Any) -> np.ndarray:
+    """``x`` (array-like or torch tensor) as a float32 batch ``[N, ...]``."""
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 2:
+        raise DataError(f"input must be a batch [N, ...]; got shape {list(x.shape)}")
+    return x
+
+
+def load(path: str | os.PathLike) -> SpikingModel:
+    """Load a ``.snn`` artifact written by :meth:`SpikingModel.save` (no pickle)."""
+    graphs, manifest = load_artifact(path)
+    if "snn" not in graphs or "ann" not in graphs:
+        raise ArtifactError(f"{str(path)!r} lacks the 'snn' or 'ann' graph; re-create it with `snnc convert`")
+    return SpikingModel(graphs["snn"], graphs["ann"], manifest.get("provenance", {}), graphs.get("ann_reference"))
