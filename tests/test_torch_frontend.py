@@ -628,9 +628,15 @@ def test_more_than_one_input_is_unsupported() -> None:
 def test_unsupported_error_message_golden() -> None:
     with pytest.raises(UnsupportedOpError) as info:
         import_torch(Net(lambda m, x: torch.sigmoid(x)), (4,))
+    # The hint comes from the table the ONNX frontend shares (snnc.frontends.common): the
+    # same wording as for ONNX's Sigmoid, ending with what this frontend supports.
     assert str(info.value) == (
-        "unsupported op 'call_function torch.sigmoid' at node 'sigmoid' (import): spiking neurons implement "
-        "ReLU only; retrain the model with nn.ReLU (ReLU6 or clamp(min=0) also work)"
+        "unsupported op 'call_function torch.sigmoid' at node 'sigmoid' (import): torch.sigmoid is a non-ReLU "
+        "non-linearity; rate-coded spiking neurons approximate ReLU (nn.ReLU; ReLU6 or clamp(min=0) also work) only. "
+        "Replace it by ReLU and fine-tune the network, or open an issue with the model attached. snnc supports: "
+        "Conv1d/2d, ConvTranspose1d/2d, Linear, BatchNorm1d/2d, ReLU/ReLU6/clamp(min=0), Avg/Max/AdaptiveAvgPool, "
+        "mean over spatial axes, Flatten/view/reshape, add, arithmetic with constants, cat, nearest Upsample, "
+        "Identity, Dropout and a final Softmax"
     )
 
 
@@ -647,8 +653,20 @@ def test_unsupported_aten_op_after_export_fallback() -> None:
     assert "ReLU" in info.value.hint
 
 
+def test_configuration_the_ir_cannot_represent_is_unsupported() -> None:
+    # fx tracing does not run F.avg_pool2d, so the IR's own restriction (pads at most half
+    # the kernel) is what refuses it: an UnsupportedOpError, as in the ONNX frontend.
+    with pytest.raises(UnsupportedOpError) as info:
+        import_torch(Net(lambda m, x: F.avg_pool2d(x, 2, padding=2)), (2, 6, 6))
+    assert info.value.op_type == "call_function F.avg_pool2d"
+    assert "'avg_pool' op cannot represent this configuration" in info.value.hint and "half the kernel" in info.value.hint
+
+
 def test_wrong_input_shape_is_a_data_error() -> None:
     with pytest.raises(DataError, match="input_shape"):
+        import_torch(seq(nn.Conv2d(3, 4, 3)), (2, 8, 8))
+    # Same wording as the ONNX frontend's (snnc.frontends.common.emit_node).
+    with pytest.raises(DataError, match=r"call_module nn.Conv2d at node '0' cannot take input\(s\) of per-sample shape \[2, 8, 8\]"):
         import_torch(seq(nn.Conv2d(3, 4, 3)), (2, 8, 8))
     with pytest.raises(DataError):
         import_torch(seq(nn.Linear(3, 2)), (0,))
