@@ -596,7 +596,6 @@ UNSUPPORTED = [
     ("broadcast_add", _unsupported(lambda m, x: x + x.mean((2, 3), keepdim=True)), (2, 3, 3), "call_function operator.add", "add", "broadcasting"),
     ("division_by_zero", _unsupported(lambda m, x: x / 0.0), (4,), "call_function operator.truediv", "truediv", "non-finite"),
     ("rounding_division", _unsupported(lambda m, x: torch.div(x, 2, rounding_mode="floor")), (4,), "call_function torch.div", "div", "rounding_mode"),
-    ("constant_output", _unsupported(lambda m, x: m.fc.weight, fc=nn.Linear(4, 2)), (4,), "output", "output", "computed from the model input"),
     ("unknown_argument", _unsupported(lambda m, x: x.clamp(min=0, foo=1)), (4,), "call_method Tensor.clamp", "clamp", "arguments not supported"),
 ]
 
@@ -615,14 +614,20 @@ def test_unsupported_op_names_the_op_and_node(case: tuple) -> None:
     assert op_type in str(err) and repr(node) in str(err)
 
 
-def test_more_than_one_input_is_unsupported() -> None:
+# What the model takes and returns is a DataError in both frontends (like ONNX's
+# test_multiple_inputs_are_refused and test_constant_output_is_refused), not an op.
+def test_more_than_one_input_is_a_data_error() -> None:
     class TwoInputs(nn.Module):
-        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return x + y
+        def forward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+            return (x + y) * scale
 
-    with pytest.raises(UnsupportedOpError, match="single-input") as info:
+    with pytest.raises(DataError, match=r"the torch model has 2 inputs \('x', 'y'\); snnc imports models with exactly one input"):
         import_torch(TwoInputs(), (4,))
-    assert info.value.node == "y"
+
+
+def test_constant_output_is_a_data_error() -> None:
+    with pytest.raises(DataError, match=r"model output 0 \(a constant tensor of shape \[2, 4\]\) does not depend on the model input"):
+        import_torch(Net(lambda m, x: m.fc.weight, fc=nn.Linear(4, 2)), (4,))
 
 
 def test_unsupported_error_message_golden() -> None:

@@ -8,6 +8,8 @@ node, but map the same failure to the same error class:
   :func:`snnc.ir.shapes.infer_node_shape`. An op configuration the IR cannot represent is an
   :class:`~snnc.errors.UnsupportedOpError`; inputs whose shapes do not fit the op are a
   :class:`~snnc.errors.DataError` (the model does not fit its per-sample input shape).
+* A model with more than one input, or an output that does not depend on the input, is a
+  :class:`~snnc.errors.DataError` (:func:`too_many_inputs`, :func:`constant_output`).
 * :func:`unsupported_hint` says why an op without a converter cannot be converted, from one
   table of op kinds that serves ONNX op types and torch call targets alike.
 """
@@ -66,6 +68,20 @@ def emit_node(
         ) from None
     log.debug("%s %r -> %r %s", op_type, node, ir, list(ir.output.shape))
     return ir.output
+
+
+# ====================================================== the model's interface
+# How many inputs a model takes and what it returns are the user's to change, like an input
+# shape the layers do not fit: both frontends report them as a DataError, not as an op.
+def too_many_inputs(model: str, names: Sequence[str]) -> DataError:
+    """The error for a ``model`` (``"ONNX"``, ``"torch"``) whose tensor inputs are ``names``."""
+    listed = ", ".join(repr(n) for n in names) or "none"
+    return DataError(f"the {model} model has {len(names)} inputs ({listed}); snnc imports models with exactly one input tensor")
+
+
+def constant_output(output: str) -> DataError:
+    """The error for a model output (described by ``output``) computed without the input."""
+    return DataError(f"model output {output} does not depend on the model input; snnc cannot import a constant output")
 
 
 # ================================================================== hints

@@ -15,7 +15,7 @@ import onnx.inliner
 from onnx import numpy_helper
 
 from snnc.errors import DataError, UnsupportedOpError
-from snnc.frontends.common import emit_node
+from snnc.frontends.common import constant_output, emit_node, too_many_inputs
 from snnc.frontends.onnx.converters import CONVERTERS, unsupported_hint
 from snnc.frontends.onnx.fold import FOLDERS, fold_with_reference
 from snnc.frontends.onnx.helpers import DEFAULT_DOMAINS, FLOAT_TYPES, Source, Tensor, ir_name, node_attrs, node_label, sanitize
@@ -117,8 +117,7 @@ class Importer:
         init = {t.name for t in self.model.graph.initializer}
         inputs = [i for i in self.model.graph.input if i.name not in init]
         if len(inputs) != 1:
-            names = ", ".join(repr(i.name) for i in inputs) or "none"
-            raise DataError(f"the ONNX model has {len(inputs)} inputs ({names}); snnc imports models with exactly one input tensor")
+            raise too_many_inputs("ONNX", [i.name for i in inputs])
         inp = inputs[0]
         ttype = inp.type.tensor_type if inp.type.HasField("tensor_type") else None
         if ttype is None or not ttype.HasField("shape"):
@@ -149,7 +148,7 @@ class Importer:
         for name in self.output_sources:
             v = self.env.get(name)
             if not isinstance(v, Value):
-                raise DataError(f"model output {name!r} does not depend on the model input (it is a constant); snnc cannot import it")
+                raise constant_output(repr(name))
             outs.append(v)  # distinct: sources are distinct and every converter emits a new node
         self.graph.set_outputs(outs)
 

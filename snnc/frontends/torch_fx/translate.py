@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from snnc.frontends.common import constant_output, too_many_inputs
 from snnc.frontends.torch_fx.aten import ATEN_CONVERTERS
-from snnc.frontends.torch_fx.context import BATCH, Context
+from snnc.frontends.torch_fx.context import BATCH, Context, describe
 from snnc.frontends.torch_fx.converters import (
     FOLDABLE_FUNCTIONS,
     FOLDABLE_METHODS,
@@ -174,16 +175,21 @@ class Translator:
         if isinstance(target, fx.Node) and isinstance(self.env.get(target), Value) and isinstance(result, Value):
             self.env[target] = result
 
+    def input_names(self) -> list[str]:
+        """The placeholders that are tensor inputs of the model."""
+        raise NotImplementedError
+
     def add_input(self, node: fx.Node) -> Value:
         graph = self.cx.graph
         if graph.inputs:
-            self.cx.unsupported("the model takes more than one tensor input; snnc handles single-input models")
+            raise too_many_inputs("torch", self.input_names())
         return graph.add_input(node.name, self.input_shape)
 
     def set_outputs(self, structure: Any) -> None:
         outputs: list[Value] = []
-        for leaf in leaves(structure):
-            value = self.cx.tensor(leaf, "output")
+        for index, value in enumerate(leaves(structure)):
+            if not isinstance(value, Value):
+                raise constant_output(f"{index} ({describe(value)})")
             # Graph outputs are distinct node outputs: a returned input, or a tensor returned
             # twice, gets an identity node so the outputs line up with the model's.
             if value.producer is None or any(value is o for o in outputs):
@@ -206,6 +212,10 @@ class FxTranslator(Translator):
         if node.args and self.cx.graph.inputs:
             return node.args[0]
         return self.add_input(node)
+
+    def input_names(self) -> list[str]:
+        placeholders = [n for n in self.fx_graph.nodes if n.op == "placeholder"]
+        return [n.name for i, n in enumerate(placeholders) if i == 0 or not n.args]
 
     def get_attr(self, node: fx.Node) -> Any:
         return _fetch_attr(self.root, str(node.target))
@@ -268,6 +278,11 @@ class ExportTranslator(Translator):
                 tensor = self.program.constants[spec.target]
             return tensor.detach()
         self.cx.unsupported(f"exported programs with {spec.kind.name} inputs are not supported")
+
+    def input_names(self) -> list[str]:
+        from torch.export.graph_signature import InputKind
+
+        return [name for name, spec in self.input_specs.items() if spec.kind == InputKind.USER_INPUT]
 
     def get_attr(self, node: fx.Node) -> Any:
         return _fetch_attr(self.root, str(node.target))
