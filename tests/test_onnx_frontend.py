@@ -957,5 +957,21 @@ def test_constant_output_is_refused():
         import_onnx(make_model(nodes, ["N", 4], {"c": rand(4)}, outputs=("y", "z")))
 
 
+def test_configuration_the_ir_cannot_represent_is_unsupported():
+    # The IR's avg_pool refuses pads larger than half the kernel (a VerificationError from
+    # its shape rule); the torch frontend maps the same failure to the same class.
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], pads=[2, 2, 2, 2], count_include_pad=1, name="ap")
+    with pytest.raises(UnsupportedOpError, match="'AveragePool' at node 'ap'.*'avg_pool' op cannot represent.*half the kernel"):
+        import_onnx(make_model([node], ["N", 2, 6, 6]))
+
+
+def test_layer_that_does_not_fit_the_input_shape_is_a_data_error():
+    # A kernel larger than the (declared) input: the input shapes do not fit the op, which
+    # both frontends report as a DataError naming their op, the node and the shapes.
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="c")
+    with pytest.raises(DataError, match=r"Conv at node 'c' cannot take input\(s\) of per-sample shape \[2, 3, 3\].*input_shape"):
+        import_onnx(make_model([node], ["N", 2, 3, 3], {"w": rand(4, 2, 5, 5)}))
+
+
 def test_errors_are_snnc_errors():
     assert issubclass(UnsupportedOpError, SnncError) and issubclass(DataError, SnncError)

@@ -596,7 +596,6 @@ UNSUPPORTED = [
     ("broadcast_add", _unsupported(lambda m, x: x + x.mean((2, 3), keepdim=True)), (2, 3, 3), "call_function operator.add", "add", "broadcasting"),
     ("division_by_zero", _unsupported(lambda m, x: x / 0.0), (4,), "call_function operator.truediv", "truediv", "non-finite"),
     ("rounding_division", _unsupported(lambda m, x: torch.div(x, 2, rounding_mode="floor")), (4,), "call_function torch.div", "div", "rounding_mode"),
-    ("constant_output", _unsupported(lambda m, x: m.fc.weight, fc=nn.Linear(4, 2)), (4,), "output", "output", "computed from the model input"),
     ("unknown_argument", _unsupported(lambda m, x: x.clamp(min=0, foo=1)), (4,), "call_method Tensor.clamp", "clamp", "arguments not supported"),
 ]
 
@@ -615,22 +614,34 @@ def test_unsupported_op_names_the_op_and_node(case: tuple) -> None:
     assert op_type in str(err) and repr(node) in str(err)
 
 
-def test_more_than_one_input_is_unsupported() -> None:
+# What the model takes and returns is a DataError in both frontends (like ONNX's
+# test_multiple_inputs_are_refused and test_constant_output_is_refused), not an op.
+def test_more_than_one_input_is_a_data_error() -> None:
     class TwoInputs(nn.Module):
-        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return x + y
+        def forward(self, x: torch.Tensor, y: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+            return (x + y) * scale
 
-    with pytest.raises(UnsupportedOpError, match="single-input") as info:
+    with pytest.raises(DataError, match=r"the torch model has 2 inputs \('x', 'y'\); snnc imports models with exactly one input"):
         import_torch(TwoInputs(), (4,))
-    assert info.value.node == "y"
+
+
+def test_constant_output_is_a_data_error() -> None:
+    with pytest.raises(DataError, match=r"model output 0 \(a constant tensor of shape \[2, 4\]\) does not depend on the model input"):
+        import_torch(Net(lambda m, x: m.fc.weight, fc=nn.Linear(4, 2)), (4,))
 
 
 def test_unsupported_error_message_golden() -> None:
     with pytest.raises(UnsupportedOpError) as info:
         import_torch(Net(lambda m, x: torch.sigmoid(x)), (4,))
+    # The hint comes from the table the ONNX frontend shares (snnc.frontends.common): the
+    # same wording as for ONNX's Sigmoid, ending with what this frontend supports.
     assert str(info.value) == (
-        "unsupported op 'call_function torch.sigmoid' at node 'sigmoid' (import): spiking neurons implement "
-        "ReLU only; retrain the model with nn.ReLU (ReLU6 or clamp(min=0) also work)"
+        "unsupported op 'call_function torch.sigmoid' at node 'sigmoid' (import): torch.sigmoid is a non-ReLU "
+        "non-linearity; rate-coded spiking neurons approximate ReLU (nn.ReLU; ReLU6 or clamp(min=0) also work) only. "
+        "Replace it by ReLU and fine-tune the network, or open an issue with the model attached. snnc supports: "
+        "Conv1d/2d, ConvTranspose1d/2d, Linear, BatchNorm1d/2d, ReLU/ReLU6/clamp(min=0), Avg/Max/AdaptiveAvgPool, "
+        "mean over spatial axes, Flatten/view/reshape, add, arithmetic with constants, cat, nearest Upsample, "
+        "Identity, Dropout and a final Softmax"
     )
 
 
@@ -647,8 +658,20 @@ def test_unsupported_aten_op_after_export_fallback() -> None:
     assert "ReLU" in info.value.hint
 
 
+def test_configuration_the_ir_cannot_represent_is_unsupported() -> None:
+    # fx tracing does not run F.avg_pool2d, so the IR's own restriction (pads at most half
+    # the kernel) is what refuses it: an UnsupportedOpError, as in the ONNX frontend.
+    with pytest.raises(UnsupportedOpError) as info:
+        import_torch(Net(lambda m, x: F.avg_pool2d(x, 2, padding=2)), (2, 6, 6))
+    assert info.value.op_type == "call_function F.avg_pool2d"
+    assert "'avg_pool' op cannot represent this configuration" in info.value.hint and "half the kernel" in info.value.hint
+
+
 def test_wrong_input_shape_is_a_data_error() -> None:
     with pytest.raises(DataError, match="input_shape"):
+        import_torch(seq(nn.Conv2d(3, 4, 3)), (2, 8, 8))
+    # Same wording as the ONNX frontend's (snnc.frontends.common.emit_node).
+    with pytest.raises(DataError, match=r"call_module nn.Conv2d at node '0' cannot take input\(s\) of per-sample shape \[2, 8, 8\]"):
         import_torch(seq(nn.Conv2d(3, 4, 3)), (2, 8, 8))
     with pytest.raises(DataError):
         import_torch(seq(nn.Linear(3, 2)), (0,))

@@ -414,6 +414,8 @@ def _max_pool(xs, attrs, p):
     strides = attrs["strides"] or list(k)
     dil = attrs["dilations"] or [1] * nd
     padding, fpad = _pad_args(_pads(attrs, nd), nd)
+    if any(2 * pd > (kk - 1) * d + 1 for pd, kk, d in zip(padding, k, dil)):
+        raise VerificationError("max-pool pad larger than half the (dilated) kernel")
     if fpad is not None:
         x = F.pad(x, fpad, value=-math.inf)
     fn = F.max_pool1d if nd == 1 else F.max_pool2d

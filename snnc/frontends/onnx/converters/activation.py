@@ -1,0 +1,91 @@
+"""Activations and value-preserving ops: Relu, Clip (a bounded ReLU), Softmax and ArgMax
+(output post-processing canonicalize strips), Dropout, Identity, Cast and CastLike."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+
+from snnc.frontends.onnx.helpers import FLOAT_TYPES, Tensor, node_attrs, normalize_axis, reject
+from snnc.ir.graph import Value
+
+if TYPE_CHECKING:
+    from snnc.frontends.onnx.importer import Importer
+
+
+def convert_relu(ctx: Importer, node: onnx.NodeProto) -> Value:
+    return ctx.emit("relu", [ctx.value(node)], node)
+
+
+def convert_clip(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    lo = ctx.optional_const(node, 1, "min")
+    hi = ctx.optional_const(node, 2, "max")
+    if lo is None or lo.size != 1 or float(lo.reshape(-1)[0]) != 0.0:
+        got = "absent (no lower bound)" if lo is None else f"{lo.reshape(-1)[:4].tolist()}"
+        raise reject(node, f"only Clip with min 0 (a bounded ReLU) is supported; min is {got}")
+    mx = None
+    if hi is not None:
+        if hi.size != 1:
+            raise reject(node, "max must be a scalar")
+        m = float(hi.reshape(-1)[0])
+        if m <= 0:
+            raise reject(node, f"max {m} <= min 0 makes the output constant")
+        mx = None if math.isinf(m) else m
+    attrs = {} if mx is None else {"max": mx}
+    return ctx.emit("relu", [x], node, attrs=attrs)
+
+
+def convert_identity(ctx: Importer, node: onnx.NodeProto) -> Value:
+    return ctx.emit("identity", [ctx.value(node)], node)
+
+
+def convert_cast(ctx: Importer, node: onnx.NodeProto) -> Value:
+    to = node_attrs(node).get("to")
+    if to not in FLOAT_TYPES:
+        name = onnx.TensorProto.DataType.Name(to) if to is not None else "?"
+        raise reject(node, f"Cast to {name} of a tensor computed from the input is not supported (snnc computes in float32)")
+    # snnc computes in float32 throughout, so a cast between float types is the identity.
+    return ctx.emit("identity", [ctx.value(node)], node)
+
+
+def convert_cast_like(ctx: Importer, node: onnx.NodeProto) -> Tensor:
+    """CastLike(data, target): only ``target``'s element type matters, and tensors computed
+    from the input are float32 in snnc. The dynamo exporter casts constants like
+    activations this way (e.g. the zero bias of a bias-free conv)."""
+    data, target = ctx.lookup(node.input[0]), ctx.lookup(node.input[1])
+    dtype = np.dtype(np.float32) if isinstance(target, Value) else target.dtype
+    if isinstance(data, np.ndarray):
+        return data.astype(dtype)
+    if dtype.kind != "f":
+        raise reject(node, f"CastLike to {dtype} of a tensor computed from the input is not supported (snnc computes in float32)")
+    return ctx.emit("identity", [data], node)
+
+
+def convert_dropout(ctx: Importer, node: onnx.NodeProto) -> Value:
+    training = ctx.optional_const(node, 2, "training_mode")
+    if training is not None and bool(training.reshape(-1)[0]):
+        raise reject(node, "Dropout in training mode is random; export the model in eval mode")
+    return ctx.emit("dropout", [ctx.value(node)], node)
+
+
+def convert_softmax(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    axis = normalize_axis(int(node_attrs(node).get("axis", -1)), len(x.shape) + 1, node)
+    if axis == 0:
+        raise reject(node, "Softmax over the batch axis")
+    return ctx.emit("softmax", [x], node, attrs={"axis": axis})
+
+
+def convert_argmax(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    a = node_attrs(node)
+    if a.get("select_last_index", 0):
+        raise reject(node, "select_last_index=1 is not supported")
+    axis = normalize_axis(int(a.get("axis", 0)), len(x.shape) + 1, node)
+    if axis == 0:
+        raise reject(node, "ArgMax over the batch axis")
+    return ctx.emit("argmax", [x], node, attrs={"axis": axis, "keepdims": bool(a.get("keepdims", 1))})

@@ -1,0 +1,150 @@
+"""Linear layers: Conv, ConvTranspose, Gemm, MatMul (with a following bias Add fused) and
+BatchNormalization."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+
+from snnc.frontends.onnx.converters.arithmetic import aligned_constant
+from snnc.frontends.onnx.helpers import check_spatial, full, ir_name, node_attrs, node_label, reject, window_attrs
+from snnc.ir.graph import Value
+
+if TYPE_CHECKING:
+    from snnc.frontends.onnx.importer import Importer
+
+
+def convert_conv(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    w = ctx.const(node, 1, "weight")
+    check_spatial(node, x, w.ndim - 2)
+    b = ctx.optional_const(node, 2, "bias")
+    a = node_attrs(node)
+    kernel = list(a.get("kernel_shape") or w.shape[2:])
+    strides, dilations, pads = window_attrs(node, x, kernel)
+    groups = int(a.get("group", 1))
+    if x.shape[0] != w.shape[1] * groups:
+        raise reject(node, f"weight {list(w.shape)} with group={groups} does not fit {x.shape[0]} input channels")
+    bias = np.zeros(w.shape[0], np.float32) if b is None else b
+    attrs = {"strides": strides, "pads": pads, "dilations": dilations, "groups": groups}
+    return ctx.emit("conv", [x], node, attrs=attrs, params={"weight": w, "bias": bias})
+
+
+def convert_conv_transpose(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    w = ctx.const(node, 1, "weight")
+    nd = check_spatial(node, x, w.ndim - 2)
+    b = ctx.optional_const(node, 2, "bias")
+    a = node_attrs(node)
+    groups = int(a.get("group", 1))
+    kernel = list(a.get("kernel_shape") or w.shape[2:])
+    strides = list(a.get("strides") or [1] * nd)
+    dilations = list(a.get("dilations") or [1] * nd)
+    outpad = list(a.get("output_padding") or [0] * nd)
+    auto_pad = a.get("auto_pad", "NOTSET")
+    out_shape = list(a.get("output_shape") or [])
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and not out_shape:
+        out_shape = [s * i for s, i in zip(strides, x.shape[1:])]
+    if out_shape:
+        if len(out_shape) != nd:
+            raise reject(node, f"output_shape {out_shape} must list the {nd} spatial dimensions")
+        pads = _conv_transpose_pads(node, auto_pad, x.shape[1:], out_shape, kernel, strides, dilations, outpad)
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    else:
+        pads = list(a.get("pads") or [0] * (2 * nd))
+    cout = w.shape[1] * groups
+    bias = np.zeros(cout, np.float32) if b is None else b
+    attrs = {"strides": strides, "pads": pads, "dilations": dilations, "output_padding": outpad, "groups": groups}
+    return ctx.emit("conv_transpose", [x], node, attrs=attrs, params={"weight": w, "bias": bias})
+
+
+def _conv_transpose_pads(
+    node: onnx.NodeProto,
+    auto_pad: str,
+    in_spatial: Sequence[int],
+    out_shape: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    outpad: Sequence[int],
+) -> list[int]:
+    """Pads producing ``output_shape`` (ONNX ConvTranspose spec: the odd element goes at
+    the beginning unless auto_pad is SAME_UPPER)."""
+    begin, end = [], []
+    for size, want, k, s, d, op in zip(in_spatial, out_shape, kernel, strides, dilations, outpad):
+        total = s * (size - 1) + op + (k - 1) * d + 1 - want
+        if total < 0:
+            raise reject(
+                node, f"output_shape {list(out_shape)} is larger than the full transposed convolution; set pads/output_padding instead"
+            )
+        small, large = total // 2, total - total // 2
+        b, e = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+        begin.append(b)
+        end.append(e)
+    return begin + end
+
+
+def convert_gemm(ctx: Importer, node: onnx.NodeProto) -> Value:
+    a = node_attrs(node)
+    if a.get("transA", 0):
+        raise reject(node, "transA=1 would transpose the batch into the features; re-export without transposing the input")
+    x = ctx.value(node)
+    w = ctx.const(node, 1, "weight (B)").astype(np.float32)
+    if len(x.shape) != 1 or w.ndim != 2:
+        raise reject(node, f"Gemm needs a [batch, features] input, got {full(x.shape)}")
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    weight = alpha * (w if a.get("transB", 0) else w.T)  # [N, K]
+    n = weight.shape[0]
+    c = ctx.optional_const(node, 2, "bias (C)")
+    bias = np.zeros(n, np.float32)
+    if c is not None:
+        cc = aligned_constant(c, (n,))
+        if cc is None:
+            raise reject(node, f"bias C of shape {list(c.shape)} does not broadcast over [batch, {n}] per sample")
+        bias = beta * np.broadcast_to(cc, (n,)).astype(np.float32)
+    return ctx.emit("linear", [x], node, params={"weight": weight, "bias": bias})
+
+
+def convert_matmul(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    w = ctx.const(node, 1, "weight matrix (second operand)")
+    if w.ndim != 2 or not x.shape or x.shape[-1] != w.shape[0]:
+        raise reject(node, f"only x @ W with a constant 2-D W is supported (x {full(x.shape)}, W {list(w.shape)})")
+    weight = w.T.astype(np.float32)
+    bias = np.zeros(weight.shape[0], np.float32)
+    add = ctx.single_reader(node.output[0])
+    if add is not None and add.op_type == "Add":
+        other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+        c = ctx.env.get(other)
+        cc = aligned_constant(c, (*x.shape[:-1], weight.shape[0])) if isinstance(c, np.ndarray) else None
+        if cc is not None and all(d == 1 for d in cc.shape[:-1]):
+            # Add of a vector along the features only: it is this linear layer's bias.
+            bias = np.broadcast_to(cc.reshape(-1), bias.shape).astype(np.float32).copy()
+            ctx.absorbed.add(id(add))
+            ctx.fused.append(f"{node_label(node)} + {node_label(add)}")
+            value = ctx.emit("linear", [x], node, params={"weight": weight, "bias": bias}, name=ir_name(add))
+            ctx.env[add.output[0]] = value
+            return value
+    return ctx.emit("linear", [x], node, params={"weight": weight, "bias": bias})
+
+
+def convert_batch_norm(ctx: Importer, node: onnx.NodeProto) -> Value:
+    a = node_attrs(node)
+    if a.get("training_mode", 0):
+        raise reject(node, "training_mode=1 normalises with batch statistics; export the model in eval mode")
+    x = ctx.value(node)
+    params = {
+        "scale": ctx.const(node, 1, "scale"),
+        "bias": ctx.const(node, 2, "bias"),
+        "mean": ctx.const(node, 3, "running mean"),
+        "var": ctx.const(node, 4, "running variance"),
+    }
+    for key, arr in params.items():
+        if arr.size != x.shape[0]:
+            raise reject(node, f"{key} has {arr.size} entries for {x.shape[0]} channels")
+        params[key] = arr.reshape(-1)
+    return ctx.emit("batch_norm", [x], node, attrs={"epsilon": float(a.get("epsilon", 1e-5))}, params=params)

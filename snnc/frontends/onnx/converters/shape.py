@@ -1,0 +1,119 @@
+"""Shape and layout ops: Flatten, Reshape, Squeeze and Unsqueeze (per-sample ``reshape``),
+Transpose (identity permutations only), Concat, and Shape (folded to a constant holding the
+batch-size sentinel)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+
+from snnc.frontends.common import resolve_sizes
+from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, full, node_attrs, normalize_axis, reject, slice_shape
+from snnc.ir.graph import Shape, Value
+
+if TYPE_CHECKING:
+    from snnc.frontends.onnx.importer import Importer
+
+
+def convert_flatten(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    rank = len(x.shape) + 1
+    axis = int(node_attrs(node).get("axis", 1))
+    axis = axis + rank if axis < 0 else axis  # Flatten allows axis == rank
+    # Flatten(axis=k) gives [prod(dims[:k]), prod(dims[k:])]: it keeps the batch first only
+    # when every per-sample dimension before k is 1.
+    if axis < 1 or axis > rank or math.prod(x.shape[: axis - 1]) != 1:
+        raise reject(node, f"Flatten(axis={axis}) of {full(x.shape)} would merge samples of the batch; use axis=1")
+    return ctx.emit("reshape", [x], node, attrs={"shape": [math.prod(x.shape[axis - 1 :])]})
+
+
+def convert_reshape(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    target = ctx.const(node, 1, "target shape")
+    allowzero = bool(node_attrs(node).get("allowzero", 0))
+    shape = _resolve_reshape(node, target.reshape(-1).tolist(), x.shape, allowzero, ctx.fixed_batch)
+    return ctx.emit("reshape", [x], node, attrs={"shape": shape})
+
+
+def _resolve_reshape(node: onnx.NodeProto, target: list[int], shape: Shape, allowzero: bool, fixed_batch: int | None) -> list[int]:
+    """The per-sample shape a Reshape target means, if it keeps the batch dimension first.
+
+    The first entry stands for the batch when it is the BATCH sentinel (from Shape), -1, 0
+    (copy, without allowzero) or the model's fixed batch size.
+    """
+    fail = f"Reshape to {['batch' if t == BATCH else ('?' if t == UNKNOWN else t) for t in target]} of {full(shape)}"
+    if not target or UNKNOWN in target:
+        raise reject(node, f"{fail}: the target depends on the batch size in a way snnc cannot resolve")
+    first, rest = target[0], list(target[1:])
+    if not (first in (BATCH, -1) or (first == 0 and not allowzero) or (fixed_batch is not None and first == fixed_batch)):
+        raise reject(node, f"{fail}: the batch dimension must stay first")
+    if BATCH in rest:
+        raise reject(node, f"{fail}: the batch size appears in a non-batch position")
+    for i, t in enumerate(rest):
+        if t == 0 and not allowzero:
+            if i + 1 >= len(shape) + 1:
+                raise reject(node, f"{fail}: 0 copies a dimension the input does not have")
+            rest[i] = shape[i]  # 0 copies the input dimension at the same (batch-counted) axis
+    if rest.count(-1) > 1 or (first == -1 and -1 in rest):
+        raise reject(node, f"{fail}: more than one -1")
+    sizes = resolve_sizes(rest, math.prod(shape))
+    if sizes is None:
+        raise reject(node, f"{fail}: the per-sample sizes do not match (it would move elements between samples)")
+    return sizes
+
+
+def convert_squeeze(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    rank = len(x.shape) + 1
+    axes_arr = ctx.optional_const(node, 1, "axes")
+    if axes_arr is None:
+        axes = {i for i, d in enumerate(x.shape, start=1) if d == 1}
+    else:
+        axes = {normalize_axis(int(a), rank, node) for a in axes_arr.reshape(-1)}
+    if 0 in axes or any(x.shape[a - 1] != 1 for a in axes):
+        raise reject(node, f"Squeeze of axes {sorted(axes)} of {full(x.shape)}: only per-sample axes of size 1 can be squeezed")
+    shape = [d for i, d in enumerate(x.shape, start=1) if i not in axes]
+    return ctx.emit("reshape", [x], node, attrs={"shape": shape})
+
+
+def convert_unsqueeze(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    axes_arr = ctx.const(node, 1, "axes")
+    out_rank = len(x.shape) + 1 + axes_arr.size
+    axes = sorted(normalize_axis(int(a), out_rank, node) for a in axes_arr.reshape(-1))
+    if 0 in axes:
+        raise reject(node, "Unsqueeze at axis 0 would move the batch dimension")
+    dims: list[int | None] = [None, *x.shape]
+    for a in axes:
+        dims.insert(a, 1)
+    return ctx.emit("reshape", [x], node, attrs={"shape": [int(d) for d in dims[1:]]})
+
+
+def convert_concat(ctx: Importer, node: onnx.NodeProto) -> Value:
+    tensors = [ctx.lookup(i) for i in node.input if i]
+    if not all(isinstance(t, Value) for t in tensors):
+        raise reject(node, "Concat of a constant with tensors computed from the input is not supported")
+    rank = len(tensors[0].shape) + 1
+    axis = normalize_axis(int(node_attrs(node)["axis"]), rank, node)
+    if axis == 0:
+        raise reject(node, "Concat along the batch axis 0 is not supported")
+    return ctx.emit("concat", tensors, node, attrs={"axis": axis})
+
+
+def convert_shape(ctx: Importer, node: onnx.NodeProto) -> np.ndarray:
+    """Shape of a tensor computed from the input: ``[BATCH, *per-sample shape]``."""
+    x = ctx.value(node)
+    return slice_shape(np.array([BATCH, *x.shape], np.int64), node_attrs(node))
+
+
+def convert_transpose(ctx: Importer, node: onnx.NodeProto) -> Value:
+    x = ctx.value(node)
+    perm = list(node_attrs(node).get("perm") or reversed(range(len(x.shape) + 1)))
+    if perm != list(range(len(x.shape) + 1)):
+        raise reject(
+            node, f"Transpose (perm {perm}) of a tensor computed from the input: the IR keeps the channel-first layout and has no transpose"
+        )
+    return ctx.emit("identity", [x], node)

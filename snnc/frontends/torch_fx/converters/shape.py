@@ -1,0 +1,116 @@
+"""Shape and view ops: view / reshape / flatten (per-sample ``reshape``), size queries
+(answered from the propagated shapes, the batch size symbolic), indexing of shape tuples,
+value-preserving methods, and concatenation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from snnc.frontends.common import resolve_sizes
+from snnc.frontends.torch_fx.context import BATCH, Context, describe, full_rank, full_shape, norm_axis
+from snnc.ir.graph import Value
+
+
+def emit_reshape(cx: Context, x: Value, shape: Sequence[int]) -> Value:
+    return cx.emit("reshape", [x], {"shape": [int(d) for d in shape]})
+
+
+def _per_sample_shape(cx: Context, x: Value, spec: Sequence[Any]) -> list[int]:
+    """Resolve a full-tensor view shape (batch dim first) to a per-sample shape.
+
+    The leading entry must keep the batch: ``x.size(0)`` (the symbolic :data:`BATCH`), or
+    ``-1`` when the other entries already account for every element of a sample.
+    """
+    numel = math.prod(x.shape)
+    spec = list(spec)
+    if not spec:
+        cx.unsupported("reshaping to a scalar would merge the batch")
+    head, rest = spec[0], spec[1:]
+    if any(d is BATCH for d in rest):
+        cx.unsupported("the batch size may only appear as the first dimension of a view/reshape")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in rest):
+        cx.unsupported(f"view/reshape sizes {spec!r} are not all known integers")
+    if head is not BATCH and head != -1:
+        cx.unsupported(
+            f"view/reshape to {spec!r} fixes the batch size to {head!r}; keep the batch dimension "
+            "with x.view(x.size(0), -1) or torch.flatten(x, 1)"
+        )
+    if rest.count(-1) > 1 or (head == -1 and -1 in rest):
+        cx.unsupported(f"view/reshape sizes {spec!r} have more than one -1")
+    sizes = resolve_sizes(rest, numel)
+    if sizes is None:
+        cx.unsupported(
+            f"view/reshape {spec!r} of a sample of shape {list(x.shape)} would mix samples of the batch; "
+            "keep the batch dimension with x.view(x.size(0), -1)"
+        )
+    return sizes
+
+
+def view_method(cx: Context, input: Any, *shape: Any) -> Value:
+    # x.view(a, b) and x.view((a, b)) are both legal.
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    x = cx.tensor(input)
+    return emit_reshape(cx, x, _per_sample_shape(cx, x, shape))
+
+
+def reshape(cx: Context, input: Any, shape: Any) -> Value:
+    return view_method(cx, input, tuple(shape))
+
+
+def flatten(cx: Context, input: Any, start_dim: Any = 0, end_dim: Any = -1) -> Value:
+    x = cx.tensor(input)
+    rank = full_rank(x)
+    start, end = norm_axis(cx, start_dim, rank, "start_dim"), norm_axis(cx, end_dim, rank, "end_dim")
+    if start == 0 and end > 0:
+        cx.unsupported("flattening from dim 0 merges the batch; use torch.flatten(x, 1) or nn.Flatten()")
+    if start > end:
+        cx.unsupported(f"start_dim {start_dim} comes after end_dim {end_dim}")
+    shape = list(x.shape)
+    if start == 0:  # flatten(x, 0, 0) leaves the tensor as it is
+        return emit_reshape(cx, x, shape)
+    # Full-tensor dims start..end are per-sample dims start-1..end-1.
+    return emit_reshape(cx, x, shape[: start - 1] + [math.prod(shape[start - 1 : end])] + shape[end:])
+
+
+def tensor_size(cx: Context, input: Any, dim: Any = None) -> Any:
+    full = full_shape(cx.tensor(input))
+    return full if dim is None else full[norm_axis(cx, dim, len(full))]
+
+
+def tensor_dim(cx: Context, input: Any) -> int:
+    return full_rank(cx.tensor(input))
+
+
+def tensor_attr(cx: Context, obj: Any, name: str) -> Any:
+    if isinstance(obj, Value):
+        if name == "shape":
+            return full_shape(obj)
+        if name == "ndim":
+            return full_rank(obj)
+    cx.unsupported(f"attribute {name!r} of {describe(obj)} is not supported (only .shape and .ndim)")
+
+
+def getitem(cx: Context, obj: Any, index: Any) -> Any:
+    if isinstance(obj, (tuple, list)):
+        return obj[index]
+    if isinstance(obj, Value):
+        cx.unsupported("indexing or slicing an activation is not supported; use pooling, a convolution or torch.flatten")
+    cx.unsupported(f"cannot index {describe(obj)} with {index!r}")
+
+
+def passthrough(cx: Context, input: Any, *args: Any, **kwargs: Any) -> Value:
+    """Ops that leave values untouched (clone, contiguous, float on float32 data)."""
+    return cx.tensor(input)
+
+
+def cat(cx: Context, tensors: Any, dim: Any = 0) -> Value:
+    if not isinstance(tensors, (tuple, list)) or not tensors:
+        cx.unsupported(f"expected a list of tensors, got {describe(tensors)}")
+    values = [cx.tensor(t, "inputs") for t in tensors]
+    axis = norm_axis(cx, dim, full_rank(values[0]))
+    if axis == 0:
+        cx.unsupported("concatenation along the batch axis (dim 0) is not supported")
+    return cx.emit("concat", values, {"axis": axis})
