@@ -22,7 +22,7 @@ import snnc
 from snnc.backend import backend_names, get_backend
 from snnc.cli import main
 from snnc.errors import BackendError
-from snnc.ir import Graph, infer_shapes, verify
+from snnc.ir import Graph, infer_shapes
 from snnc.passes import PassContext, parse_pipeline, run_passes
 from snnc.simulator import simulate
 

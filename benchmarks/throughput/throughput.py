@@ -179,13 +179,13 @@ def bench_model(name: str, steps: list[int], batch: int, device: str, reps: int,
         big = xb.repeat(T, *([1] * (xb.dim() - 1)))
         row["ANN on T*B"] = timed(lambda: ann(big), device, reps, lambda: ann(xw))
         del big
-        row["snnc reference"] = timed(lambda: ref.run(xb, [T]), device, reps, lambda: ref.run(xw, [T]))
+        row["snnc reference"] = timed(lambda: ref.simulate(xb, [T]), device, reps, lambda: ref.simulate(xw, [T]))
         row["snnc spikingjelly"] = timed(lambda: net.sequence(xb, T), device, reps, lambda: net.sequence(xw, T))
         row["SpikingJelly ann2snn"] = timed(lambda: stepped(xb, T), device, reps, lambda: stepped(xw, T))
         if not device.startswith("cuda"):
             sub = default_batch_size(T, sm.snn, "cpu")
             chunks = [xb[i : i + sub] for i in range(0, batch, sub)]
-            row[CPU_ROWS[0]] = timed(lambda: [ref.run(c, [T]) for c in chunks], device, reps, lambda: ref.run(xw, [T]))
+            row[CPU_ROWS[0]] = timed(lambda: [ref.simulate(c, [T]) for c in chunks], device, reps, lambda: ref.simulate(xw, [T]))
             row[CPU_ROWS[1]] = timed(lambda: [net.sequence(c, T) for c in chunks], device, reps, lambda: net.sequence(xw, T))
             row[CPU_ROWS[0]]["sub_batch"] = row[CPU_ROWS[1]]["sub_batch"] = sub
         for r in row.values():

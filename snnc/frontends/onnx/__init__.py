@@ -50,10 +50,58 @@ Node emission, the unsupported-op hints and the error classes are shared with th
 frontend (:mod:`snnc.frontends.common`).
 """
 
-from snnc.frontends.onnx.converters import CONVERTERS
-from snnc.frontends.onnx.fold import FOLDERS
-from snnc.frontends.onnx.importer import import_onnx
-from snnc.frontends.onnx.load import MIN_OPSET
+from __future__ import annotations
+
+import logging
+
+import onnx
+import onnx.inliner
+
+from snnc.frontends.onnx.converters import CONVERTERS, unsupported_hint
+from snnc.frontends.onnx.fold import FOLDERS, fold_with_reference
+from snnc.frontends.onnx.helpers import Source
+from snnc.frontends.onnx.importer import Importer
+from snnc.frontends.onnx.load import MIN_OPSET, check_opset, load_model
 from snnc.frontends.onnx.reference import onnx_reference
+from snnc.ir.graph import Graph
+from snnc.ir.shapes import infer_shapes
+from snnc.ir.verify import verify
 
 __all__ = ["CONVERTERS", "FOLDERS", "MIN_OPSET", "import_onnx", "onnx_reference"]
+
+log = logging.getLogger(__name__)
+
+
+def import_onnx(source: Source) -> Graph:
+    """Import an ONNX model as an ANN-stage IR graph (shapes inferred, verified).
+
+    ``source`` is a path (external data next to the file is resolved) or a ``ModelProto``.
+    ``graph.meta`` receives ``source`` (format, producer, opset), ``notices`` (what was
+    stripped, folded or fused, human-readable) and ``output_sources`` (the ONNX tensor each
+    graph output stands for; pass it to :func:`~snnc.frontends.onnx.onnx_reference`).
+
+    Raises :class:`DataError` for unreadable or unusable models (and for layers that do not
+    fit the model's input shape) and :class:`UnsupportedOpError` for ops snnc cannot represent.
+    """
+    model = load_model(source)
+    opset = check_opset(model)
+    if model.functions:
+        # Local functions (emitted by some exporters) are expanded so each op is visible.
+        model = onnx.inliner.inline_local_functions(model)
+    importer = Importer(model, opset, converters=CONVERTERS, folders=FOLDERS, fold_fallback=fold_with_reference, unsupported_hint=unsupported_hint)
+    graph = importer.run()
+    graph.meta["source"] = {
+        "format": "onnx",
+        "producer": model.producer_name,
+        "producer_version": model.producer_version,
+        "opset": opset,
+    }
+    graph.meta["notices"] = list(importer.notices)
+    graph.meta["output_sources"] = list(importer.output_sources)
+    for msg in importer.notices:
+        log.info("import notice: %s", msg)
+    infer_shapes(graph)
+    verify(graph, "ann")
+    log.info("imported ONNX model: %d IR nodes, %d parameters", len(graph.nodes), graph.num_params())
+    return graph
+

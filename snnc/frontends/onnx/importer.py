@@ -1,12 +1,14 @@
-"""The ONNX import driver: :func:`import_onnx` and the :class:`Importer` whose state the
-converters share (the tensor-name environment, constants, emission and the fold / convert
-dispatch of every needed node)."""
+"""The ONNX import driver: the :class:`Importer` whose state the converters share (the
+tensor-name environment, constants, emission) and which folds or converts every needed node.
+It is given its dispatch tables (converters, folders) rather than importing them, so the
+converters can refer to it without an import cycle; :func:`snnc.frontends.onnx.import_onnx`
+wires them together."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,13 +18,9 @@ from onnx import numpy_helper
 
 from snnc.errors import DataError, UnsupportedOpError
 from snnc.frontends.common import constant_output, emit_node, too_many_inputs
-from snnc.frontends.onnx.converters import CONVERTERS, unsupported_hint
-from snnc.frontends.onnx.fold import FOLDERS, fold_with_reference
-from snnc.frontends.onnx.helpers import DEFAULT_DOMAINS, FLOAT_TYPES, Source, Tensor, ir_name, node_attrs, node_label, sanitize
-from snnc.frontends.onnx.load import check_opset, load_model, needed_nodes, select_outputs
+from snnc.frontends.onnx.helpers import DEFAULT_DOMAINS, FLOAT_TYPES, Tensor, ir_name, node_attrs, node_label, sanitize
+from snnc.frontends.onnx.load import needed_nodes, select_outputs
 from snnc.ir.graph import Graph, Value
-from snnc.ir.shapes import infer_shapes
-from snnc.ir.verify import verify
 
 log = logging.getLogger(__name__)
 
@@ -34,48 +32,26 @@ _EXTRA_OUTPUTS = {
 }
 
 
-# ===================================================================== public API
-def import_onnx(source: Source) -> Graph:
-    """Import an ONNX model as an ANN-stage IR graph (shapes inferred, verified).
-
-    ``source`` is a path (external data next to the file is resolved) or a ``ModelProto``.
-    ``graph.meta`` receives ``source`` (format, producer, opset), ``notices`` (what was
-    stripped, folded or fused, human-readable) and ``output_sources`` (the ONNX tensor each
-    graph output stands for; pass it to :func:`~snnc.frontends.onnx.onnx_reference`).
-
-    Raises :class:`DataError` for unreadable or unusable models (and for layers that do not
-    fit the model's input shape) and :class:`UnsupportedOpError` for ops snnc cannot represent.
-    """
-    model = load_model(source)
-    opset = check_opset(model)
-    if model.functions:
-        # Local functions (emitted by some exporters) are expanded so each op is visible.
-        model = onnx.inliner.inline_local_functions(model)
-    importer = Importer(model, opset)
-    graph = importer.run()
-    graph.meta["source"] = {
-        "format": "onnx",
-        "producer": model.producer_name,
-        "producer_version": model.producer_version,
-        "opset": opset,
-    }
-    graph.meta["notices"] = list(importer.notices)
-    graph.meta["output_sources"] = list(importer.output_sources)
-    for msg in importer.notices:
-        log.info("import notice: %s", msg)
-    infer_shapes(graph)
-    verify(graph, "ann")
-    log.info("imported ONNX model: %d IR nodes, %d parameters", len(graph.nodes), graph.num_params())
-    return graph
-
-
 # ====================================================================== importer
 class Importer:
     """Converts the needed nodes of one model; holds the name → tensor environment."""
 
-    def __init__(self, model: onnx.ModelProto, opset: int):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        opset: int,
+        *,
+        converters: Mapping[str, Callable[[Importer, onnx.NodeProto], Tensor]],
+        folders: Mapping[str, Callable[..., list[np.ndarray]]],
+        fold_fallback: Callable[[onnx.NodeProto, list[Any]], list[np.ndarray]],
+        unsupported_hint: Callable[[str], str],
+    ):
         self.model = model
         self.opset = opset
+        self.converters = converters
+        self.folders = folders
+        self.fold_fallback = fold_fallback
+        self.unsupported_hint = unsupported_hint
         self.graph = Graph(sanitize(model.graph.name) or "graph", stage="ann")
         self.env: dict[str, Tensor] = {}
         self.notices: list[str] = []
@@ -236,11 +212,11 @@ class Importer:
     # ------------------------------------------------------------------ folding
     def _fold(self, node: onnx.NodeProto) -> None:
         inputs = [self.lookup(i) if i else None for i in node.input]
-        folder = FOLDERS.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
+        folder = self.folders.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
         if folder is not None:
             outputs = folder(node, inputs, node_attrs(node))
         else:
-            outputs = fold_with_reference(node, inputs)
+            outputs = self.fold_fallback(node, inputs)
         for name, arr in zip(node.output, outputs):
             if name:
                 self.env[name] = np.asarray(arr)
@@ -250,10 +226,10 @@ class Importer:
     def _convert(self, node: onnx.NodeProto) -> None:
         if node.domain not in DEFAULT_DOMAINS:
             op_type = f"{node.domain}::{node.op_type}"
-            raise UnsupportedOpError(op_type, node_label(node), unsupported_hint(op_type))
-        converter = CONVERTERS.get(node.op_type)
+            raise UnsupportedOpError(op_type, node_label(node), self.unsupported_hint(op_type))
+        converter = self.converters.get(node.op_type)
         if converter is None:
-            raise UnsupportedOpError(node.op_type, node_label(node), unsupported_hint(node.op_type))
+            raise UnsupportedOpError(node.op_type, node_label(node), self.unsupported_hint(node.op_type))
         for idx, out in enumerate(node.output[1:], start=1):
             if out and (out in self.consumers or self.is_graph_output(out)):
                 what = _EXTRA_OUTPUTS.get(node.op_type, f"output {idx}")

@@ -8,8 +8,13 @@ from typing import Any
 from torch import nn
 
 from snnc.frontends.torch_fx.context import Context
-from snnc.frontends.torch_fx.converters import activation, pooling, resize, shape
-from snnc.frontends.torch_fx.converters import conv as conv_layers
+# Sibling modules imported by their full names (not from the package, whose table imports
+# this module): no import cycle.
+import snnc.frontends.torch_fx.converters.activation as activation
+import snnc.frontends.torch_fx.converters.conv as conv_layers
+import snnc.frontends.torch_fx.converters.pooling as pooling
+import snnc.frontends.torch_fx.converters.resize as resize
+import snnc.frontends.torch_fx.converters.shape as shape
 from snnc.ir.graph import Value
 
 
