@@ -116,7 +116,7 @@ def convert(
         "source": imported.source,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "pipeline": format_pipeline(pipeline),
-        "passes": [{"name": r.name, "options": r.options, "changed": r.changed, "seconds": round(r.seconds, 4)} for r in results],
+        "passes": _pass_records(results),
         "timesteps": int(timesteps),
         "calibration": calibration_level([p.name for p in pipeline]),
         "calibration_samples": int(len(x_cal)),
@@ -184,7 +184,7 @@ def calibrate(
     prov.update(
         {
             "pipeline": ",".join(x for x in (prov.get("pipeline"), format_pipeline(pipeline)) if x),
-            "passes": prov.get("passes", []) + [{"name": r.name, "options": r.options, "changed": r.changed, "seconds": round(r.seconds, 4)} for r in results],
+            "passes": prov.get("passes", []) + _pass_records(results),
             "timesteps": T,
             "calibration": calibration_level(names),
             "calibration_samples": int(len(x_cal)),
@@ -204,6 +204,11 @@ def calibrate(
     if check:
         out.provenance["conversion_check"] = _conversion_check(out, x_cal[:CHECK_SAMPLES], T, progress)
     return out
+
+
+def _pass_records(results) -> list[dict[str, Any]]:
+    """What the provenance keeps of each pass that ran."""
+    return [{"name": r.name, "options": r.options, "changed": r.changed, "seconds": round(r.seconds, 4)} for r in results]
 
 
 def calibration_level(pass_names: list[str]) -> str:

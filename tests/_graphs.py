@@ -126,6 +126,9 @@ def graph_with(op_case: str) -> Graph:
         h = g.add_node("concat", [h, b], {"axis": 1}).output
     elif op_case == "upsample":
         h = g.add_node("upsample", [h], {"scales": [2, 2]}).output
+    elif op_case == "zero-pad":  # explicit padding read by an unpadded convolution
+        h = g.add_node("pad", [h], {"pads": [1, 0, 2, 1]}).output
+        h = conv(g, h, 4, 4, r)
     elif op_case == "affine":
         h = g.add_node("affine", [h], {}, {"scale": r.uniform(0.5, 2, (4, 1, 1)), "shift": r.normal(0, 0.1, (4, 1, 1))}).output
     elif op_case == "flatten-linear":
@@ -148,7 +151,7 @@ def graph_with(op_case: str) -> Graph:
 
 OP_CASES = [
     "conv-strided-grouped-dilated", "conv-asymmetric-pads", "conv-transpose", "conv-transpose-cropped", "avg-pool",
-    "avg-pool-asymmetric", "spiking-max-pool", "residual-add", "concat", "upsample", "affine", "flatten-linear",
+    "avg-pool-asymmetric", "spiking-max-pool", "residual-add", "concat", "upsample", "zero-pad", "affine", "flatten-linear",
     "per-neuron-threshold", "hard-reset-unit-spikes",
 ]  # fmt: skip
 

@@ -90,6 +90,7 @@ def _snn_graph_with_every_op() -> Graph:
     s = g.add_node("if_neuron", [c], {}, {"threshold": np.full((4, 1, 1), 0.7), "v_init": np.full((4, 1, 1), 0.35)}).output
     m = g.add_node("spiking_max_pool", [s], {"kernel": [2, 2]}).output
     u = g.add_node("upsample", [m], {"scales": [2, 2]}).output
+    u = g.add_node("pad", [u], {"pads": [1, 0, 0, 1]}).output
     t = g.add_node("conv_transpose", [u], {"strides": [1, 1]}, {"weight": r.normal(size=(4, 2, 3, 3)), "bias": np.zeros(2)}).output
     q = g.add_node("avg_pool", [t], {"kernel": [2, 2], "strides": [2, 2]}).output
     cat = g.add_node("concat", [q, q], {"axis": 1}).output

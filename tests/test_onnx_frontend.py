@@ -160,11 +160,25 @@ class Conv1dNet(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
+class Padded(nn.Module):
+    """Explicit zero padding (nn.ZeroPad2d, F.pad) around unpadded convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 2, 0, 1))
+        self.c1 = nn.Conv2d(2, 4, 3)
+        self.c2 = nn.Conv2d(4, 3, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(self.pad(x)))
+        return self.c2(F.pad(h, (1, 1, 1, 1))).mean((2, 3))
+
+
 TORCH_MODELS = {"vgg": (VGGish, (3, 8, 8)), "resnet": (ResNetish, (3, 8, 8)), "unet": (UNetish, (2, 8, 8)), "conv1d": (Conv1dNet, (2, 16))}
 
 
 def build_torch(name: str) -> tuple[nn.Module, tuple[int, ...]]:
-    cls, shape = TORCH_MODELS[name]
+    cls, shape = {**TORCH_MODELS, "padded": (Padded, (2, 8, 8))}[name]
     torch.manual_seed(0)
     model = cls().eval()
     with torch.no_grad():  # non-trivial BN statistics, so BN mistakes show
@@ -975,3 +989,57 @@ def test_layer_that_does_not_fit_the_input_shape_is_a_data_error():
 
 def test_errors_are_snnc_errors():
     assert issubclass(UnsupportedOpError, SnncError) and issubclass(DataError, SnncError)
+
+
+# ======================================================================= Pad
+@pytest.mark.parametrize(
+    "pads, extra, opset",
+    [
+        ([0, 0, 1, 2, 0, 0, 3, 0], {}, 17),  # begins of N, C, H, W then ends
+        ([0, 0, 0, 0, 0, 0, 0, 0], {}, 17),  # a no-op
+        ([1, 2, 3, 0], {"axes": i64(2, 3)}, 18),  # only the spatial axes named
+        ([0, 0, 1, 2, 0, 0, 3, 0], {"value": np.float32(0)}, 17),
+    ],
+)
+def test_pad_with_zeros_is_the_pad_op(pads, extra, opset):
+    inputs, inits = ["x", "pads"], {"pads": np.array(pads, dtype=np.int64)}
+    if "value" in extra:
+        inputs.append("value")
+        inits["value"] = extra["value"]
+    if "axes" in extra:
+        inputs += ["", "axes"]
+        inits["axes"] = extra["axes"]
+    model = make_model([helper.make_node("Pad", inputs, ["y"], mode="constant")], ["N", 2, 5, 6], inits, opset=opset)
+    graph = check(model)
+    assert ops(graph) == (Counter() if not any(pads) else Counter({"pad": 1}))
+
+
+@pytest.mark.parametrize(
+    "pads, attrs, value, match",
+    [
+        ([0, 1, 0, 0, 0, 0, 0, 0], {}, None, "batch or channel"),
+        ([0, 0, -1, 0, 0, 0, 0, 0], {}, None, "negative pads"),
+        ([0, 0, 1, 0, 0, 0, 0, 0], {"mode": "reflect"}, None, "mode 'reflect'"),
+        ([0, 0, 1, 0, 0, 0, 0, 0], {}, np.float32(1.5), "zeros only"),
+    ],
+)
+def test_pad_that_is_not_zero_padding_of_space_is_rejected(pads, attrs, value, match):
+    inputs, inits = ["x", "pads"], {"pads": np.array(pads, dtype=np.int64)}
+    if value is not None:
+        inputs.append("value")
+        inits["value"] = value
+    model = make_model([helper.make_node("Pad", inputs, ["y"], **attrs)], ["N", 2, 5, 6], inits)
+    with pytest.raises(UnsupportedOpError, match=match):
+        import_onnx(model)
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_torch_zero_padding_through_both_exporters(exporter):
+    """nn.ZeroPad2d and F.pad export as Pad (legacy); onnxscript's optimizer folds them into
+    the convolutions' pads (dynamo). Both import and match onnxruntime and torch."""
+    graph = check(exported_model("padded", exporter))
+    assert ops(graph)["pad"] == (2 if exporter == "legacy" else 0)
+    model, shape = build_torch("padded")
+    x = np.random.default_rng(3).standard_normal((4, *shape)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(run_ann(graph, x)[0], model(torch.from_numpy(x)).numpy(), atol=TOL, rtol=TOL)

@@ -151,6 +151,11 @@ def _buffered(fn: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> Callable
 
 
 CASES = [
+    # zero padding
+    Case("zero_pad2d", lambda: nn.ZeroPad2d((1, 2, 0, 3)), (2, 4, 5), ("pad",)),
+    Case("constant_pad1d_zero", lambda: nn.ConstantPad1d((2, 1), 0.0), (3, 6), ("pad",)),
+    Case("F.pad_last_axis_only", lambda: Net(lambda m, x: F.pad(x, (1, 1))), (2, 4, 5), ("pad",)),
+    Case("F.pad_zero_pads_is_no_op", lambda: Net(lambda m, x: m.c(F.pad(x, (0, 0, 0, 0))), c=nn.Conv2d(2, 3, 3)), (2, 4, 5), ("conv",)),
     # convolutions
     Case("conv1d", lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1), (3, 16), ("conv",)),
     Case("conv1d_groups_dilation_nobias", lambda: nn.Conv1d(4, 6, 3, groups=2, dilation=2, bias=False), (4, 16), ("conv",)),
@@ -597,6 +602,10 @@ UNSUPPORTED = [
     ("division_by_zero", _unsupported(lambda m, x: x / 0.0), (4,), "call_function operator.truediv", "truediv", "non-finite"),
     ("rounding_division", _unsupported(lambda m, x: torch.div(x, 2, rounding_mode="floor")), (4,), "call_function torch.div", "div", "rounding_mode"),
     ("unknown_argument", _unsupported(lambda m, x: x.clamp(min=0, foo=1)), (4,), "call_method Tensor.clamp", "clamp", "arguments not supported"),
+    ("reflect_pad", _unsupported(lambda m, x: F.pad(x, (1, 1), mode="reflect")), (2, 4), "call_function F.pad", "pad", "mode 'reflect'"),
+    ("constant_pad_one", nn.ConstantPad2d(1, 1.0), (1, 3, 3), "call_module nn.ConstantPad2d", "", "zeros only"),
+    ("pad_channels", _unsupported(lambda m, x: F.pad(x, (0, 0, 0, 0, 1, 0))), (2, 3, 3), "call_function F.pad", "pad", "channel or batch"),
+    ("negative_pad", _unsupported(lambda m, x: F.pad(x, (-1, 0))), (2, 4), "call_function F.pad", "pad", "negative pads"),
 ]
 
 
@@ -675,3 +684,24 @@ def test_wrong_input_shape_is_a_data_error() -> None:
         import_torch(seq(nn.Conv2d(3, 4, 3)), (2, 8, 8))
     with pytest.raises(DataError):
         import_torch(seq(nn.Linear(3, 2)), (0,))
+
+
+class ShapeBranchPad(nn.Module):
+    """Zero padding where fx cannot trace (a loop over a shape): torch.export's
+    aten.constant_pad_nd / aten.pad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 2, 3)
+        self.z = nn.ZeroPad2d((0, 1, 2, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(x.shape[1] // 3):
+            x = F.pad(x, (1, 0, 0, 1))
+        return self.c(self.z(x))
+
+
+def test_zero_padding_through_torch_export() -> None:
+    graph = import_and_check(ShapeBranchPad(), (3, 5, 6))
+    assert graph.meta["source"]["tracer"] == "torch.export"
+    assert ops(graph).count("pad") == 2

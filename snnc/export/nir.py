@@ -68,6 +68,7 @@ _UNSUPPORTED_HINTS = {
     "a model with Concat cannot be exported to NIR",
     "upsample": "NIR 1.0 has no upsampling primitive; a model with Upsample/Resize cannot be exported to NIR",
     "conv_transpose": "NIR 1.0 has no transposed convolution; a model with ConvTranspose cannot be exported to NIR",
+    "pad": "NIR 1.0 has no padding primitive; pad inside the convolution that reads the value (its padding) and re-convert",
 }
 
 

@@ -380,6 +380,22 @@ def _upsample(xs, attrs, p):
     return x
 
 
+@op("pad", ("linear", "channelwise", "preserves_amplitude"), (ANN, SNN), attrs={"pads": REQUIRED})
+def _pad(xs, attrs, p):
+    """Zero padding of the spatial axes (ONNX Pad in constant mode with value 0, F.pad,
+    nn.ZeroPad2d): ``pads`` in ONNX order, the begin of every spatial axis then the ends,
+    each >= 0."""
+    x = xs[0]
+    nd = _spatial_rank(x)
+    pads = list(attrs["pads"])
+    if len(pads) != 2 * nd or any(int(v) < 0 for v in pads):
+        raise VerificationError(f"pads {pads} must list a begin and an end (>= 0) for each of the {nd} spatial axes")
+    fpad: list[int] = []
+    for i in reversed(range(nd)):  # F.pad takes pairs from the last dimension backwards
+        fpad += [int(pads[i]), int(pads[nd + i])]
+    return F.pad(x, fpad)
+
+
 # --------------------------------------------------------------- ANN-only ops
 @op("relu", ("activation",), (ANN,), attrs={"max": None, "threshold_method": None}, optional_params=("threshold",))
 def _relu(xs, attrs, p):

@@ -267,7 +267,7 @@ class _Calibration(Pass):
 
     def check(self, graph: Graph) -> None:
         """Refuse, before any work, a graph this pass cannot calibrate."""
-        for n in _neurons(graph):
+        for n in graph.having("neuron"):
             if n.attr("spike_scale") != "threshold":
                 raise PassError(f"{self.name}: neuron {n.name!r} emits unit spikes; put normalize-weights after the calibration passes")
         known = {n.name for n in graph.nodes if n.spec.has("neuron") or n.spec.has("readout")}
@@ -429,7 +429,7 @@ class CalibrateWeights(_Calibration):
 
     def check(self, graph: Graph) -> None:
         super().check(graph)
-        for n in _neurons(graph):
+        for n in graph.having("neuron"):
             if n.attr("reset") != "subtract":
                 raise PassError(f"{self.name}: neuron {n.name!r} resets to zero; the fitted quantiser models soft reset (insert-if reset=subtract)")
 
@@ -477,7 +477,3 @@ class CalibrateWeights(_Calibration):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         self._trained: set[int] = set()  # a node shared by two layers is fitted once
         return super().run(graph, ctx)
-
-
-def _neurons(graph: Graph) -> list[Node]:
-    return [n for n in graph.nodes if n.spec.has("neuron")]

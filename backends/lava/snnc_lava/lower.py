@@ -376,6 +376,14 @@ class FixedPoint:
                 if self.dom[id(v)] != "count" or _channel_vector(self.sigma[id(v)], v.shape) is None:
                     self.fail(n, "spiking max pooling needs spikes with one scale per channel at its input")
                 self._count(n, self._pool_sigma(n, v, 1.0), self.cmax[id(v)])
+            elif n.op == "pad":  # zero padding: no spikes at the border; the per-channel scale passes
+                v = n.inputs[0]
+                if self.dom[id(v)] == "current":
+                    self.dom[id(n.output)] = "current"
+                elif _channel_vector(self.sigma[id(v)], v.shape) is None:
+                    self.fail(n, "padding spikes whose scale differs within a channel")
+                else:
+                    self._count(n, self._pool_sigma(n, v, 1.0), self.cmax[id(v)])
             elif n.spec.has("synaptic") or (n.op == "affine" and doms == {"count"}):
                 if doms != {"count"}:
                     self.fail(n, "its input is a synaptic current, not spikes: on Loihi a neuron must sit between two synapses")
@@ -479,11 +487,11 @@ class FixedPoint:
         elif n.op == "reshape":
             u = n.inputs[0]
             self._back(u, r.reshape(u.shape), terms)
-        elif n.op == "upsample":
+        elif n.op in ("upsample", "pad"):
             u = n.inputs[0]
             c = _channel_vector(r, v.shape)
             if c is None:
-                self.fail(n, "upsampling currents whose scale differs within a channel")
+                self.fail(n, f"{n.op} of currents feeding neurons whose scale differs within a channel")
             self._back(u, _full(c.reshape(-1, *([1] * (len(u.shape) - 1))), u.shape), terms)
         elif n.op == "concat":
             axis = n.attr("axis") - 1

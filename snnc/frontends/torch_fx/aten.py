@@ -41,6 +41,8 @@ def _build_aten_table() -> dict[Any, Converter]:
         aten._unsafe_view.default: shape.reshape,
         aten.flatten.using_ints: shape.flatten,
         aten.cat.default: shape.cat,
+        aten.constant_pad_nd.default: shape.constant_pad_nd,
+        aten.pad.default: shape.zero_pad,
         aten.upsample_nearest1d.vec: resize.aten_upsample_vec,
         aten.upsample_nearest2d.vec: resize.aten_upsample_vec,
         aten.upsample_nearest1d.default: resize.aten_upsample,

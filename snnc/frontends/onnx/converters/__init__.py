@@ -42,6 +42,7 @@ CONVERTERS: dict[str, Converter] = {
     "MatMul": conv.convert_matmul,
     "MaxPool": pooling.convert_max_pool,
     "Mul": arithmetic.convert_binary,
+    "Pad": shape.convert_pad,
     "ReduceMean": pooling.convert_reduce_mean,
     "Relu": activation.convert_relu,
     "Reshape": shape.convert_reshape,

@@ -1,6 +1,6 @@
 """Shape and layout ops: Flatten, Reshape, Squeeze and Unsqueeze (per-sample ``reshape``),
-Transpose (identity permutations only), Concat, and Shape (folded to a constant holding the
-batch-size sentinel)."""
+Transpose (identity permutations only), Concat, Pad (zeros, spatial axes: ``pad``), and Shape
+(folded to a constant holding the batch-size sentinel)."""
 
 from __future__ import annotations
 
@@ -101,6 +101,38 @@ def convert_concat(ctx: Importer, node: onnx.NodeProto) -> Value:
     if axis == 0:
         raise reject(node, "Concat along the batch axis 0 is not supported")
     return ctx.emit("concat", tensors, node, attrs={"axis": axis})
+
+
+def convert_pad(ctx: Importer, node: onnx.NodeProto) -> Value:
+    """Pad in constant mode with value 0, of the spatial axes only: ``pad``."""
+    x = ctx.value(node)
+    a = node_attrs(node)
+    mode = a.get("mode", "constant")
+    if mode != "constant":
+        raise reject(node, f"Pad mode {mode!r} is not supported; snnc pads with zeros (mode 'constant', value 0)")
+    rank = len(x.shape) + 1
+    if ctx.opset >= 11:
+        pads = ctx.const(node, 1, "pads")
+        value = ctx.optional_const(node, 2, "constant_value")
+        axes_arr = ctx.optional_const(node, 3, "axes")
+    else:
+        pads, value, axes_arr = np.asarray(a["pads"]), np.asarray(a.get("value", 0.0)), None
+    if value is not None and np.any(np.asarray(value) != 0):
+        raise reject(node, f"padding with the value {np.asarray(value).reshape(-1)[0]!r}; snnc pads with zeros only")
+    axes = list(range(rank)) if axes_arr is None else [normalize_axis(int(ax), rank, node) for ax in np.asarray(axes_arr).reshape(-1)]
+    pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise reject(node, f"{len(pads)} pads for {len(axes)} axes (two per axis expected)")
+    begin, end = [0] * rank, [0] * rank
+    for i, ax in enumerate(axes):
+        begin[ax], end[ax] = pads[i], pads[len(axes) + i]
+    if any(begin[:2]) or any(end[:2]):
+        raise reject(node, "padding of the batch or channel axis is not supported (only the spatial axes)")
+    if any(v < 0 for v in begin + end):
+        raise reject(node, "negative pads (cropping) are not supported")
+    if not any(begin + end):
+        return x  # pads of zero: nothing to do
+    return ctx.emit("pad", [x], node, attrs={"pads": begin[2:] + end[2:]})
 
 
 def convert_shape(ctx: Importer, node: onnx.NodeProto) -> np.ndarray:

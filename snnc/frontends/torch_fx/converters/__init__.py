@@ -49,6 +49,10 @@ MODULE_CONVERTERS: dict[type[nn.Module], Converter] = {
     nn.Dropout1d: modules.dropout,
     nn.Dropout2d: modules.dropout,
     nn.Softmax: modules.softmax,
+    nn.ZeroPad1d: modules.zero_pad,
+    nn.ZeroPad2d: modules.zero_pad,
+    nn.ConstantPad1d: modules.zero_pad,
+    nn.ConstantPad2d: modules.zero_pad,
 }
 
 FUNCTION_CONVERTERS: dict[Callable[..., Any], Converter] = {
@@ -79,6 +83,7 @@ FUNCTION_CONVERTERS: dict[Callable[..., Any], Converter] = {
     torch.reshape: shape.reshape,
     torch.cat: shape.cat,
     torch.concat: shape.cat,
+    F.pad: shape.zero_pad,
     F.interpolate: resize.interpolate,
     F.dropout: activation.dropout,
     F.softmax: activation.softmax,

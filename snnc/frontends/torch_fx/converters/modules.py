@@ -84,3 +84,7 @@ def dropout(cx: Context, m: nn.Module, input: Any) -> Value:
 
 def softmax(cx: Context, m: nn.Softmax, input: Any) -> Value:
     return activation.softmax(cx, input, m.dim)
+
+
+def zero_pad(cx: Context, m: nn.ZeroPad1d | nn.ZeroPad2d | nn.ConstantPad1d | nn.ConstantPad2d, input: Any) -> Value:
+    return shape.zero_pad(cx, input, list(m.padding), "constant", m.value)

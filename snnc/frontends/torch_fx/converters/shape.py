@@ -114,3 +114,31 @@ def cat(cx: Context, tensors: Any, dim: Any = 0) -> Value:
     if axis == 0:
         cx.unsupported("concatenation along the batch axis (dim 0) is not supported")
     return cx.emit("concat", values, {"axis": axis})
+
+
+def zero_pad(cx: Context, input: Any, pad: Any, mode: Any = "constant", value: Any = None) -> Value:
+    """``F.pad`` / ``aten.pad`` / ``aten.constant_pad_nd`` with zeros, on the spatial axes only:
+    ``pad`` lists (begin, end) pairs from the last axis backwards."""
+    x = cx.tensor(input)
+    if mode != "constant":
+        cx.unsupported(f"padding mode {mode!r} is not supported; snnc pads with zeros (mode 'constant', value 0)")
+    if value not in (None, 0, 0.0):
+        cx.unsupported(f"padding with the value {value!r}; snnc pads with zeros only")
+    if not isinstance(pad, (tuple, list)) or len(pad) % 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pad):
+        cx.unsupported(f"pad {pad!r} is not an even-length sequence of ints")
+    nd = len(x.shape) - 1  # spatial axes
+    pairs = [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(len(pad) // 2)]  # last axis first
+    if any(b or e for b, e in pairs[nd:]):
+        cx.unsupported("padding of the channel or batch axis is not supported (only the spatial axes)")
+    pairs = (pairs + [(0, 0)] * nd)[:nd]
+    if any(b < 0 or e < 0 for b, e in pairs):
+        cx.unsupported("negative pads (cropping) are not supported")
+    if not any(b or e for b, e in pairs):
+        return x
+    begin = [pairs[nd - 1 - i][0] for i in range(nd)]
+    end = [pairs[nd - 1 - i][1] for i in range(nd)]
+    return cx.emit("pad", [x], {"pads": begin + end})
+
+
+def constant_pad_nd(cx: Context, input: Any, pad: Any, value: Any = 0) -> Value:
+    return zero_pad(cx, input, pad, "constant", value)
