@@ -23,10 +23,14 @@ from rich.table import Table
 
 from snnc.defaults import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_ABLATION_SAMPLES,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_CALIBRATION,
     DEFAULT_GRANULARITY,
+    DEFAULT_EVAL_TIMESTEPS,
     DEFAULT_MAXPOOL,
+    DEFAULT_NIR_DT,
+    DEFAULT_REPORT_TIMESTEPS,
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,
     DEFAULT_TIMESTEPS,
@@ -330,7 +334,7 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
 @debug_option
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and optionally integer labels y.")
-@click.option("-T", "--timesteps", "timesteps_text", default="8,16,32", show_default=True, help="Comma-separated T values.")
+@click.option("-T", "--timesteps", "timesteps_text", default=",".join(map(str, DEFAULT_EVAL_TIMESTEPS)), show_default=True, help="Comma-separated T values.")
 @click.option("--backend", default="reference", show_default=True, help="Backend to run on (see `snnc backends`).")
 @click.option("--device", default=None, help="Device for the backend: cpu, cuda, cuda:N (default: the backend's choice; spikingjelly uses CUDA when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout instead of tables.")
@@ -451,11 +455,11 @@ def print_deployment(dep: dict) -> None:
 @debug_option
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and (preferably) integer labels y.")
-@click.option("-T", "--timesteps", "timesteps_text", default="4,8,16,32,64", show_default=True, help="T values for accuracy vs timesteps.")
+@click.option("-T", "--timesteps", "timesteps_text", default=",".join(map(str, DEFAULT_REPORT_TIMESTEPS)), show_default=True, help="T values for accuracy vs timesteps.")
 @click.option("--at", "at", type=click.IntRange(min=1), default=None, help="T of the per-layer analysis (default: the T the artifact was converted for).")
 @click.option("-o", "--output", "output", default=None, type=click.Path(file_okay=False), help="Directory to write (default: ARTIFACT without .snn, plus .report/).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
-@click.option("--ablation-samples", type=click.IntRange(min=0), default=256, show_default=True, help="Samples for the per-layer ablations (seeded subset; 0 skips them).")
+@click.option("--ablation-samples", type=click.IntRange(min=0), default=DEFAULT_ABLATION_SAMPLES, show_default=True, help="Samples for the per-layer ablations (seeded subset; 0 skips them).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per simulation batch (default: from T).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's JSON to stdout instead of the findings.")
 @click.option("--no-progress", is_flag=True)
@@ -535,7 +539,7 @@ def run_cmd(artifact, input_path, timesteps, backend, device, output, batch_size
     help="soft: the converted network exactly (subtract reset built from NIR integrators, thresholds and scales); "
     "hard: NIR IF neurons that reset to zero, threshold 1 (SpikingJelly imports it; a different network, see docs/nir.md).",
 )
-@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="Step length: integrators are written with r = 1/dt (one step adds the input once).")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_NIR_DT, show_default=True, help="Step length: integrators are written with r = 1/dt (one step adds the input once).")
 def export_cmd(artifact, fmt, output, reset, dt):
     """Export ARTIFACT (.snn) to an exchange format other neuromorphic tools read."""
     import snnc

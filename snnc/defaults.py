@@ -12,3 +12,7 @@ DEFAULT_CALIB_SAMPLES = 1024
 # The best calibration level that fits the time budget (advanced: under 5 minutes on 1024
 # samples on 2 CPU cores for the benchmark models; see benchmarks/accuracy).
 DEFAULT_CALIBRATION = "advanced"
+DEFAULT_EVAL_TIMESTEPS = (8, 16, 32)  # snnc eval / snnc.evaluate
+DEFAULT_REPORT_TIMESTEPS = (4, 8, 16, 32, 64)  # snnc report: accuracy vs T
+DEFAULT_ABLATION_SAMPLES = 256  # snnc report: samples of the per-layer ablations
+DEFAULT_NIR_DT = 1e-4  # NIR export step length (SpikingJelly's import_from_nir default; most NIR tools use it too)

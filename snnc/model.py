@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from snnc.backend import get_backend
-from snnc.defaults import DEFAULT_SEED, DEFAULT_TIMESTEPS
+from snnc.defaults import DEFAULT_NIR_DT, DEFAULT_SEED, DEFAULT_TIMESTEPS
 from snnc.errors import ArtifactError, DataError
 from snnc.ir.executor import check_input, run_ann
 from snnc.ir.graph import Graph
@@ -77,7 +77,7 @@ class SpikingModel:
         ``spikingjelly`` backend package (installed by ``make setup``)."""
         return get_backend("spikingjelly", device=device).lower(self.snn)
 
-    def export_nir(self, path: str | os.PathLike, reset: str = "soft", dt: float = 1e-4):
+    def export_nir(self, path: str | os.PathLike, reset: str = "soft", dt: float = DEFAULT_NIR_DT):
         """Write the SNN as a NIR file (see :mod:`snnc.export.nir`): ``reset="soft"`` is this
         network exactly, ``"hard"`` the reset-to-zero IF variant SpikingJelly imports.
         Returns an :class:`~snnc.export.nir.ExportSummary`."""

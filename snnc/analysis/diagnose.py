@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from snnc.defaults import DEFAULT_ABLATION_SAMPLES, DEFAULT_REPORT_TIMESTEPS
 from snnc.errors import DataError
 from snnc.ir.executor import Interpreter, Timed, check_input, iter_batches
 from snnc.ir.graph import Graph, Node, Value
@@ -190,9 +191,9 @@ def diagnose(
     x: np.ndarray,
     y: np.ndarray | None = None,
     *,
-    timesteps: Sequence[int] = (4, 8, 16, 32, 64),
+    timesteps: Sequence[int] = DEFAULT_REPORT_TIMESTEPS,
     at: int | None = None,
-    ablation_samples: int = 512,
+    ablation_samples: int = DEFAULT_ABLATION_SAMPLES,
     batch_size: int | None = None,
     seed: int = 0,
     progress=None,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from snnc.analysis.diagnose import benchmark_gains, diagnose, findings
+from snnc.defaults import DEFAULT_ABLATION_SAMPLES, DEFAULT_REPORT_TIMESTEPS
 from snnc.utils.io import json_default
 
 PLOTS = {
@@ -38,9 +39,9 @@ def build_report(
     x: np.ndarray,
     y: np.ndarray | None = None,
     *,
-    timesteps: Sequence[int] = (4, 8, 16, 32, 64),
+    timesteps: Sequence[int] = DEFAULT_REPORT_TIMESTEPS,
     at: int | None = None,
-    ablation_samples: int = 256,
+    ablation_samples: int = DEFAULT_ABLATION_SAMPLES,
     batch_size: int | None = None,
     seed: int = 0,
     progress=None,

@@ -49,13 +49,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from snnc.defaults import DEFAULT_NIR_DT
 from snnc.errors import ExportError, UnsupportedOpError
 from snnc.ir.graph import Graph, Node, Value
 from snnc.ir.verify import verify
 
 EXPORT_FORMATS = ("nir",)
 RESETS = ("soft", "hard")
-DEFAULT_DT = 1e-4  # SpikingJelly's import_from_nir default; most NIR tools use it too
+DEFAULT_DT = DEFAULT_NIR_DT
 EXECUTORS = ("nirtorch", "spikingjelly")
 
 # Node types SpikingJelly 2.0's import_from_nir maps (plus nirtorch's Input/Output/SumPool2d).
