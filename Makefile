@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing
 
 setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
@@ -122,3 +122,14 @@ bench-nir: data
 # Operations and energy per layer on the Fashion-MNIST models (docs/energy.md)
 bench-energy: data
 	$(PY) benchmarks/energy/run.py
+
+# Refactors keep results (benchmarks/equivalence): the reference simulator's outputs, spike rates and
+# converted parameters bit for bit against those captured from e3d6e4a (about 1 h on 2 cores), and
+# convert / eval times side by side with that commit.
+example-data: $(TUMOUR)/calib.npz
+	$(PY) -m examples.brain_seg.data .data/brain_seg
+	$(PY) -m examples.stocks.data .data/stocks
+bench-equivalence: data example-data
+	$(PY) benchmarks/equivalence/equivalence.py check benchmarks/equivalence/baseline.json --report benchmarks/equivalence/results/check.json
+bench-timing: data
+	$(PY) benchmarks/equivalence/timing.py --ref e3d6e4a --reps 3

@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--code-from", default=None, help=argparse.SUPPRESS)
     k = sub.add_parser("check")
     k.add_argument("baseline")
+    k.add_argument("--report", default=None, help="also write the verdicts as JSON here")
     for q in (c, k):
         q.add_argument("--cases", default=",".join(CASES))
         q.add_argument("--levels", default=",".join(LEVELS))
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     base = json.loads(Path(args.baseline).read_text())
     now = capture(names, levels)
     failures = []
+    verdicts = {}
     for key, cur in now.items():
         ref = base["results"].get(key)
         if ref is None:
@@ -197,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
             ok = len(same) == 3
             what = "bit-identical" if ok else f"differs ({', '.join(f for f in ('outputs_sha256', 'spike_rates_sha256', 'params_sha256') if f not in same)})"
         print(f"{'ok  ' if ok else 'FAIL'} {key}: {what}")
+        verdicts[key] = {"ok": ok, "verdict": what, "seconds": cur["seconds"]}
         if not ok:
             failures.append(key)
     print(f"{len(now) - len(failures)} of {len(now)} cases equal to the baseline ({base['code']})")
+    if args.report:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        doc = {"baseline": base["code"], "code": head, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "cases": verdicts}
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(doc, indent=1) + "\n")
     return 1 if failures else 0
 
 
