@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         level = key.split("/")[1]
         if level == "advanced":
             ok = cur["correct"] is None or abs(cur["correct"] - ref["correct"]) <= 1.0
-            what = f"correct {cur['correct']} vs {ref['correct']}"
+            same = all(cur[f] == ref[f] for f in ("outputs_sha256", "spike_rates_sha256", "params_sha256"))
+            what = f"correct {cur['correct']} vs {ref['correct']}" + (" (bit-identical)" if same else " (outputs differ)")
         else:
             same = [f for f in ("outputs_sha256", "spike_rates_sha256", "params_sha256") if cur[f] == ref[f]]
             ok = len(same) == 3
