@@ -132,4 +132,4 @@ example-data: $(TUMOUR)/calib.npz
 bench-equivalence: data example-data
 	$(PY) benchmarks/equivalence/equivalence.py check benchmarks/equivalence/baseline.json --report benchmarks/equivalence/results/check.json
 bench-timing: data
-	$(PY) benchmarks/equivalence/timing.py --ref e3d6e4a --reps 3
+	$(PY) benchmarks/equivalence/timing.py --ref e3d6e4a --reps 5
