@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx.inliner
 from onnx import numpy_helper
 
 from snnc.errors import DataError, UnsupportedOpError
