@@ -178,10 +178,6 @@ def ops_with(trait: str) -> frozenset[str]:
     return frozenset(name for name, spec in _REGISTRY.items() if trait in spec.traits)
 
 
-def stateful_ops() -> frozenset[str]:
-    return frozenset(name for name, spec in _REGISTRY.items() if spec.stateful)
-
-
 def op(name: str, traits: Sequence[str], stages: Sequence[str], arity: int | None = 1, attrs=None, params=(), optional_params=(), shape=None):
     """Decorator registering a stateless op whose ``compute`` is the decorated function;
     its docstring is the op's specification."""
