@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing fuzz
 
 setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
@@ -133,3 +133,8 @@ bench-equivalence: data example-data
 	$(PY) benchmarks/equivalence/equivalence.py check benchmarks/equivalence/baseline.json --report benchmarks/equivalence/results/check.json
 bench-timing: data
 	$(PY) benchmarks/equivalence/timing.py --ref e3d6e4a --reps 5
+
+# Issue 15's long fuzz: 5,000 seeded mutants of an ONNX model and 5,000 of a .snn artifact through
+# the front door; any traceback, hang or dead worker fails it (results in benchmarks/fuzz/results/).
+fuzz: setup
+	$(PY) benchmarks/fuzz/fuzz.py --onnx 5000 --artifact 5000 --seed 0

@@ -10,7 +10,30 @@
 
 __version__ = "0.1.0"
 
-from snnc.api import SpikingModel, calibrate, convert, evaluate, load  # noqa: E402
-from snnc.errors import SnncError  # noqa: E402
+from snnc.errors import SnncError  # noqa: E402  (standard library only)
 
 __all__ = ["SpikingModel", "SnncError", "calibrate", "convert", "evaluate", "load", "__version__"]
+
+_API = ("SpikingModel", "calibrate", "convert", "evaluate", "load")
+
+
+def __getattr__(name: str):
+    """The API (and torch, which it needs) is imported on first use: ``import snnc`` stays
+    cheap, so the ``snnc`` command can install its signal handlers before anything heavy."""
+    import importlib
+
+    if name in _API:
+        value = getattr(importlib.import_module("snnc.api"), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):  # snnc.ir, snnc.passes, ... as after an eager import
+        try:
+            return importlib.import_module(f"snnc.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"snnc.{name}":
+                raise
+    raise AttributeError(f"module 'snnc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

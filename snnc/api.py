@@ -31,13 +31,17 @@ from snnc.defaults import (
     DEFAULT_THRESHOLD,
     DEFAULT_TIMESTEPS,
 )
-from snnc.errors import CalibrationError, DataError, PassError
+from snnc.errors import CalibrationError, PassError
 from snnc.frontends import import_model
 from snnc.frontends.check import check_import
 from snnc.ir.executor import check_input
-from snnc.metrics import accuracy, agreement, predictions
+from snnc.metrics import accuracy, agreement, check_labels, predictions
 from snnc.model import SpikingModel, as_batch, load
 from snnc.passes import CALIBRATION_PIPELINES, PassContext, default_pipeline, format_pipeline, parse_pipeline, run_passes
+from snnc.simulator.budget import check_run_budget
+from snnc.simulator.reference import check_timesteps
+from snnc.utils.io import load_npz
+from snnc.utils.validate import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +78,23 @@ def convert(
     """Import ``model`` (ONNX path / ModelProto / torch module), check the import against
     the original, run the pass pipeline and return the :class:`SpikingModel`.
 
-    ``calib`` (array ``[N, ...]``) provides the activations thresholds are chosen from;
+    ``calib`` (array ``[N, ...]``, or the path of an NPZ file with array ``x``) provides
+    the activations thresholds are chosen from;
     without it the conversion refuses (thresholds come from data). ``calibration``
     (``"none"``, ``"light"``, ``"advanced"``) appends the layer-wise calibration passes,
     which calibrate for ``timesteps``; ``passes`` replaces the whole pipeline (calibration
     included).
     """
-    if timesteps < 1:
-        raise DataError(f"timesteps must be a positive integer, got {timesteps}")
-    if calib is None:
-        raise CalibrationError(
-            "no calibration data: snnc chooses every firing threshold from the network's activations on real inputs. "
-            "Pass --calib FILE.npz (array x with a few hundred training samples) or calib=array in the API."
-        )
-    pipeline_text = passes or default_pipeline(threshold, granularity, maxpool, calibration)
+    timesteps = positive_int(timesteps, "timesteps")
+    calib_samples = positive_int(calib_samples, "calib_samples")
+    batch_size = positive_int(batch_size, "batch_size")
+    pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
-    calib_all = as_batch(calib)
-    x_cal = select_calibration(calib_all, calib_samples, seed)
+    x_cal = select_calibration(calibration_data(calib), calib_samples, seed)
     imported = import_model(model, input_shape=x_cal.shape[1:])
     ann = imported.graph
     check_input(ann, x_cal)
+    check_run_budget(ann, timesteps, len(x_cal), what="calibration")
     import_report = None
     if check:
         import_report = check_import(ann, imported.reference, x_cal, reference_name=imported.reference_name, batch_size=batch_size)
@@ -153,9 +154,9 @@ def calibrate(
     gives any pipeline of SNN-stage passes. The targets are the ANN the artifact stores
     (``ann_reference``). Returns a new model; ``model`` is not changed."""
     sm = model if isinstance(model, SpikingModel) else load(model)
-    T = sm.timesteps if timesteps is None else int(timesteps)
-    if T < 1:
-        raise DataError(f"timesteps must be a positive integer, got {timesteps}")
+    T = sm.timesteps if timesteps is None else positive_int(timesteps, "timesteps")
+    calib_samples = positive_int(calib_samples, "calib_samples")
+    batch_size = positive_int(batch_size, "batch_size")
     if passes is None:
         if calibration not in CALIBRATION_PIPELINES or not CALIBRATION_PIPELINES[calibration]:
             levels = [k for k, v in CALIBRATION_PIPELINES.items() if v]
@@ -172,8 +173,9 @@ def calibrate(
             "this artifact has no ann_reference graph (written by an older snnc): the calibration targets come from its ANN "
             "(BatchNorm not folded, so equal up to float rounding)"
         )
-    x_cal = select_calibration(as_batch(calib), calib_samples, seed)
+    x_cal = select_calibration(calibration_data(calib), calib_samples, seed)
     check_input(sm.snn, x_cal)
+    check_run_budget(sm.snn, T, len(x_cal), what="calibration")
     prov = copy.deepcopy(sm.provenance)
     ctx = PassContext(
         calib=x_cal, timesteps=T, batch_size=batch_size, seed=seed, progress=progress or _null, notices=list(prov.get("notices", [])) + notices,
@@ -205,6 +207,18 @@ def calibrate(
     if check:
         out.provenance["conversion_check"] = _conversion_check(out, x_cal[:CHECK_SAMPLES], T, progress)
     return out
+
+
+def calibration_data(calib: Any) -> np.ndarray:
+    """Calibration samples from an array ``[N, ...]`` or the path of an NPZ file with array x."""
+    if calib is None:
+        raise CalibrationError(
+            "no calibration data: snnc chooses every firing threshold from the network's activations on real inputs. "
+            "Pass --calib FILE.npz (array x with a few hundred training samples) or calib=array in the API."
+        )
+    if isinstance(calib, (str, os.PathLike)):
+        calib = load_npz(calib, what="calibration file")["x"]
+    return as_batch(calib, "calibration data")
 
 
 def _pass_records(results) -> list[dict[str, Any]]:
@@ -266,7 +280,9 @@ def evaluate(
     """
     sm = model if isinstance(model, SpikingModel) else load(model)
     x = as_batch(x)
-    steps = [timesteps] if isinstance(timesteps, int) else sorted(set(int(t) for t in timesteps))
+    steps = check_timesteps(timesteps)
+    if y is not None:
+        y = check_labels(y, len(x), sm.snn.outputs[0].shape)
     ann_out = sm.ann_outputs(x)
     res = sm.simulate(x, steps, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
     ref = sm.simulate(x, steps, encoding=encoding, progress=progress) if compare_reference and backend != "reference" else None

@@ -115,6 +115,9 @@ class Backend:
     name: str = ""
     description: str = ""
     table: LoweringTable
+    # True when a run holds [T, batch, ...] values (all steps at once), so its memory grows
+    # with T; False for backends that step through time (Lava).
+    steps_in_memory: bool = True
 
     def unsupported(self, graph: Graph) -> list[Unsupported]:
         """Every node of the SNN-stage ``graph`` this backend cannot run: the per-op table's

@@ -2,7 +2,10 @@
 
 Exit status: 0 on success, 1 when a check finds problems, 2 on a user error (a short
 message naming what is wrong and what to do; ``--debug`` shows the traceback), 130 on
-Ctrl-C. Output files are written atomically: never a partial file.
+Ctrl-C (SIGINT), 143 on SIGTERM. Every output path is checked before any work (an existing
+regular file or a new file in an existing directory; not a device, a directory, an input
+of the command or another output), and outputs are written atomically, several of them
+together: never a partial file, never a temporary file left behind.
 """
 
 from __future__ import annotations
@@ -108,19 +111,50 @@ def debug_option(f):
 
 
 class SnncGroup(click.Group):
-    """Turns SnncError into a one-line message and exit status 2."""
+    """Turns SnncError into a one-line message and exit status 2, and SIGINT / SIGTERM
+    (installed by ``snnc.__main__``) into one line and exit status 130 / 143."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            _interrupted(e)
 
     def invoke(self, ctx: click.Context) -> Any:
+        from snnc.utils import interrupts
+
+        interrupts.written.clear()
         try:
-            return super().invoke(ctx)
-        except SnncError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            err_console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
-            ctx.exit(2)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]; no output written")
-            ctx.exit(130)
+            try:
+                return super().invoke(ctx)
+            except SnncError as e:
+                if ctx.obj and ctx.obj.get("debug"):
+                    raise
+                err_console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+                ctx.exit(2)
+        except KeyboardInterrupt as e:  # also one arriving while an error is printed
+            _interrupted(e)
+
+
+def _interrupted(e: KeyboardInterrupt):
+    """One line (whether anything was written) and exit 128 + the signal number."""
+    from snnc.utils import interrupts
+
+    interrupts.stop_handling()  # a second Ctrl-C must not turn this into a traceback
+    err_console.print(f"[yellow]{interrupts.message(e)}[/]", soft_wrap=True)
+    raise click.exceptions.Exit(interrupts.exit_code(e))
+
+
+def check_outputs(*outputs: tuple[str, str | None], inputs: tuple[tuple[str, str | None], ...] = ()) -> None:
+    """Check every output a command will write, before any work (snnc.utils.paths):
+    ``outputs`` are ``(option, path)``; an output may be none of ``inputs`` nor another output."""
+    from snnc.utils.paths import check_output_path
+
+    done: list[tuple[str, str | None]] = []
+    for option, path in outputs:
+        if path is not None:
+            check_output_path(path, what=option, inputs=inputs, others=done)
+            done.append((option, path))
 
 
 @click.group(cls=SnncGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -139,9 +173,9 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 # ------------------------------------------------------------------ convert
 @main.command()
 @debug_option
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=DEFAULT_TIMESTEPS, show_default=True, help="Time steps the SNN is converted for.")
-@click.option("--calib", "calib_path", type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
+@click.option("--calib", "calib_path", type=click.Path(), help="NPZ file with array x: calibration samples.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
 @click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, help="Threshold balancing: max | percentile:P | mse.")
 @click.option("--granularity", type=click.Choice(["layer", "channel"]), default=DEFAULT_GRANULARITY, show_default=True, help="One threshold per layer or per channel.")
@@ -156,8 +190,8 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")
 @click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Artifact to write (default: MODEL's name with .snn).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the conversion report as JSON.")
+@click.option("-o", "--output", type=click.Path(), help="Artifact to write (default: MODEL's name with .snn).")
+@click.option("--report", "report_path", type=click.Path(), help="Also write the conversion report as JSON.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
@@ -175,11 +209,12 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
             "Pass --calib FILE.npz with an array x of a few hundred training samples, e.g.\n"
             "  python -c \"import numpy as np; np.savez('calib.npz', x=x_train[:512])\""
         )
+    output = output if output is not None else str(Path(model).with_suffix(".snn").name)
+    check_outputs(("-o", output), ("--report", report_path), inputs=(("the input model", model), ("the calibration file", calib_path)))
     from snnc.analysis.energy import parse_profiles
 
     profiles = parse_profiles(energy_profiles)  # fail fast on an unknown profile, before any work
     calib = load_data(calib_path, what="calibration file")["x"]
-    output = output or str(Path(model).with_suffix(".snn").name)
     printer = (lambda name, text: err_console.print(f"[bold]// ----- IR after {name} -----[/]\n{text}", markup=True, highlight=False)) if print_after_all else None
     t0 = time.perf_counter()
     with progress_bars(not no_progress) as progress:
@@ -203,28 +238,32 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
 
 
 def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time_passes: bool) -> None:
-    """Write the artifact (and the JSON report), then print the conversion summary."""
-    sm.save(output)
-    energy = conversion_energy(sm, profiles)
-    report = conversion_report(sm, output, energy)
-    if report_path:
-        from snnc.utils.io import write_json
+    """Write the artifact (and the JSON report), then print the conversion summary.
 
-        write_json(report_path, report)
+    Both are written to temporary files first and renamed into place together at the end
+    (all_or_nothing): a failing report leaves no artifact behind, and the other way round."""
+    from snnc.utils.io import all_or_nothing, write_json
+
+    with all_or_nothing():
+        sm.save(output)
+        energy = conversion_energy(sm, profiles)
+        report = conversion_report(sm, output, energy)
+        if report_path:
+            write_json(report_path, report)
     print_conversion_summary(sm, output, time_passes, energy)
 
 
 # ---------------------------------------------------------------- calibrate
 @main.command("calibrate")
 @debug_option
-@click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--calib", "calib_path", required=True, type=click.Path(dir_okay=False), help="NPZ file with array x: calibration samples.")
+@click.argument("artifact", type=click.Path())
+@click.option("--calib", "calib_path", required=True, type=click.Path(), help="NPZ file with array x: calibration samples.")
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps to calibrate for (default: the artifact's).")
 @click.option("--calibration", type=click.Choice(["light", "advanced"]), default="light", show_default=True, help="light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential.")
 @click.option("--passes", "passes", default=None, help="SNN-stage passes to run instead, e.g. 'calibrate-bias{samples=512}'.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Artifact to write (a new file; ARTIFACT itself is not changed).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the conversion report as JSON.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Artifact to write (a new file; ARTIFACT itself is not changed).")
+@click.option("--report", "report_path", type=click.Path(), help="Also write the conversion report as JSON.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
@@ -234,8 +273,7 @@ def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_sa
     calibration passes against the ANN the artifact stores and writes a new artifact."""
     import snnc
 
-    if Path(output).resolve() == Path(artifact).resolve():
-        raise DataError(f"-o {output!r} is the artifact being calibrated; write the result to another file")
+    check_outputs(("-o", output), ("--report", report_path), inputs=(("the artifact being calibrated", artifact), ("the calibration file", calib_path)))
     sm = snnc.load(artifact)
     calib = load_data(calib_path, what="calibration file")["x"]
     t0 = time.perf_counter()
@@ -332,8 +370,8 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
 # --------------------------------------------------------------------- eval
 @main.command("eval")
 @debug_option
-@click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and optionally integer labels y.")
+@click.argument("artifact", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(), help="NPZ with x and optionally integer labels y.")
 @click.option("-T", "--timesteps", "timesteps_text", default=",".join(map(str, DEFAULT_EVAL_TIMESTEPS)), show_default=True, help="Comma-separated T values.")
 @click.option("--backend", default="reference", show_default=True, help="Backend to run on (see `snnc backends`).")
 @click.option("--device", default=None, help="Device for the backend: cpu, cuda, cuda:N (default: the backend's choice; spikingjelly uses CUDA when available).")
@@ -453,11 +491,11 @@ def print_deployment(dep: dict) -> None:
 # ------------------------------------------------------------------- report
 @main.command("report")
 @debug_option
-@click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="NPZ with x and (preferably) integer labels y.")
+@click.argument("artifact", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(), help="NPZ with x and (preferably) integer labels y.")
 @click.option("-T", "--timesteps", "timesteps_text", default=",".join(map(str, DEFAULT_REPORT_TIMESTEPS)), show_default=True, help="T values for accuracy vs timesteps.")
 @click.option("--at", "at", type=click.IntRange(min=1), default=None, help="T of the per-layer analysis (default: the T the artifact was converted for).")
-@click.option("-o", "--output", "output", default=None, type=click.Path(file_okay=False), help="Directory to write (default: ARTIFACT without .snn, plus .report/).")
+@click.option("-o", "--output", "output", default=None, type=click.Path(), help="Directory to write (default: ARTIFACT without .snn, plus .report/).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
 @click.option("--ablation-samples", type=click.IntRange(min=0), default=DEFAULT_ABLATION_SAMPLES, show_default=True, help="Samples for the per-layer ablations (seeded subset; 0 skips them).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per simulation batch (default: from T).")
@@ -473,9 +511,13 @@ def report_cmd(artifact, data_path, timesteps_text, at, output, limit, ablation_
     from snnc.analysis.report import build_report, write_report
 
     steps = parse_timesteps(timesteps_text)
+    from snnc.analysis.report import REPORT_FILES
+    from snnc.utils.paths import check_output_path
+
+    out_dir = output if output is not None else (str(Path(artifact).with_suffix("")) + ".report")
+    check_output_path(out_dir, what="-o", kind="dir", contents=REPORT_FILES)
     sm = snnc.load(artifact)
     data = load_data(data_path, what="data file", limit=limit)
-    out_dir = output or (str(Path(artifact).with_suffix("")) + ".report")
     with progress_bars(not (no_progress or as_json)) as progress:
         rep = build_report(
             sm, data["x"], data.get("y"), timesteps=steps, at=at, ablation_samples=ablation_samples, batch_size=batch_size,
@@ -502,35 +544,40 @@ def report_cmd(artifact, data_path, timesteps_text, at, output, limit, ablation_
 # ---------------------------------------------------------------------- run
 @main.command("run")
 @debug_option
-@click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="NPZ with array x.")
+@click.argument("artifact", type=click.Path())
+@click.option("--input", "input_path", required=True, type=click.Path(), help="NPZ with array x.")
 @click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps (default: the artifact's).")
 @click.option("--backend", default="reference", show_default=True, help="Backend to run on (see `snnc backends`).")
 @click.option("--device", default=None, help="Device for the backend: cpu, cuda, cuda:N (default: the backend's choice; spikingjelly uses CUDA when available).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="NPZ to write (array outputs).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="NPZ to write (array outputs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--encoding", type=click.Choice(["direct", "poisson"]), default="direct", show_default=True)
 @click.option("--no-progress", is_flag=True)
 def run_cmd(artifact, input_path, timesteps, backend, device, output, batch_size, encoding, no_progress):
-    """Run ARTIFACT on inputs; write the time-averaged outputs as array `outputs`."""
+    """Run ARTIFACT on inputs; write the time-averaged outputs as array `outputs` (a model
+    with several outputs: `outputs`, `outputs_1`, ...)."""
     import snnc
     from snnc.utils.io import write_npz
 
+    check_outputs(("-o", output), inputs=(("the artifact", artifact), ("the input file", input_path)))
     sm = snnc.load(artifact)
     x = load_data(input_path, what="input file")["x"]
     T = timesteps or sm.timesteps
     with progress_bars(not no_progress) as progress:
-        out = sm.run(x, T, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
-    write_npz(output, outputs=out)
-    err_console.print(f"wrote {output}: outputs {list(out.shape)} (T={T}, {backend})")
+        res = sm.simulate(x, T, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
+    # every graph output: the first as `outputs`, further ones as outputs_1, outputs_2, ...
+    arrays = {("outputs" if i == 0 else f"outputs_{i}"): out for i, out in enumerate(res.outputs[T])}
+    write_npz(output, **arrays)
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items())
+    err_console.print(f"wrote {output}: {shapes} (T={T}, {backend})")
 
 
 # ------------------------------------------------------------------- export
 @main.command("export")
 @debug_option
-@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.argument("artifact", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["nir"]), default="nir", show_default=True, help="Exchange format: nir (Neuromorphic Intermediate Representation, HDF5).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: ARTIFACT's name with .nir).")
+@click.option("-o", "--output", type=click.Path(), help="File to write (default: ARTIFACT's name with .nir).")
 @click.option(
     "--reset",
     type=click.Choice(["soft", "hard"]),
@@ -545,8 +592,9 @@ def export_cmd(artifact, fmt, output, reset, dt):
     import snnc
     from snnc.export import export_nir
 
+    output = output if output is not None else str(Path(artifact).with_suffix(".nir").name)
+    check_outputs(("-o", output), inputs=(("the artifact being exported", artifact),))
     sm = snnc.load(artifact)  # a clear error when it is missing or not an artifact
-    output = output or str(Path(artifact).with_suffix(".nir").name)
     summary = export_nir(sm, output, reset=reset, dt=dt)
     print_export_summary(summary)
 
@@ -573,7 +621,7 @@ def print_export_summary(s) -> None:
 # ------------------------------------------------------------------ inspect
 @main.command()
 @debug_option
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 def inspect(path, as_json):
     """Show the graph of an ONNX MODEL or a .snn ARTIFACT: ops, shapes, thresholds."""
@@ -620,7 +668,7 @@ def inspect(path, as_json):
 # -------------------------------------------------------------------- check
 @main.command()
 @debug_option
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @click.option("--backend", "backend_names", multiple=True, help="Backend(s) to check (default: every installed one).")
 def check(path, backend_names):
     """Pre-flight: can MODEL (ONNX or .snn) be converted, and which nodes can each backend not run?
@@ -709,5 +757,8 @@ def list_backends():
     out_console.print(table)
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover  (the `snnc` command is snnc.__main__)
+    from snnc.utils import interrupts
+
+    interrupts.install()
     main()

@@ -26,7 +26,9 @@ from snnc.errors import ArtifactError, DataError
 from snnc.ir.executor import check_input, run_ann
 from snnc.ir.graph import Graph
 from snnc.ir.serialize import load_artifact, save_artifact
-from snnc.simulator.reference import SimResult
+from snnc.simulator.budget import check_run_budget
+from snnc.simulator.reference import SimResult, check_timesteps
+from snnc.utils.validate import positive_int
 
 
 class SpikingModel:
@@ -41,7 +43,10 @@ class SpikingModel:
     @property
     def timesteps(self) -> int:
         """The T the model was converted (calibrated) for."""
-        return int(self.provenance.get("timesteps", DEFAULT_TIMESTEPS))
+        T = self.provenance.get("timesteps", DEFAULT_TIMESTEPS)
+        if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+            raise ArtifactError(f"the model's stored default T ({T!r}) is not a positive integer; pass the timesteps explicitly (-T)")
+        return T
 
     def simulate(
         self,
@@ -60,15 +65,20 @@ class SpikingModel:
         reference: CPU; spikingjelly: CUDA when available)."""
         x = as_batch(x)
         check_input(self.snn, x)
-        steps = [self.timesteps] if timesteps is None else ([timesteps] if isinstance(timesteps, int) else list(timesteps))
+        steps = check_timesteps(self.timesteps if timesteps is None else timesteps)
+        if batch_size is not None:
+            batch_size = positive_int(batch_size, "batch_size")
         be = get_backend(backend, **({"device": device} if device else {}))
         be.check(self.snn)
+        check_run_budget(self.snn, steps, len(x), device=str(getattr(be, "device", "cpu")), steps_in_memory=be.steps_in_memory)
         return be.run(self.snn, x, steps, batch_size=batch_size, encoding=encoding, seed=seed, progress=progress)
 
     def run(self, x: np.ndarray, timesteps: int | None = None, backend: str = "reference", **kwargs) -> np.ndarray:
         """Time-averaged SNN outputs (first graph output) after ``timesteps`` steps."""
-        T = self.timesteps if timesteps is None else int(timesteps)
-        return self.simulate(x, T, backend=backend, **kwargs).output(T)
+        T = self.timesteps if timesteps is None else timesteps
+        if not isinstance(T, (int, np.integer)) or isinstance(T, bool):
+            raise DataError(f"timesteps must be one positive integer, got {timesteps!r}")
+        return self.simulate(x, T, backend=backend, **kwargs).output(int(T))
 
     def to_spikingjelly(self, device: str = "cpu"):
         """The SNN as a SpikingJelly 2.0 multi-step ``nn.Module`` to embed in your own code:
@@ -90,7 +100,11 @@ class SpikingModel:
         return run_ann(self.ann, as_batch(x), batch_size=batch_size)[0]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the ``.snn`` artifact atomically."""
+        """Write the ``.snn`` artifact atomically (a device, a directory or an unwritable
+        path is refused with a DataError before anything is serialised)."""
+        from snnc.utils.paths import check_output_path
+
+        check_output_path(path, parents=True)
         graphs = {"snn": self.snn, "ann": self.ann}
         if self.ann_reference is not None:
             graphs["ann_reference"] = self.ann_reference
@@ -120,8 +134,11 @@ class SpikingModel:
         return f"SpikingModel({len(self.snn.nodes)} nodes, {len(self.snn.having('neuron'))} spiking layers, T={self.timesteps})"
 
 
-def as_batch(x: Any) -> np.ndarray:
-    """``x`` (array-like or torch tensor) as a float32 batch ``[N, ...]``."""
+def as_batch(x: Any, what: str = "input") -> np.ndarray:
+    """``x`` (array-like or torch tensor) as a float32 batch ``[N, ...]`` with N >= 1 and
+    finite values; a DataError naming the first bad sample otherwise."""
+    if isinstance(x, (str, bytes, os.PathLike)):
+        raise DataError(f"{what} must be an array [N, ...], got the path {str(x)!r}; load it first, e.g. np.load(path)['x']")
     try:
         import torch
 
@@ -129,10 +146,27 @@ def as_batch(x: Any) -> np.ndarray:
             x = x.detach().cpu().numpy()
     except ImportError:  # pragma: no cover
         pass
-    x = np.asarray(x, dtype=np.float32)
+    try:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(arr.dtype)
+        x = arr.astype(np.float32, copy=False)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{what} must be a numeric array [N, ...]; got {type(x).__name__} ({e})") from None
     if x.ndim < 2:
-        raise DataError(f"input must be a batch [N, ...]; got shape {list(x.shape)}")
+        raise DataError(f"{what} must be a batch [N, ...]; got shape {list(x.shape)}")
+    if len(x) == 0 or x.size == 0:
+        raise DataError(f"{what} is empty (shape {list(x.shape)}); give at least one sample")
+    check_finite(x, what)
     return x
+
+
+def check_finite(x: np.ndarray, what: str = "input") -> None:
+    """A DataError naming the first sample of ``x`` with a NaN or infinite value."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        first = int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))
+        raise DataError(f"{what} sample {first} contains NaN or infinite values; clean or drop it (np.isfinite)")
 
 
 def load(path: str | os.PathLike) -> SpikingModel:
@@ -140,4 +174,10 @@ def load(path: str | os.PathLike) -> SpikingModel:
     graphs, manifest = load_artifact(path)
     if "snn" not in graphs or "ann" not in graphs:
         raise ArtifactError(f"{str(path)!r} lacks the 'snn' or 'ann' graph; re-create it with `snnc convert`")
-    return SpikingModel(graphs["snn"], graphs["ann"], manifest.get("provenance", {}), graphs.get("ann_reference"))
+    snn, ann, ref = graphs["snn"], graphs["ann"], graphs.get("ann_reference")
+    if snn.stage != "snn":  # (the ANN graphs may be at either stage: an SNN-stage graph runs as its own reference)
+        raise ArtifactError(
+            f"the artifact {str(path)!r} is corrupt or was modified: its graph 'snn' is at the {snn.stage.upper()} stage; "
+            "re-create it with `snnc convert`"
+        )
+    return SpikingModel(snn, ann, manifest.get("provenance", {}), ref)

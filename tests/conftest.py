@@ -78,3 +78,18 @@ def digits_model(tmp_path_factory) -> TrainedModel:
     np.savez(calib_path, x=x_train[:256])
     np.savez(test_path, x=x_test, y=y_test)
     return TrainedModel(model, onnx_path, x_train, x_test, y_test, acc, calib_path, test_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_paths_untouched():
+    """snnc runs as root in CI: after the whole suite, the device nodes a careless ``-o``
+    could have replaced (issue 15) must still be the same device nodes."""
+    import os
+    import stat
+
+    paths = ["/dev/null", "/dev/zero", "/dev/full"]
+    before = {p: (st.st_mode, st.st_rdev) for p in paths if os.path.exists(p) for st in [os.lstat(p)]}
+    yield
+    for p, (mode, rdev) in before.items():
+        st = os.lstat(p)
+        assert stat.S_ISCHR(st.st_mode) and (st.st_mode, st.st_rdev) == (mode, rdev), f"{p} was replaced during the test run"

@@ -116,7 +116,7 @@ def _error(res) -> str:
         (["convert", "{onnx}"], "error: no calibration data: thresholds are chosen from the network's activations"),
         (["convert", "{onnx}", "--calib", "missing.npz"], "error: calibration file 'missing.npz' does not exist"),
         (["convert", "{onnx}", "--calib", "{bad}"], "error: calibration file '{bad}' has no array 'x' (arrays found: images)"),
-        (["convert", "{onnx}", "--calib", "{calib}", "--threshold", "median"], "option 'method' of pass 'balance-thresholds' must be one of max, percentile, mse; got 'median'"),
+        (["convert", "{onnx}", "--calib", "{calib}", "--threshold", "median"], "error: threshold method 'median' is not one of: max, mse, percentile:P"),
         (["convert", "{onnx}", "--calib", "{calib}", "--passes", "fold-bn,frobnicate"], "error: unknown pass 'frobnicate'"),
         (["convert", "{onnx}", "--calib", "{calib}", "--passes", "canonicalize,fold-bn"], "leaves the graph in the ANN stage; it must end with insert-if"),
         (["convert", "{onnx}", "--calib", "{wrongshape}"], "error: input data has per-sample shape [1, 4, 4] but the model expects [1, 8, 8]"),

@@ -53,7 +53,7 @@ def test_default_pipeline_threshold_syntax():
     assert "percentile=99.9" in default_pipeline("percentile:99.9")
     assert "method=mse" in default_pipeline("mse", "channel")
     assert parse_pipeline(default_pipeline())[2].options.method == "percentile"  # the default: 98th percentile, per channel
-    with pytest.raises(PassError, match="only percentile takes a value"):
+    with pytest.raises(PassError, match="is not one of: max, mse, percentile:P"):
         default_pipeline("max:3")
 
 

@@ -210,7 +210,7 @@ def test_bad_timesteps_and_devices_are_clear_errors():
     from snnc.errors import DataError
 
     g = graph_with("affine")
-    with pytest.raises(DataError, match="positive integers"):
+    with pytest.raises(DataError, match="timesteps must be a positive integer or a non-empty list"):
         sj.run(g, images(2, shape=(2, 8, 8)), [0, 3])
     for name in ("spikingjelly", "reference"):
         with pytest.raises(BackendError, match="unknown device 'gpu'"):

@@ -38,8 +38,11 @@ from snnc.defaults import DEFAULT_ABLATION_SAMPLES, DEFAULT_REPORT_TIMESTEPS
 from snnc.errors import DataError
 from snnc.ir.executor import Interpreter, Timed, check_input, iter_batches
 from snnc.ir.graph import Graph, Node, Value
-from snnc.metrics import accuracy, predictions
+from snnc.metrics import accuracy, check_labels, predictions
+from snnc.model import as_batch
+from snnc.simulator.budget import check_run_budget
 from snnc.simulator.reference import ReferenceSimulator, check_timesteps, default_batch_size, readout_at
+
 RESIDUAL_MIX_RATIO = 2.0  # an add whose inputs' spike amplitudes differ by more than this is reported
 TARGET_FRACTION = 0.99  # "the smallest T reaching 99 % of the ANN's accuracy"
 
@@ -205,20 +208,19 @@ def diagnose(
     cost of the per-layer ablations, which run the SNN twice per spiking layer.
     Without labels ``y``, accuracy is replaced by agreement with the ANN.
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = as_batch(x, "the data")
     check_input(model.snn, x)
-    if len(x) == 0:
-        raise DataError("the data file has no samples; give it at least one input (and label)")
     unit = [n.name for n in model.snn.having("neuron") if n.attr("spike_scale") != "threshold"]
     if unit:
         raise DataError(
             f"the report compares each spiking layer with the ANN in the ANN's units, but {unit[0]!r} emits binary spikes "
             "(normalize-weights moved θ into the weights); report on the artifact converted without normalize-weights"
         )
-    if y is not None and len(y) != len(x):
-        raise DataError(f"the data has {len(x)} inputs x but {len(y)} labels y; they must match")
-    at = int(at or model.timesteps)
-    steps = check_timesteps([*timesteps, at])
+    if y is not None:
+        y = check_labels(y, len(x), model.snn.outputs[0].shape)
+    at = model.timesteps if at is None else at
+    steps = check_timesteps([*check_timesteps(timesteps), at])
+    check_run_budget(model.snn, steps, len(x), what="the report's simulation")
     T = steps[-1]
     probe = Probe(model)
     if batch_size is None:

@@ -383,31 +383,44 @@ def _fmt(v: Any) -> str:
 
 
 # ------------------------------------------------------------------------ writing
+REPORT_FILES = ("index.html", "report.json", *PLOTS.values())
+
+
 def write_report(rep: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     """Write ``index.html``, ``report.json`` and the PNG plots into ``out_dir``.
 
     Everything is produced in a temporary directory next to ``out_dir`` first and moved
     into place, file by file with ``os.replace``, only once all of it exists: a failure
-    leaves no partial file and no half-written report."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        from snnc.errors import DataError
+    (or SIGINT / SIGTERM under the ``snnc`` command) leaves no partial file and no
+    half-written report. ``out_dir`` is checked first: a new or existing directory, none
+    of whose report files is a device or a directory; missing parents are created (the
+    ``snnc report`` command wants them to exist)."""
+    from snnc.utils import interrupts
+    from snnc.utils.io import write_error
+    from snnc.utils.paths import check_output_path, temp_prefix
 
-        raise DataError(f"{str(out)!r} exists and is not a directory; give -o a directory for the report")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out = check_output_path(out_dir, what="report directory", kind="dir", contents=REPORT_FILES, parents=True)
+    tmp: Path | None = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with interrupts.deferred():  # the name is known before anything could interrupt
+            tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
         plots = _plots(rep, tmp)
         rep = {**rep, "plots": plots}
         (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=json_default) + "\n")
         (tmp / "index.html").write_text(render_html(rep, plots))
-        out.mkdir(exist_ok=True)
-        for stale in set(PLOTS.values()) - set(plots.values()):  # a plot this run does not have
-            (out / stale).unlink(missing_ok=True)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
+        with interrupts.deferred():  # the report directory is never left half updated
+            out.mkdir(exist_ok=True)
+            for stale in set(PLOTS.values()) - set(plots.values()):  # a plot this run does not have
+                (out / stale).unlink(missing_ok=True)
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+    except OSError as e:
+        raise write_error(out, e) from e
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with interrupts.deferred():
+                shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"
 
 

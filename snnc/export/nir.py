@@ -130,6 +130,10 @@ def export_nir(model: Any, path: str | os.PathLike, *, reset: str = "soft", dt: 
     """Write ``model`` (a :class:`~snnc.model.SpikingModel`, a ``.snn`` path or an SNN-stage
     :class:`~snnc.ir.graph.Graph`) as a NIR file (HDF5) at ``path``, atomically: on any
     error no file is left behind. Returns an :class:`ExportSummary`."""
+    from snnc.utils.paths import check_output_path
+
+    source = model if isinstance(model, (str, os.PathLike)) else None
+    check_output_path(path, parents=True, inputs=[("the artifact being exported", source)])
     graph, timesteps = _graph_of(model)
     ngraph = to_nir(graph, reset=reset, dt=dt, timesteps=timesteps)
     buf = io.BytesIO()
@@ -837,7 +841,7 @@ def run_nir(
     meta = graph.metadata or {}
     dt = float(meta.get("dt", DEFAULT_DT)) if dt is None else float(dt)
     readout = str(meta.get("readout", "average"))
-    steps = check_timesteps([timesteps] if isinstance(timesteps, int) else timesteps)
+    steps = check_timesteps(timesteps)
     T = steps[-1]
     if len([n for n in graph.nodes.values() if isinstance(n, nir.Output)]) != 1:
         raise ExportError("running a NIR graph needs exactly one Output node (nirtorch supports one)")

@@ -28,7 +28,18 @@ from snnc.errors import DataError, UnsupportedOpError, VerificationError
 from snnc.ir.graph import Graph, Shape, Value
 from snnc.ir.shapes import ShapeMismatch, infer_node_shape
 
+try:
+    from snnc.ir.ops import shapes_only
+except ImportError:  # pragma: no cover - an IR without meta-device shape inference
+    from contextlib import nullcontext as shapes_only
+
 log = logging.getLogger(__name__)
+
+# No tensor an ONNX file declares or folding computes may have more elements than this
+# (2**28 float32 values are 1 GiB), and no per-sample activation of an imported network
+# more than MAX_ACTIVATION (256 MiB of float32; a 1024x1024 image with 64 channels).
+MAX_ELEMENTS = 2**28
+MAX_ACTIVATION = 2**26
 
 
 # ===================================================================== emission
@@ -53,7 +64,9 @@ def emit_node(
     """
     ir = graph.add_node(op, list(inputs), attrs, params, name)
     try:
-        ir.output.shape = infer_node_shape(ir)
+        # On torch's meta device: nothing is allocated before the size is known to be sane.
+        with shapes_only():
+            ir.output.shape = infer_node_shape(ir)
     except VerificationError as exc:
         # infer_node_shape prefixes the IR node; the op's own message already names it.
         detail = str(exc).strip().splitlines()[0].removeprefix(f"node {ir.name!r} ({ir.op}): ")
@@ -66,6 +79,12 @@ def emit_node(
             f"Check that the model's per-sample input shape (input_shape, without the batch dimension; here {model_input}) "
             "is the one its layers expect"
         ) from None
+    size = math.prod(ir.output.shape)
+    if size > MAX_ACTIVATION:
+        raise DataError(
+            f"{op_type} at node {node!r} would produce a per-sample tensor of {size:,} elements (shape {list(ir.output.shape)}), "
+            f"more than snnc's limit of {MAX_ACTIVATION:,}; check the layer's attributes (the model is malformed or far too large)"
+        )
     log.debug("%s %r -> %r %s", op_type, node, ir, list(ir.output.shape))
     return ir.output
 

@@ -36,8 +36,11 @@ implements an op's arithmetic. ``docs/architecture.md`` ("Adding an op") shows h
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +79,24 @@ TRAITS: dict[str, str] = {
 Compute = Callable[[list[torch.Tensor], Attrs, Params], torch.Tensor]
 Sequential = Callable[[torch.Tensor, Attrs, Params], torch.Tensor]
 ShapeRule = Callable[[list[Shape], Attrs], Shape]
+# check(input shapes, resolved attrs, parameter shapes): raises VerificationError naming the
+# attribute or parameter at fault (``attrs.groups: ...``, ``params.weight: ...``).
+Checker = Callable[[list[Shape], Attrs, Mapping[str, Shape]], None]
+
+# The device shape inference evaluates ``compute`` on: "meta" inside :func:`shapes_only`.
+_SHAPE_DEVICE: contextvars.ContextVar[str] = contextvars.ContextVar("snnc_shape_device", default="cpu")
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Within this block :meth:`OpSpec.infer_shape` runs on torch's ``meta`` device: no
+    memory is allocated and parameter values are not read (their shapes suffice), so an
+    untrusted graph's shapes can be re-inferred before its weights are loaded."""
+    token = _SHAPE_DEVICE.set("meta")
+    try:
+        yield
+    finally:
+        _SHAPE_DEVICE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,7 @@ class OpSpec:
     sequence: Sequential | None = None  # stateful form on [T, B, ...]
     constant: Sequential | None = None  # stateful op on a time-invariant input whose output is time-invariant too
     shape: ShapeRule | None = None  # declared shape rule (stateless ops: evaluated from compute)
+    check: Checker | None = None  # attribute ranges and parameter shapes (:func:`op_check`)
 
     @property
     def stateful(self) -> bool:
@@ -125,6 +147,28 @@ class OpSpec:
                 out[key] = default
         return out
 
+    def validate(self, shapes: Sequence[Shape], attrs: Mapping[str, Any], param_shapes: Mapping[str, Shape]) -> dict[str, Any]:
+        """Check attributes (types, ranges) and parameter shapes against the op's rules for
+        inputs of per-sample ``shapes``; returns the resolved attributes. Raises
+        VerificationError naming the attribute or parameter (``attrs.groups: ...``)."""
+        for key in attrs:
+            if key not in self.attrs:
+                raise VerificationError(f"attrs.{key}: op {self.name!r} has no such attribute")
+        for key in param_shapes:
+            if key not in self.params and key not in self.optional_params:
+                raise VerificationError(f"params.{key}: op {self.name!r} has no such parameter")
+        for key in self.params:
+            if key not in param_shapes:
+                raise VerificationError(f"params.{key}: required parameter of {self.name!r} is missing")
+        if self.arity is not None and len(shapes) != self.arity:
+            raise VerificationError(f"inputs: op {self.name!r} takes {self.arity} input(s), got {len(shapes)}")
+        if not shapes:
+            raise VerificationError(f"inputs: op {self.name!r} needs at least one input")
+        resolved = self.resolve(attrs)
+        if self.check is not None:
+            self.check([tuple(s) for s in shapes], resolved, {k: tuple(v) for k, v in param_shapes.items()})
+        return resolved
+
     @torch.no_grad()
     def infer_shape(self, shapes: Sequence[Shape], attrs: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> Shape:
         """The per-sample output shape for inputs of per-sample ``shapes``."""
@@ -133,8 +177,12 @@ class OpSpec:
             return tuple(int(d) for d in self.shape([tuple(s) for s in shapes], resolved))
         if self.compute is None:  # pragma: no cover - every op has one or the other (checked at registration)
             raise VerificationError(f"op {self.name!r} has no shape rule")
-        zeros = [torch.zeros((1, *s)) for s in shapes]
-        p = {k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in params.items()}
+        if _SHAPE_DEVICE.get() == "meta":
+            zeros = [torch.zeros((1, *s), device="meta") for s in shapes]
+            p = {k: torch.empty(tuple(np.shape(a)), device="meta") for k, a in params.items()}
+        else:
+            zeros = [torch.zeros((1, *s)) for s in shapes]
+            p = {k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in params.items()}
         return tuple(int(d) for d in self.compute(zeros, resolved, p).shape[1:])
 
 
@@ -153,6 +201,17 @@ def register_op(spec: OpSpec) -> OpSpec:
         raise ValueError(f"stateful op {spec.name!r} needs a shape rule")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def op_check(name: str) -> Callable[[Checker], Checker]:
+    """Decorator declaring the attribute / parameter rules of the registered op ``name``
+    (the ``check`` of its :class:`OpSpec`, run by :meth:`OpSpec.validate`)."""
+
+    def deco(fn: Checker) -> Checker:
+        _REGISTRY[name] = dataclasses.replace(get_op(name), check=fn)
+        return fn
+
+    return deco
 
 
 def unregister_op(name: str) -> None:
@@ -591,3 +650,249 @@ def _readout(x_seq, attrs, p):
     is its own average."""
     steps = torch.arange(1, x_seq.shape[0] + 1, device=x_seq.device, dtype=x_seq.dtype)
     return torch.cumsum(x_seq, dim=0) / steps.view(-1, *([1] * (x_seq.dim() - 1)))
+
+
+# ------------------------------------------------- attribute and parameter rules
+# Each op's rules on its attributes (types and ranges) and on its parameters' shapes, given
+# its inputs' per-sample shapes: what a graph read from an untrusted file is checked against
+# before anything executes it (:func:`snnc.ir.verify.verify_consistency`). Every failure is
+# a VerificationError naming the attribute (``attrs.<key>``) or parameter (``params.<key>``).
+_MAX_INT = 2**31 - 1  # attribute integers stay in torch's int32 range
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fail(where: str, msg: str) -> None:
+    raise VerificationError(f"{where}: {msg}")
+
+
+def _ints(attrs: Attrs, key: str, n: int, minimum: int, *, optional: bool = True) -> list[int] | None:
+    """``attrs[key]`` as a list of ``n`` integers >= ``minimum`` (None allowed when optional)."""
+    v = attrs[key]
+    if optional and (v is None or v == []):  # the op's default (an empty list reads as the default too)
+        return None
+    if not isinstance(v, list) or len(v) != n or not all(_is_int(i) and minimum <= i <= _MAX_INT for i in v):
+        _fail(f"attrs.{key}", f"expected a list of {n} integer(s) >= {minimum}, got {_short(v)}")
+    return list(v)
+
+
+def _flag(attrs: Attrs, key: str) -> None:
+    if not isinstance(attrs[key], (bool, int)) or attrs[key] not in (0, 1):
+        _fail(f"attrs.{key}", f"expected true or false, got {_short(attrs[key])}")
+
+
+def _choice(attrs: Attrs, key: str, allowed: Sequence[str]) -> None:
+    if attrs[key] not in allowed or not isinstance(attrs[key], str):
+        _fail(f"attrs.{key}", f"expected one of {', '.join(map(repr, allowed))}, got {_short(attrs[key])}")
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _spatial(shapes: list[Shape], what: str) -> int:
+    """The number of spatial axes (1 or 2) of a ``[C, *spatial]`` input."""
+    if len(shapes[0]) not in (2, 3):
+        _fail("inputs", f"{what} takes [C, L] or [C, H, W] per sample, got {list(shapes[0])}")
+    return len(shapes[0]) - 1
+
+
+def _param_shape(params: Mapping[str, Shape], key: str, want: Sequence[int], why: str) -> None:
+    if tuple(params[key]) != tuple(want):
+        _fail(f"params.{key}", f"shape {list(params[key])} does not match {why} (expected {list(want)})")
+
+
+def _broadcasts(params: Mapping[str, Shape], key: str, shape: Shape) -> None:
+    """Parameter ``key`` broadcasts over ``shape`` without adding dimensions."""
+    try:
+        ok = np.broadcast_shapes(params[key], shape) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        _fail(f"params.{key}", f"shape {list(params[key])} does not broadcast over the input's per-sample shape {list(shape)}")
+
+
+def _window_attrs(attrs: Attrs, nd: int, *, kernel: bool) -> None:
+    if kernel:
+        _ints(attrs, "kernel", nd, 1, optional=False)
+    _ints(attrs, "strides", nd, 1)
+    _ints(attrs, "pads", 2 * nd, 0)
+    if "dilations" in attrs:
+        _ints(attrs, "dilations", nd, 1)
+
+
+def _check_groups(attrs: Attrs, channels: int, out: int) -> int:
+    g = attrs["groups"]
+    if not _is_int(g) or g < 1 or channels % g or out % g:
+        _fail("attrs.groups", f"expected a positive integer dividing {channels} input and {out} output channels, got {_short(g)}")
+    return g
+
+
+@op_check("conv")
+def _conv_check(shapes, attrs, params):
+    nd = _spatial(shapes, "conv")
+    c_in = shapes[0][0]
+    w = params["weight"]
+    if len(w) != nd + 2 or min(w) < 1:
+        _fail("params.weight", f"expected [C_out, C_in/groups, *kernel] with {nd} kernel axes, got {list(w)}")
+    groups = _check_groups(attrs, c_in, w[0])
+    if w[1] * groups != c_in:
+        _fail("params.weight", f"shape {list(w)} takes {w[1] * groups} input channels (groups {groups}); the input has {c_in}")
+    _param_shape(params, "bias", (w[0],), "the weight's output channels")
+    _window_attrs(attrs, nd, kernel=False)
+
+
+@op_check("conv_transpose")
+def _conv_transpose_check(shapes, attrs, params):
+    nd = _spatial(shapes, "conv_transpose")
+    c_in = shapes[0][0]
+    w = params["weight"]
+    if len(w) != nd + 2 or min(w) < 1:
+        _fail("params.weight", f"expected [C_in, C_out/groups, *kernel] with {nd} kernel axes, got {list(w)}")
+    if w[0] != c_in:
+        _fail("params.weight", f"shape {list(w)} takes {w[0]} input channels; the input has {c_in}")
+    groups = attrs["groups"]
+    if not _is_int(groups) or groups < 1 or c_in % groups:
+        _fail("attrs.groups", f"expected a positive integer dividing the {c_in} input channels, got {_short(groups)}")
+    _param_shape(params, "bias", (w[1] * groups,), "the weight's output channels")
+    _window_attrs(attrs, nd, kernel=False)
+    strides = attrs["strides"] or [1] * nd
+    dil = attrs["dilations"] or [1] * nd
+    outpad = _ints(attrs, "output_padding", nd, 0) or [0] * nd
+    if any(o >= max(s, d) for o, s, d in zip(outpad, strides, dil)):
+        _fail("attrs.output_padding", f"{outpad} must be smaller than the stride or the dilation on each axis")
+
+
+@op_check("linear")
+def _linear_check(shapes, attrs, params):
+    if not shapes[0]:
+        _fail("inputs", "linear takes at least one axis per sample")
+    w = params["weight"]
+    if len(w) != 2 or min(w) < 1 or w[1] != shapes[0][-1]:
+        _fail("params.weight", f"expected [F_out, {shapes[0][-1]}] for an input of {shapes[0][-1]} features, got {list(w)}")
+    _param_shape(params, "bias", (w[0],), "the weight's output features")
+
+
+@op_check("affine")
+def _affine_check(shapes, attrs, params):
+    for key in ("scale", "shift"):
+        _broadcasts(params, key, shapes[0])
+
+
+@op_check("add")
+def _add_check(shapes, attrs, params):
+    if any(s != shapes[0] for s in shapes):
+        _fail("inputs", f"add takes inputs of one per-sample shape, got {[list(s) for s in shapes]}")
+    coeffs = attrs["coeffs"]
+    if coeffs is None:
+        return
+    channels = shapes[0][0] if shapes[0] else 1
+    if not isinstance(coeffs, list) or len(coeffs) != len(shapes):
+        _fail("attrs.coeffs", f"expected one coefficient (or list per channel) for each of the {len(shapes)} inputs, got {_short(coeffs)}")
+    for i, c in enumerate(coeffs):
+        ok = _is_number(c) or (isinstance(c, list) and len(c) in (1, channels) and all(_is_number(v) for v in c))
+        if not ok:
+            _fail(f"attrs.coeffs[{i}]", f"expected a finite number or a list of 1 or {channels} finite numbers, got {_short(c)}")
+
+
+@op_check("concat")
+def _concat_check(shapes, attrs, params):
+    axis = attrs["axis"]
+    rank = len(shapes[0])
+    if not _is_int(axis) or not 1 <= axis <= rank:
+        _fail("attrs.axis", f"expected an integer from 1 to {rank} (axis 0 is the batch), got {_short(axis)}")
+    for s in shapes:
+        if len(s) != rank or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i != axis - 1):
+            _fail("inputs", f"concat along axis {axis} takes inputs equal on every other axis, got {[list(s) for s in shapes]}")
+
+
+@op_check("reshape")
+def _reshape_check(shapes, attrs, params):
+    target = attrs["shape"]
+    if not isinstance(target, list) or not all(_is_int(d) and 1 <= d <= _MAX_INT for d in target):
+        _fail("attrs.shape", f"expected a list of positive integers, got {_short(target)}")
+    if math.prod(target) != math.prod(shapes[0]):
+        _fail("attrs.shape", f"{target} holds {math.prod(target)} elements; the input {list(shapes[0])} has {math.prod(shapes[0])}")
+
+
+@op_check("avg_pool")
+def _avg_pool_check(shapes, attrs, params):
+    _window_attrs(attrs, _spatial(shapes, "avg_pool"), kernel=True)
+    _flag(attrs, "count_include_pad")
+    _flag(attrs, "ceil_mode")
+
+
+@op_check("global_avg_pool")
+def _global_avg_pool_check(shapes, attrs, params):
+    if len(shapes[0]) < 2:
+        _fail("inputs", f"global_avg_pool takes [C, *spatial] per sample, got {list(shapes[0])}")
+    _flag(attrs, "keepdims")
+
+
+@op_check("upsample")
+def _upsample_check(shapes, attrs, params):
+    nd = _spatial(shapes, "upsample")
+    _ints(attrs, "scales", nd, 1, optional=False)
+    _choice(attrs, "mode", ("nearest",))
+
+
+@op_check("pad")
+def _pad_check(shapes, attrs, params):
+    _ints(attrs, "pads", 2 * _spatial(shapes, "pad"), 0, optional=False)
+
+
+@op_check("relu")
+def _relu_check(shapes, attrs, params):
+    if attrs["max"] is not None and not (_is_number(attrs["max"]) and attrs["max"] >= 0):
+        _fail("attrs.max", f"expected null or a finite number >= 0, got {_short(attrs['max'])}")
+    if attrs["threshold_method"] is not None and not isinstance(attrs["threshold_method"], str):
+        _fail("attrs.threshold_method", f"expected null or a string, got {_short(attrs['threshold_method'])}")
+    if "threshold" in params:
+        _broadcasts(params, "threshold", shapes[0])
+
+
+@op_check("batch_norm")
+def _batch_norm_check(shapes, attrs, params):
+    if not shapes[0]:
+        _fail("inputs", "batch_norm takes [C, ...] per sample")
+    if not (_is_number(attrs["epsilon"]) and attrs["epsilon"] >= 0):
+        _fail("attrs.epsilon", f"expected a finite number >= 0, got {_short(attrs['epsilon'])}")
+    for key in ("scale", "bias", "mean", "var"):
+        _param_shape(params, key, (shapes[0][0],), "the input's channels")
+
+
+def _max_pool_check(shapes, attrs, params):
+    _window_attrs(attrs, _spatial(shapes, "max_pool"), kernel=True)
+    _flag(attrs, "ceil_mode")
+
+
+op_check("max_pool")(_max_pool_check)
+op_check("spiking_max_pool")(_max_pool_check)
+
+
+@op_check("softmax")
+def _softmax_check(shapes, attrs, params):
+    rank = len(shapes[0]) + 1
+    if not _is_int(attrs["axis"]) or not -rank <= attrs["axis"] < rank:
+        _fail("attrs.axis", f"expected an integer in [{-rank}, {rank - 1}], got {_short(attrs['axis'])}")
+
+
+@op_check("argmax")
+def _argmax_check(shapes, attrs, params):
+    _softmax_check(shapes, attrs, params)
+    _flag(attrs, "keepdims")
+
+
+@op_check("if_neuron")
+def _if_neuron_check(shapes, attrs, params):
+    _choice(attrs, "reset", ("subtract", "zero"))
+    _choice(attrs, "spike_scale", ("threshold", "unit"))
+    for key in ("threshold", "v_init"):
+        _broadcasts(params, key, shapes[0])

@@ -134,3 +134,44 @@ def _verify_snn(graph: Graph) -> None:
     for v in graph.outputs:
         if v.producer is None or v.producer.op != "readout":
             raise VerificationError(f"graph output {v.name!r} is not produced by a readout (run insert-if)")
+
+
+def verify_consistency(graph: Graph) -> None:
+    """Check every node's attributes and parameters against its op's rules
+    (:meth:`~snnc.ir.ops.OpSpec.validate`: types, ranges, parameter shapes vs attributes and
+    input shapes) and its recorded output shape against the one its op infers, in graph
+    order. What a graph read from an untrusted file must pass before anything executes it.
+
+    Parameters are only looked at for their shapes and shapes are inferred on torch's
+    ``meta`` device (:func:`~snnc.ir.ops.shapes_only`), so this allocates nothing in
+    proportion to the graph's tensors. Raises VerificationError naming the node."""
+    from snnc.ir.ops import shapes_only
+    from snnc.ir.shapes import ShapeMismatch
+
+    for v in graph.inputs:
+        if v.shape is None or not v.shape or any(d < 1 for d in v.shape):
+            raise VerificationError(f"graph input {v.name!r}: shape {list(v.shape or [])} must list positive sizes")
+    for node in graph.nodes:
+        spec = get_op(node.op)
+        shapes = [v.shape for v in node.inputs]
+        if any(s is None for s in shapes):
+            raise VerificationError(f"node {node.name!r} ({node.op}): the shape of an input is unknown")
+        where = f"node {node.name!r} ({node.op})"
+        try:
+            resolved = spec.validate(shapes, node.attrs, {k: np.shape(a) for k, a in node.params.items()})
+            with shapes_only():
+                if spec.shape is not None:
+                    inferred = tuple(int(d) for d in spec.shape([tuple(s) for s in shapes], resolved))
+                else:
+                    inferred = spec.infer_shape(shapes, resolved, node.params)
+        except ShapeMismatch as e:
+            raise VerificationError(f"{where}: {e.detail}") from None
+        except VerificationError as e:
+            raise VerificationError(f"{where}: {e}") from None
+        except (RuntimeError, ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError) as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            got = [list(s) for s in shapes]
+            raise VerificationError(f"{where}: its op cannot take input(s) of per-sample shape {got}: {detail}") from None
+        if node.output.shape != inferred:
+            recorded = None if node.output.shape is None else list(node.output.shape)
+            raise VerificationError(f"{where}: recorded output shape {recorded} differs from the {list(inferred)} its op computes")

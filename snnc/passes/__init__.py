@@ -4,7 +4,12 @@
 pipeline string. Import order below is the registry's listing order.
 """
 
+import math
+import re
+
 from snnc.defaults import DEFAULT_GRANULARITY, DEFAULT_MAXPOOL, DEFAULT_THRESHOLD
+from snnc.errors import PassError
+from snnc.passes import balance, calibrate, canonicalize, fold_bn, insert_if, normalize  # noqa: E402,F401  (registration)
 from snnc.passes.base import (
     Pass,
     PassContext,
@@ -16,7 +21,6 @@ from snnc.passes.base import (
     registered_passes,
     run_passes,
 )
-from snnc.passes import canonicalize, fold_bn, balance, insert_if, calibrate, normalize  # noqa: E402,F401  (registration)
 
 DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if"
 
@@ -34,20 +38,29 @@ def default_pipeline(
     """The default pipeline with the user's threshold method (``max``, ``percentile:P``,
     ``mse``) and calibration level (``none``, ``light``, ``advanced``)."""
     if calibration not in CALIBRATION_PIPELINES:
-        from snnc.errors import PassError
-
         raise PassError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATION_PIPELINES)}")
-    method, _, arg = threshold.partition(":")
-    opts = [f"method={method}", f"granularity={granularity}"]
-    if method == "percentile" and arg:
-        opts.append(f"percentile={arg}")
-    elif arg:
-        from snnc.errors import PassError
-
-        raise PassError(f"threshold method {threshold!r}: only percentile takes a value (percentile:99.9)")
+    opts = [*threshold_options(threshold), f"granularity={granularity}"]
+    for name, value, choices in (("granularity", granularity, ("layer", "channel")), ("maxpool", maxpool, ("gate", "avg"))):
+        if value not in choices:
+            raise PassError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
     pipeline = f"canonicalize,fold-bn,balance-thresholds{{{' '.join(opts)}}},insert-if{{maxpool={maxpool}}}"
     extra = CALIBRATION_PIPELINES[calibration]
     return f"{pipeline},{extra}" if extra else pipeline
+
+
+def threshold_options(threshold: str) -> list[str]:
+    """The balance-thresholds options of a ``--threshold`` value, parsed strictly: ``max``,
+    ``mse`` or ``percentile:P`` with 0 < P <= 100 (nothing else, no extra words)."""
+    text = threshold if isinstance(threshold, str) else repr(threshold)
+    m = re.fullmatch(r"(max|mse)|percentile:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)", text)
+    if m is None:
+        raise PassError(f"threshold method {text!r} is not one of: max, mse, percentile:P (e.g. percentile:99.9)")
+    if m.group(1):
+        return [f"method={m.group(1)}"]
+    p = float(m.group(2))
+    if not (0 < p <= 100 and math.isfinite(p)):
+        raise PassError(f"threshold {text!r}: the percentile must be in (0, 100], e.g. percentile:99.9")
+    return ["method=percentile", f"percentile={m.group(2)}"]
 
 
 __all__ = [

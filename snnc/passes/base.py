@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import typing
 from collections.abc import Callable
@@ -154,8 +155,10 @@ def _coerce(value: Any, hint: Any, f: dataclasses.Field, pass_name: str, key: st
             out = target(value)
         else:
             out = value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise PassError(f"option {key!r} of pass {pass_name!r} must be {getattr(target, '__name__', target)}, got {value!r}") from None
+    if isinstance(out, float) and not math.isfinite(out):
+        raise PassError(f"option {key!r} of pass {pass_name!r} must be a finite number, got {value!r}")
     if choices and out not in choices:
         raise PassError(f"option {key!r} of pass {pass_name!r} must be one of {', '.join(map(str, choices))}; got {out!r}")
     return out
@@ -169,6 +172,8 @@ def choice(default: str, *choices: str) -> Any:
 def parse_pipeline(text: str) -> list[Pass]:
     """Parse ``"a,b{k=v k2=v2},c"`` into pass instances (options inside braces are
     separated by spaces or commas)."""
+    if not isinstance(text, str):
+        raise PassError(f"a pass pipeline is a string such as 'canonicalize,fold-bn,insert-if', got {type(text).__name__}")
     passes: list[Pass] = []
     i, n = 0, len(text)
     while i < n:
@@ -186,17 +191,23 @@ def parse_pipeline(text: str) -> list[Pass]:
             if k < 0:
                 raise PassError(f"pipeline {text!r}: missing '}}' after options of {name!r}")
             for item in text[j + 1 : k].replace(",", " ").split():
-                if "=" not in item:
+                key, eq, val = item.partition("=")
+                if not eq or not key.strip() or not val.strip() or "{" in item:
                     raise PassError(f"pipeline {text!r}: option {item!r} of {name!r} must be key=value")
-                key, val = item.split("=", 1)
+                if key.strip() in opts:
+                    raise PassError(f"pipeline {text!r}: option {key.strip()!r} of {name!r} is given twice")
                 opts[key.strip()] = val.strip()
             j = k + 1
-        if not name:
-            raise PassError(f"pipeline {text!r}: empty pass name")
+            while j < n and text[j] in " \n\t":
+                j += 1
+            if j < n and text[j] != ",":
+                raise PassError(f"pipeline {text!r}: expected ',' after the options of {name!r}, found {text[j:]!r}")
+        if not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise PassError(f"pipeline {text!r}: {name!r} is not a pass name (passes are separated by commas)")
         passes.append(get_pass(name)(**opts))
         i = j
     if not passes:
-        raise PassError("empty pass pipeline")
+        raise PassError("the pass pipeline is empty; name at least one pass (see `snnc passes`), or leave --passes out for the default pipeline")
     return passes
 
 

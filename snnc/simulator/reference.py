@@ -94,12 +94,21 @@ class ReferenceSimulator(Executor):
         return results
 
 
-def check_timesteps(timesteps: Sequence[int]) -> list[int]:
-    """The sorted distinct T values; a DataError unless they are positive integers."""
-    steps = sorted(set(int(t) for t in timesteps))
-    if not steps or steps[0] < 1:
-        raise DataError(f"timesteps must be positive integers, got {list(timesteps)}")
-    return steps
+def check_timesteps(timesteps: int | Sequence[int]) -> list[int]:
+    """The sorted distinct T values of ``timesteps`` (one T or several); a DataError unless
+    they are positive integers (``8`` or ``[8, 16]``; not ``"8"``, ``8.5``, ``True`` or ``[]``)."""
+    values = [timesteps] if _is_int(timesteps) or isinstance(timesteps, (str, bytes, float)) else timesteps
+    try:
+        values = list(values)
+    except TypeError:
+        raise DataError(f"timesteps must be a positive integer or a list of them, got {timesteps!r}") from None
+    if not values or not all(_is_int(t) and t >= 1 for t in values):
+        raise DataError(f"timesteps must be a positive integer or a non-empty list of them (e.g. 32 or [8, 16, 32]), got {timesteps!r}")
+    return sorted(set(int(t) for t in values))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def encode(x: torch.Tensor, T: int, encoding: str = "direct", generator: torch.Generator | None = None) -> Timed:
@@ -128,7 +137,7 @@ def simulate(
     progress=None,
 ) -> SimResult:
     """Simulate ``graph`` on every sample of ``x``; see :class:`SimResult`."""
-    steps = check_timesteps([timesteps] if isinstance(timesteps, int) else list(timesteps))
+    steps = check_timesteps(timesteps)
     check_input(graph, x)
     sim = ReferenceSimulator(graph, device)
     T = steps[-1]

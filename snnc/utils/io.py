@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import io
 import json
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from snnc.errors import DataError
+from snnc.utils import interrupts
+from snnc.utils.paths import check_output_path, file_kind, temp_prefix  # noqa: F401  (check_output_path: re-exported)
 
 
 def _read_umask() -> int:
@@ -36,28 +42,148 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# Outputs staged by all_or_nothing(): (temporary file, destination), renamed together at its end.
+_STAGED: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar("snnc_staged_outputs", default=None)
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or write elsewhere",
+    errno.EFBIG: "the file is too large for this file system; write elsewhere",
+    errno.EACCES: "permission denied; choose a location you can write to",
+    errno.EPERM: "permission denied; choose a location you can write to",
+    errno.EROFS: "the file system is read-only; choose another location",
+    errno.ENAMETOOLONG: "the name is too long; use a shorter one",
+    errno.ENOTDIR: "a file is in the way of its directory; give a path in an existing directory",
+    errno.EEXIST: "a file is in the way of its directory; give a path in an existing directory",
+    errno.EISDIR: "it is a directory; give a file name",
+    errno.EIO: "input/output error; check the disk",
+}
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> DataError:
+    """An OSError while writing ``path`` as a one-line DataError with what to do."""
+    reason = e.strerror or str(e)
+    hint = _WRITE_HINTS.get(e.errno or 0, "choose another location")
+    return DataError(f"cannot write {os.fspath(path)!r} ({reason}): {hint}; nothing was written")
+
+
+def _refuse_non_regular(path: Path) -> None:
+    """Defence in depth: never replace a device, FIFO, socket or directory."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise write_error(path, e) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"cannot write {str(path)!r}: it is {file_kind(st.st_mode)}, not a regular file; snnc writes only regular files, give another path")
+
+
+def _new_temp(path: Path) -> tuple[str, int]:
+    """Create ``.NAME.XXXXXXXX.tmp`` beside ``path`` (mode 0600, O_EXCL)."""
+    prefix = os.path.join(os.fspath(path.parent), temp_prefix(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = f"{prefix}{secrets.token_hex(4)}.tmp"
+        try:
+            return tmp, os.open(tmp, flags, 0o600)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", prefix)
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        with interrupts.deferred(), contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _commit(tmp: str, path: Path) -> None:
+    os.replace(tmp, path)
+    if interrupts.installed():
+        interrupts.written.append(str(path))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Write to a temporary file beside ``path`` and rename it into place on success.
 
-    On any error (or Ctrl-C) the temporary file is removed and ``path`` is untouched:
-    snnc never leaves a partial output file.
+    On any error (or SIGINT / SIGTERM under the ``snnc`` command) the temporary file is
+    removed and ``path`` is untouched: snnc never leaves a partial output file. An existing
+    ``path`` that is not a regular file (a device, a FIFO, a directory) is refused, and
+    every OSError (disk full, permission denied, name too long, read-only file system)
+    becomes a one-line :class:`DataError`. Missing parent directories are created (scripts
+    write into their own result folders); snnc's commands check their outputs first with
+    :func:`check_output_path`, which wants the directory to exist. Inside
+    :func:`all_or_nothing` the rename waits for the end of that block.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _refuse_non_regular(path)
     try:
-        # mkstemp makes 0600: give the file the mode a plain open() would (or the old file's)
-        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else FILE_MODE)
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+    staged = _STAGED.get()
+    tmp: str | None = None
+    try:
+        with interrupts.deferred():  # the name is known before anything could interrupt
+            tmp, fd = _new_temp(path)
+        try:
+            st = os.stat(path)
+            file_mode = st.st_mode & 0o7777
+        except OSError:
+            file_mode = FILE_MODE  # the mode a plain open() would give (mkstemp makes 0600)
+        os.fchmod(fd, file_mode)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with interrupts.deferred():
+            if staged is not None:
+                staged.append((tmp, path))
+            else:
+                _commit(tmp, path)
+            tmp = None
+    except OSError as e:
+        _discard(tmp)
+        raise write_error(path, e) from e
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Outputs written with :func:`atomic_write` inside the block are renamed into place
+    together when it ends without an error, and all discarded otherwise: a command that
+    writes an artifact and a report never leaves one without the other. (Every write,
+    where a full disk shows, happens before the first rename; only the renames remain.)"""
+    if _STAGED.get() is not None:  # nested: the outer block commits
+        yield
+        return
+    staged: list[tuple[str, Path]] = []
+    token = _STAGED.set(staged)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in staged:
+            _discard(tmp)
+        raise
+    finally:
+        _STAGED.reset(token)
+    with interrupts.deferred():
+        for i, (tmp, path) in enumerate(staged):
+            try:
+                _commit(tmp, path)
+            except OSError as e:
+                for rest, _ in staged[i:]:
+                    _discard(rest)
+                done = ", ".join(repr(str(p)) for _, p in staged[:i])
+                err = write_error(path, e)
+                if done:
+                    err = DataError(str(err).replace("nothing was written", f"{done} was written already"))
+                raise err from e
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -78,33 +204,113 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         fh.write(buf.getvalue())
 
 
-def load_npz(path: str | os.PathLike, *, required: tuple[str, ...] = ("x",), what: str = "data file") -> dict[str, np.ndarray]:
-    """Load an NPZ file without pickle; raise DataError naming what is wrong."""
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an NPZ member's .npy header, read without loading the array."""
+    if info.flag_bits & 0x1:
+        raise ValueError(f"member {info.filename!r} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"member {info.filename!r} uses an unsupported compression method ({info.compress_type})")
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"member {info.filename!r} has .npy format version {version}")
+        header_bytes = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"array {info.filename[:-4]!r} holds Python objects (dtype {dtype}); save plain numbers")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if header_bytes + nbytes != info.file_size:
+        raise ValueError(
+            f"array {info.filename[:-4]!r} declares shape {list(shape)} ({nbytes:,} bytes) but its member holds "
+            f"{info.file_size - header_bytes:,} bytes: the file is truncated or corrupt"
+        )
+    return tuple(shape), dtype
+
+
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    required: tuple[str, ...] = ("x",),
+    optional: tuple[str, ...] = ("y",),
+    what: str = "data file",
+    max_bytes: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Load the arrays ``required`` + ``optional`` of an NPZ file, treating it as untrusted:
+    no pickle; each array's declared size checked against the file and against the memory
+    available (``max_bytes``) before it is read; other arrays never read. Raises a
+    DataError naming what is wrong: a ``.npy`` file, a missing array, a bad dtype or shape,
+    a NaN (with the index of the first bad sample), labels that do not match the samples."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise DataError(f"{what} {str(path)!r} is a directory; give an NPZ file (numpy.savez(path, x=...))")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as e:
+        raise DataError(f"{what} {str(path)!r} cannot be read ({e.strerror or e})") from None
+    if head == NPY_MAGIC:
+        raise DataError(
+            f"{what} {str(path)!r} is a .npy file (one unnamed array); snnc reads .npz files with named arrays: "
+            f"numpy.savez('data.npz', x=numpy.load({str(path)!r}))"
+        )
+    budget = _available_bytes() if max_bytes is None else max_bytes
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
+            for key in required:
+                if key not in members:
+                    have = ", ".join(sorted(members)) or "none"
+                    raise DataError(f"{what} {str(path)!r} has no array {key!r} (arrays found: {have}); save it with numpy.savez(path, {key}=...)")
+            for key in (*required, *optional):
+                if key not in members:
+                    continue
+                shape, dtype = _member_header(zf, members[key])
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if budget is not None and nbytes > budget:
+                    raise DataError(
+                        f"array {key!r} in {str(path)!r} is {nbytes / 2**30:.1f} GiB (shape {list(shape)}), more than the "
+                        f"{budget / 2**30:.1f} GiB of memory available; pass fewer samples"
+                    )
+                with zf.open(members[key]) as fh:
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    except DataError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error) as e:
         raise DataError(f"{what} {str(path)!r} is not a readable NPZ file ({e}); save it with numpy.savez(path, x=...)") from None
-    for key in required:
-        if key not in arrays:
-            have = ", ".join(sorted(arrays)) or "none"
-            raise DataError(f"{what} {str(path)!r} has no array {key!r} (arrays found: {have}); save it with numpy.savez(path, {key}=...)")
     x = arrays.get("x")
     if x is not None:
         if x.dtype.kind not in "fiub":
             raise DataError(f"array 'x' in {str(path)!r} has dtype {x.dtype}; expected numbers")
-        if x.ndim < 2 or len(x) == 0:
+        if x.ndim < 2 or len(x) == 0 or x.size == 0:
             raise DataError(f"array 'x' in {str(path)!r} has shape {list(x.shape)}; expected [N, ...] with N >= 1")
         arrays["x"] = x.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arrays["x"])):
-            raise DataError(f"array 'x' in {str(path)!r} contains NaN or infinite values")
+        finite = np.isfinite(arrays["x"])
+        if not finite.all():
+            first = int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))
+            raise DataError(f"array 'x' in {str(path)!r}: sample {first} contains NaN or infinite values; clean or drop it")
     y = arrays.get("y")
     if y is not None:
         if y.dtype.kind not in "iu":
             raise DataError(f"array 'y' in {str(path)!r} has dtype {y.dtype}; labels must be integers")
+        if y.ndim == 0:
+            raise DataError(f"array 'y' in {str(path)!r} is a scalar; give one label per sample")
         if x is not None and len(y) != len(x):
             raise DataError(f"arrays 'x' ({len(x)} samples) and 'y' ({len(y)} labels) in {str(path)!r} differ in length")
     return arrays
+
+
+def _available_bytes() -> int | None:
+    """Memory a data file may take: half the available memory (the run needs the rest)."""
+    from snnc.utils.validate import available_memory
+
+    have = available_memory()
+    return None if have is None else have // 2

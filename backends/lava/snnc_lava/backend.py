@@ -46,6 +46,7 @@ def require_lava() -> str:
 class LavaBackend(Backend):
     """snnc's processes on Lava's CPU simulator, floating point."""
 
+    steps_in_memory = False  # Lava steps through time
     name = "lava"
     fixed = False
 

@@ -2,8 +2,16 @@
 
 The import runs in four steps:
 
-1. **Load and check** the model (:mod:`.load`): a readable ONNX file, default-domain opset
-   >= 13, exactly one tensor input whose dimensions after the first (the batch) are static.
+1. **Load and check** the model (:mod:`.load`, :mod:`.trust`): the file is untrusted input.
+   Every stored tensor's type, dims and data length are checked before any array is made
+   (external data only from files beside the model), every node against its ONNX schema
+   (onnx's checker: arity, required attributes), graph outputs must be produced; then a
+   default-domain opset >= 13 and exactly one tensor input whose dimensions after the first
+   (the batch) are static. Sizes are bounded before allocation: declared and folded tensors
+   (``MAX_ELEMENTS``), per-sample activations (``MAX_ACTIVATION``, checked as each node is
+   emitted, with shapes inferred on torch's meta device); NaN/inf weights are refused naming
+   the initializer. Every failure is an :class:`~snnc.errors.SnncError` naming the tensor or
+   node.
 2. **Select outputs** (:mod:`.load`): graph outputs that are label / probability
    post-processing (skl2onnx's ``ArgMax -> ArrayFeatureExtractor -> Cast`` label, ``ZipMap``
    dictionaries, ...) are dropped with a notice; when a dropped output hangs off a float
@@ -28,6 +36,15 @@ batch dimension first. ``Shape`` of a tensor computed from the input folds to
 around unchanged, so a ``Reshape`` target built from it is recognised as keeping the batch
 dimension first. Arithmetic on the sentinel (``batch * 16``) yields ``UNKNOWN``, which no
 consumer accepts: such models really do mix samples of a batch.
+
+**Chains proved per-sample.** A fold that computes on the batch size (``Range(0, batch)``)
+is kept as batch-dependent rather than refused, and ``Reshape(x, [-1])`` of the whole batch
+as a whole-batch flatten; either raises its refusal when anything but the following reads
+it. ``Gather`` of a whole-batch flatten (the dynamo exporter's ``as_strided`` for
+``torch.flatten`` of a channels-last tensor) evaluates its indices for batch sizes 2 and 3;
+when they are ``b * S + offset`` with the same in-range offsets for every sample and both
+sizes, and the offsets are the identity order, the chain is a per-sample reshape. A Reshape
+restoring the batch axis of a whole-batch flatten is one too.
 
 **Algebra of the folds done while converting** (everything else maps one ONNX node to one
 IR node):
@@ -64,7 +81,8 @@ from snnc.frontends.onnx.importer import Importer
 from snnc.frontends.onnx.load import MIN_OPSET, check_opset, load_model
 from snnc.frontends.onnx.reference import onnx_reference
 from snnc.ir.graph import Graph
-from snnc.ir.shapes import infer_shapes
+from snnc.errors import DataError
+from snnc.ir.shapes import ShapeMismatch, infer_shapes
 from snnc.ir.verify import verify
 
 __all__ = ["CONVERTERS", "FOLDERS", "MIN_OPSET", "import_onnx", "onnx_reference"]
@@ -100,7 +118,10 @@ def import_onnx(source: Source) -> Graph:
     graph.meta["output_sources"] = list(importer.output_sources)
     for msg in importer.notices:
         log.info("import notice: %s", msg)
-    infer_shapes(graph)
+    try:
+        infer_shapes(graph)
+    except ShapeMismatch as exc:  # emission inferred shapes on the meta device, which checks less
+        raise DataError(f"the imported graph's {exc}; the model's layers do not fit their inputs (the model is malformed)") from None
     verify(graph, "ann")
     log.info("imported ONNX model: %d IR nodes, %d parameters", len(graph.nodes), graph.num_params())
     return graph

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from snnc.errors import UnsupportedOpError
 from snnc.frontends.onnx.converters import unsupported_hint
-from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, node_label, reject, slice_shape
+from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, node_label, reject, slice_shape, symbolic_reject
 
 # Each folder evaluates one node on constant inputs (numpy arrays, None for absent
 # optional inputs) and returns its outputs. Shape tensors may hold the BATCH sentinel.
@@ -36,7 +36,7 @@ def _symbolic(a: np.ndarray) -> np.ndarray:
 def _require_static(node: onnx.NodeProto, *arrays: Any) -> None:
     for arr in arrays:
         if arr is not None and np.any(_symbolic(arr)):
-            raise reject(node, "this tensor's size depends on the batch size; snnc needs per-sample shapes known at import")
+            raise symbolic_reject(node, "this tensor's size depends on the batch size; snnc needs per-sample shapes known at import")
 
 
 def _fold_constant(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
@@ -142,7 +142,7 @@ def _fold_equal(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) 
     shape = np.broadcast_shapes(a.shape, b.shape)
     for s, o in ((a, b), (b, a)):
         if np.any(np.broadcast_to(_symbolic(s), shape) & np.broadcast_to((o > 0) & ~_symbolic(o), shape)):
-            raise reject(node, "compares the batch size with a number; the result is not known at import")
+            raise symbolic_reject(node, "compares the batch size with a number; the result is not known at import")
     return [np.equal(a, b)]
 
 
@@ -223,7 +223,7 @@ def fold_with_reference(node: onnx.NodeProto, inputs: list[Any]) -> list[np.ndar
     from onnx.reference import ReferenceEvaluator
 
     if any(i is not None and np.any(_symbolic(i)) for i in inputs):
-        raise reject(node, "this op computes on the batch size; snnc cannot fold it")
+        raise symbolic_reject(node, "this op computes on the batch size; snnc cannot fold it")
     feeds = {name: arr for name, arr in zip(node.input, inputs) if name}
     try:
         outputs = ReferenceEvaluator(node).run(None, feeds)

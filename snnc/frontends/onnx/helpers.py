@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from snnc.errors import UnsupportedOpError
+from snnc.errors import DataError, UnsupportedOpError
 from snnc.frontends.common import same_pads
 from snnc.ir.graph import Shape, Value
 
@@ -21,7 +21,30 @@ from snnc.ir.graph import Shape, Value
 BATCH = 2**40 + 2**20
 UNKNOWN = 2**40 + 2**21
 
-Tensor = Value | np.ndarray  # what an ONNX tensor name maps to while importing
+
+
+class BatchDependent:
+    """A tensor computed from the batch size in a way folding cannot represent (e.g.
+    ``Range(0, batch)``). It stays in the importer's environment so that a consumer able to
+    evaluate it for concrete batch sizes can prove it per-sample (see
+    :meth:`Importer.eval_at_batch <snnc.frontends.onnx.importer.Importer.eval_at_batch>`);
+    any other use raises ``error``, the fold's own refusal."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class BatchFlat:
+    """``Reshape(x, [-1])`` of an IR value ``x``: the whole batch flattened to one axis
+    (``[batch * S]``, S the per-sample size). Only a Reshape restoring the batch axis or a
+    Gather whose indices pick whole samples may read it; any other use raises ``error``."""
+
+    def __init__(self, value: Value, error: Exception):
+        self.value = value
+        self.error = error
+
+
+Tensor = Value | np.ndarray  # what an ONNX tensor name maps to while importing (or a BatchDependent / BatchFlat)
 Source = str | os.PathLike | onnx.ModelProto
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -108,10 +131,48 @@ def window_attrs(node: onnx.NodeProto, x: Value, kernel: Sequence[int]) -> tuple
         pads = list(a.get("pads") or [0] * (2 * nd))
     else:
         raise reject(node, f"unknown auto_pad {auto_pad!r}")
+    check_window(node, kernel, strides, dilations, pads)
     return strides, dilations, pads
+
+
+def check_window(
+    node: onnx.NodeProto, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int], **more: Sequence[int]
+) -> None:
+    """Window attributes in their valid ranges (one entry per spatial axis, two pads per
+    axis; kernel, strides and dilations >= 1, pads >= 0): anything else is a malformed node."""
+    nd = len(kernel)
+    checks = [("kernel_shape", kernel, nd, 1), ("strides", strides, nd, 1), ("dilations", dilations, nd, 1), ("pads", pads, 2 * nd, 0)]
+    checks += [(name, values, nd, 0) for name, values in more.items()]
+    for name, values, length, low in checks:
+        values = list(values)
+        if len(values) != length or any(int(v) < low or int(v) > 2**31 - 1 for v in values):
+            raise DataError(
+                f"{node.op_type} node {node_label(node)!r}: {name} {values} is invalid (expected {length} value(s) >= {low} "
+                f"for {nd} spatial axes); the model is malformed (re-export it)"
+            )
 
 
 def slice_shape(shape: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     """Shape's optional start/end attributes (opset 15) slice the shape vector."""
     start, end = attrs.get("start", 0), attrs.get("end")
     return shape[start:end]
+
+
+# ======================================================= batch-dependent folds
+class BatchSymbolic(UnsupportedOpError):
+    """A fold that cannot be done because it computes on the batch size. The importer keeps
+    the tensor as batch-dependent instead of failing at once: a consumer that can evaluate
+    it for concrete batch sizes (a Gather of a whole-batch flatten) may still prove it
+    per-sample; any other consumer raises this error."""
+
+
+def symbolic_reject(node: onnx.NodeProto, hint: str) -> BatchSymbolic:
+    return BatchSymbolic(node.op_type, node_label(node), hint)
+
+
+def is_symbolic(a: Any) -> bool:
+    """Whether ``a`` holds the BATCH / UNKNOWN sentinels (a folded shape tensor)."""
+    if a is None:
+        return False
+    a = np.asarray(a)
+    return a.dtype.kind in "iuf" and bool(np.any((a == BATCH) | (a == UNKNOWN)))

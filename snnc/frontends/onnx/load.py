@@ -16,6 +16,7 @@ from pathlib import Path
 import onnx
 
 from snnc.errors import DataError
+from snnc.frontends.onnx.trust import check_graph, check_tensors
 from snnc.frontends.onnx.helpers import DEFAULT_DOMAINS, FLOAT_TYPES, Source, node_attrs
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,10 @@ _LABEL_GLUE = {"Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",
 
 # ============================================================ loading and checks
 def load_model(source: Source) -> onnx.ModelProto:
-    """Read the model (resolving external data) and check it is an ONNX model at all."""
+    """Read the model and check it is an ONNX model at all, with every stored tensor and
+    node well-formed (:mod:`.trust`); external data is read only from beside the file,
+    after its references were checked."""
+    base_dir: Path | None = None
     if isinstance(source, onnx.ModelProto):
         model, where = source, "the given ModelProto"
     else:
@@ -38,16 +42,30 @@ def load_model(source: Source) -> onnx.ModelProto:
         where = repr(str(path))
         if not path.is_file():
             raise DataError(f"ONNX model file {where} does not exist")
+        base_dir = path.parent
         try:
-            model = onnx.load(str(path))
-        except Exception as exc:  # protobuf DecodeError, missing external data, ...
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf DecodeError and the like
             raise DataError(
-                f"{where} is not a readable ONNX model ({type(exc).__name__}: {exc}); "
+                f"{where} is not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)}); "
                 "expected a .onnx file written by torch.onnx.export, skl2onnx, tf2onnx or onnx.save"
             ) from exc
-    if model.ir_version == 0 or not model.HasField("graph") or not model.graph.output:
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
         raise DataError(f"{where} is not an ONNX model (no graph or no outputs); expected a .onnx file written by an ONNX exporter")
+    external = check_tensors(model, base_dir)
+    if external and base_dir is not None:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(base_dir))
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+            raise DataError(f"cannot read the external data of {where}: {_first_line(exc)}") from None
+    check_graph(model)
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
 def check_opset(model: onnx.ModelProto) -> int:

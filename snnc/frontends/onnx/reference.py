@@ -42,7 +42,8 @@ def onnx_reference(
     try:
         session = ort.InferenceSession(session_source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise DataError(f"onnxruntime cannot load the model: {exc}") from exc
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise DataError(f"onnxruntime cannot load the model: {detail}") from None
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in session.get_inputs() if i.name not in initializers]
     if len(inputs) != 1:
@@ -51,17 +52,27 @@ def onnx_reference(
     dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(inp.type, np.float32)
     fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
+    def session_run(feed: np.ndarray) -> list[np.ndarray]:
+        try:
+            return session.run(names, {inp.name: feed})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            detail = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise DataError(
+                f"onnxruntime cannot run the model on input of shape {list(feed.shape)}: {detail}. The model is malformed "
+                "or does not take this input shape"
+            ) from None
+
     def run(x: np.ndarray) -> list[np.ndarray]:
         x = np.asarray(x, dtype=dtype)
         if fixed is None:
-            return session.run(names, {inp.name: x})
+            return session_run(x)
         chunks: list[list[np.ndarray]] = [[] for _ in names]
         for start in range(0, len(x), fixed):
             xb = x[start : start + fixed]
             n = len(xb)
             if n < fixed:
                 xb = np.concatenate([xb, np.zeros((fixed - n, *xb.shape[1:]), dtype)], axis=0)
-            for acc, y in zip(chunks, session.run(names, {inp.name: xb})):
+            for acc, y in zip(chunks, session_run(xb)):
                 acc.append(y[:n])
         return [np.concatenate(c, axis=0) for c in chunks]
 

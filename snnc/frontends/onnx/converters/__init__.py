@@ -37,6 +37,7 @@ CONVERTERS: dict[str, Converter] = {
     "Dropout": activation.convert_dropout,
     "Flatten": shape.convert_flatten,
     "Gemm": conv.convert_gemm,
+    "Gather": shape.convert_gather,
     "GlobalAveragePool": pooling.convert_global_avg_pool,
     "Identity": activation.convert_identity,
     "MatMul": conv.convert_matmul,

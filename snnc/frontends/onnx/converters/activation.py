@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from snnc.frontends.onnx.helpers import FLOAT_TYPES, Tensor, node_attrs, normalize_axis, reject
+from snnc.errors import DataError
+from snnc.frontends.onnx.helpers import FLOAT_TYPES, Tensor, node_attrs, node_label, normalize_axis, reject
+from snnc.frontends.onnx.trust import type_name
 from snnc.ir.graph import Value
 
 if TYPE_CHECKING:
@@ -32,6 +34,8 @@ def convert_clip(ctx: Importer, node: onnx.NodeProto) -> Value:
         if hi.size != 1:
             raise reject(node, "max must be a scalar")
         m = float(hi.reshape(-1)[0])
+        if math.isnan(m):
+            raise DataError(f"Clip node {node_label(node)!r}: its max ({node.input[2]!r}) is NaN; the model's constants are corrupt")
         if m <= 0:
             raise reject(node, f"max {m} <= min 0 makes the output constant")
         mx = None if math.isinf(m) else m
@@ -46,7 +50,7 @@ def convert_identity(ctx: Importer, node: onnx.NodeProto) -> Value:
 def convert_cast(ctx: Importer, node: onnx.NodeProto) -> Value:
     to = node_attrs(node).get("to")
     if to not in FLOAT_TYPES:
-        name = onnx.TensorProto.DataType.Name(to) if to is not None else "?"
+        name = type_name(to) if isinstance(to, int) else "?"
         raise reject(node, f"Cast to {name} of a tensor computed from the input is not supported (snnc computes in float32)")
     # snnc computes in float32 throughout, so a cast between float types is the identity.
     return ctx.emit("identity", [ctx.value(node)], node)
@@ -72,11 +76,45 @@ def convert_dropout(ctx: Importer, node: onnx.NodeProto) -> Value:
     return ctx.emit("dropout", [ctx.value(node)], node)
 
 
+# What may read a Softmax / ArgMax output that canonicalize strips: nothing but ops that
+# pass a value through on its way to a graph output.
+_PASS_THROUGH = {"Identity", "Dropout", "ArgMax", "Softmax"}
+
+
+def _postproc_only(ctx: Importer, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """None when ``node``'s output reaches graph outputs only through pass-through ops (so
+    it is output post-processing), else the first node it feeds that does compute."""
+    stack, seen = [node.output[0]], set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for reader in ctx.consumers.get(name, []):
+            passes = reader.op_type in _PASS_THROUGH or (reader.op_type == "Cast" and node_attrs(reader).get("to") in FLOAT_TYPES)
+            if not passes or not reader.output:
+                return reader
+            stack.append(reader.output[0])
+    return None
+
+
+def _require_final(ctx: Importer, node: onnx.NodeProto, what: str) -> None:
+    reader = _postproc_only(ctx, node)
+    if reader is not None:
+        raise reject(
+            node,
+            f"{what} is only supported as the final output post-processing (snnc removes it: the spiking network's readout "
+            f"gives the same argmax), but here it feeds {reader.op_type} node {node_label(reader)!r} inside the network. "
+            f"Remove the {what} from inside the model, or move it after the last layer",
+        )
+
+
 def convert_softmax(ctx: Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     axis = normalize_axis(int(node_attrs(node).get("axis", -1)), len(x.shape) + 1, node)
     if axis == 0:
         raise reject(node, "Softmax over the batch axis")
+    _require_final(ctx, node, "softmax")
     return ctx.emit("softmax", [x], node, attrs={"axis": axis})
 
 
@@ -88,4 +126,5 @@ def convert_argmax(ctx: Importer, node: onnx.NodeProto) -> Value:
     axis = normalize_axis(int(a.get("axis", 0)), len(x.shape) + 1, node)
     if axis == 0:
         raise reject(node, "ArgMax over the batch axis")
+    _require_final(ctx, node, "argmax")
     return ctx.emit("argmax", [x], node, attrs={"axis": axis, "keepdims": bool(a.get("keepdims", 1))})

@@ -3,14 +3,16 @@ BatchNormalization."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
+from snnc.errors import DataError
 from snnc.frontends.onnx.converters.arithmetic import aligned_constant
-from snnc.frontends.onnx.helpers import check_spatial, full, ir_name, node_attrs, node_label, reject, window_attrs
+from snnc.frontends.onnx.helpers import check_spatial, check_window, full, ir_name, node_attrs, node_label, reject, window_attrs
 from snnc.ir.graph import Value
 
 if TYPE_CHECKING:
@@ -26,9 +28,11 @@ def convert_conv(ctx: Importer, node: onnx.NodeProto) -> Value:
     kernel = list(a.get("kernel_shape") or w.shape[2:])
     strides, dilations, pads = window_attrs(node, x, kernel)
     groups = int(a.get("group", 1))
+    if groups < 1:
+        raise DataError(f"Conv node {node_label(node)!r}: group {groups} must be >= 1 (the model is malformed)")
     if x.shape[0] != w.shape[1] * groups:
         raise reject(node, f"weight {list(w.shape)} with group={groups} does not fit {x.shape[0]} input channels")
-    bias = np.zeros(w.shape[0], np.float32) if b is None else b
+    bias = np.zeros(w.shape[0], np.float32) if b is None else _vector(node, b, w.shape[0], "bias")
     attrs = {"strides": strides, "pads": pads, "dilations": dilations, "groups": groups}
     return ctx.emit("conv", [x], node, attrs=attrs, params={"weight": w, "bias": bias})
 
@@ -56,10 +60,20 @@ def convert_conv_transpose(ctx: Importer, node: onnx.NodeProto) -> Value:
         pads = [0] * (2 * nd)
     else:
         pads = list(a.get("pads") or [0] * (2 * nd))
+    check_window(node, kernel, strides, dilations, pads, output_padding=outpad)
+    if groups < 1:
+        raise DataError(f"ConvTranspose node {node_label(node)!r}: group {groups} must be >= 1 (the model is malformed)")
     cout = w.shape[1] * groups
-    bias = np.zeros(cout, np.float32) if b is None else b
+    bias = np.zeros(cout, np.float32) if b is None else _vector(node, b, cout, "bias")
     attrs = {"strides": strides, "pads": pads, "dilations": dilations, "output_padding": outpad, "groups": groups}
     return ctx.emit("conv_transpose", [x], node, attrs=attrs, params={"weight": w, "bias": bias})
+
+
+def _vector(node: onnx.NodeProto, arr: np.ndarray, n: int, what: str) -> np.ndarray:
+    """A per-output-channel constant: ``n`` values in any shape with one non-unit axis."""
+    if arr.size != n or sum(d != 1 for d in arr.shape) > 1:
+        raise reject(node, f"its {what} has shape {list(arr.shape)}; expected {n} values, one per output channel")
+    return arr.reshape(-1)
 
 
 def _conv_transpose_pads(
@@ -147,4 +161,15 @@ def convert_batch_norm(ctx: Importer, node: onnx.NodeProto) -> Value:
         if arr.size != x.shape[0]:
             raise reject(node, f"{key} has {arr.size} entries for {x.shape[0]} channels")
         params[key] = arr.reshape(-1)
-    return ctx.emit("batch_norm", [x], node, attrs={"epsilon": float(a.get("epsilon", 1e-5))}, params=params)
+    eps = float(a.get("epsilon", 1e-5))
+    if not math.isfinite(eps) or eps < 0:
+        raise DataError(f"BatchNormalization node {node_label(node)!r} has epsilon {eps}; it must be a finite number >= 0 (re-export the model)")
+    var = params["var"].astype(np.float64)
+    if np.all(np.isfinite(var)) and np.any(var + eps <= 0):
+        bad = int(np.argmax(var + eps <= 0))
+        raise DataError(
+            f"BatchNormalization node {node_label(node)!r}: running variance {float(var[bad]):g} of channel {bad} plus epsilon "
+            f"{eps:g} is not positive, so the layer divides by zero or the square root of a negative number; the model's "
+            f"statistics ({node.input[4]!r}) are corrupt"
+        )
+    return ctx.emit("batch_norm", [x], node, attrs={"epsilon": eps}, params=params)

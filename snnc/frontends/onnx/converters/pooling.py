@@ -21,6 +21,8 @@ def convert_avg_pool(ctx: Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     check_spatial(node, x)
     a = node_attrs(node)
+    if "kernel_shape" not in a:
+        raise reject(node, "the required attribute kernel_shape is missing (the model is malformed)")
     kernel = list(a["kernel_shape"])
     strides, dilations, pads = window_attrs(node, x, kernel)
     if any(d != 1 for d in dilations):
@@ -41,6 +43,8 @@ def convert_max_pool(ctx: Importer, node: onnx.NodeProto) -> Value:
     a = node_attrs(node)
     if a.get("storage_order", 0):
         log.debug("MaxPool %r: storage_order only affects the unused indices output", node_label(node))
+    if "kernel_shape" not in a:
+        raise reject(node, "the required attribute kernel_shape is missing (the model is malformed)")
     kernel = list(a["kernel_shape"])
     strides, dilations, pads = window_attrs(node, x, kernel)
     attrs = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dilations, "ceil_mode": bool(a.get("ceil_mode", 0))}
@@ -58,7 +62,7 @@ def convert_reduce_mean(ctx: Importer, node: onnx.NodeProto) -> Value:
     a = node_attrs(node)
     rank = len(x.shape) + 1
     if ctx.opset >= 18:
-        axes_arr = ctx.optional_const(node, 1, "axes")
+        axes_arr = ctx.optional_const(node, 1, "axes", integer=True)
         axes = None if axes_arr is None or axes_arr.size == 0 else axes_arr.reshape(-1).tolist()
         if axes is None and a.get("noop_with_empty_axes", 0):
             return ctx.emit("identity", [x], node)

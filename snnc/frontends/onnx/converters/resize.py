@@ -4,12 +4,14 @@ on every spatial axis (checked numerically against the ONNX Resize formulas)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from snnc.frontends.onnx.helpers import BATCH, check_spatial, node_attrs, normalize_axis, reject
+from snnc.frontends.onnx.trust import MAX_ELEMENTS
 from snnc.ir.graph import Value
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ def convert_resize(ctx: Importer, node: onnx.NodeProto) -> Value:
     rank = nd + 2
     axes = [normalize_axis(int(v), rank, node) for v in a.get("axes", range(rank))]
     scales = ctx.optional_const(node, 2, "scales")
-    sizes = ctx.optional_const(node, 3, "sizes")
+    sizes = ctx.optional_const(node, 3, "sizes", integer=True)
     full_in = [None, *x.shape]
     factors = dict.fromkeys(range(rank), 1.0)
     if scales is not None and scales.size:
@@ -66,6 +68,8 @@ def _emit_upsample(ctx: Importer, node: onnx.NodeProto, x: Value, factors: dict[
     ints = []
     for ax in range(2, len(x.shape) + 1):
         f = factors.get(ax, 1.0)
+        if not math.isfinite(f) or f * x.shape[ax - 1] > MAX_ELEMENTS:
+            raise reject(node, f"scale {f:g} on axis {ax}: snnc supports integer upsampling factors (>= 1) of a sensible size only")
         s = round(f)
         if s < 1 or abs(f - s) > 1e-6:
             raise reject(node, f"scale {f:g} on axis {ax}: snnc supports integer upsampling factors (>= 1) only")

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from snnc.errors import UnsupportedOpError
 from snnc.frontends.common import resolve_sizes
-from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, full, node_attrs, normalize_axis, reject, slice_shape
+from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, BatchFlat, full, node_attrs, node_label, normalize_axis, reject, slice_shape
 from snnc.ir.graph import Shape, Value
 
 if TYPE_CHECKING:
@@ -30,12 +31,105 @@ def convert_flatten(ctx: Importer, node: onnx.NodeProto) -> Value:
     return ctx.emit("reshape", [x], node, attrs={"shape": [math.prod(x.shape[axis - 1 :])]})
 
 
-def convert_reshape(ctx: Importer, node: onnx.NodeProto) -> Value:
+def convert_reshape(ctx: Importer, node: onnx.NodeProto) -> Value | BatchFlat:
+    flat = ctx.lookup(node.input[0], deferred=True)
+    if isinstance(flat, BatchFlat):
+        return _unflatten(ctx, node, flat)
     x = ctx.value(node)
-    target = ctx.const(node, 1, "target shape")
+    target = ctx.const(node, 1, "target shape", integer=True)
     allowzero = bool(node_attrs(node).get("allowzero", 0))
-    shape = _resolve_reshape(node, target.reshape(-1).tolist(), x.shape, allowzero, ctx.fixed_batch)
+    values = target.reshape(-1).tolist()
+    try:
+        shape = _resolve_reshape(node, values, x.shape, allowzero, ctx.fixed_batch)
+    except UnsupportedOpError as exc:
+        if values == [-1] or (len(values) == 1 and values[0] == math.prod(x.shape) * (ctx.fixed_batch or 0)):
+            # The whole batch flattened to one axis (the dynamo exporter's as_strided): kept
+            # for a consumer that restores the batch axis or picks whole samples.
+            return BatchFlat(x, exc)
+        raise
     return ctx.emit("reshape", [x], node, attrs={"shape": shape})
+
+
+def _unflatten(ctx: Importer, node: onnx.NodeProto, flat: BatchFlat) -> Value:
+    """Reshape of a whole-batch flatten ``[batch * S]`` back to ``[batch, ...]``: the
+    composition is a per-sample reshape when the target keeps the batch first."""
+    target = [int(t) for t in ctx.const(node, 1, "target shape", integer=True).reshape(-1)]
+    x = flat.value
+    first = target[0] if target else None
+    ok_first = first in (BATCH, -1) or (ctx.fixed_batch is not None and first == ctx.fixed_batch)
+    rest = target[1:]
+    sizes = resolve_sizes(rest, math.prod(x.shape)) if ok_first and 0 not in rest and not (first == -1 and -1 in rest) else None
+    if sizes is None:
+        raise flat.error
+    return ctx.emit("reshape", [x], node, attrs={"shape": sizes})
+
+
+def convert_gather(ctx: Importer, node: onnx.NodeProto) -> Value:
+    """Gather from a whole-batch flatten whose indices pick whole samples in order: the
+    dynamo exporter's ``as_strided`` for ``torch.flatten`` of a channels-last tensor is
+    ``Reshape(x, [-1])`` then ``Gather`` at ``b * S + offset`` (``Range`` over the batch
+    size, ``Mul`` by the sample stride, ``Unsqueeze`` and ``Add`` of per-sample offsets).
+
+    The chain is proved per-sample by evaluating the indices for two batch sizes: for each
+    ``b`` the indices must be ``[b, *rest]`` with ``indices[i] - i * S`` the same offsets
+    ``off`` for every sample and both batch sizes, inside ``[0, S)``. The Gather then is
+    ``y[i] = x[i].flat[off]``; with ``off`` the identity order it is a per-sample reshape
+    to ``rest`` (other orders would be a per-sample permutation, which the IR lacks).
+    """
+    data = ctx.lookup(node.input[0], deferred=True)
+    if not isinstance(data, BatchFlat):
+        ctx.lookup(node.input[0])  # a pending error of its own first
+        raise reject(
+            node,
+            "Gather (indexing or slicing) of a tensor computed from the input is not supported; snnc converts whole "
+            "tensors (move the indexing out of the model)",
+        )
+    if len(node.input) < 2 or not node.input[1]:
+        raise reject(node, "its indices (input 1) are missing")
+    axis = int(node_attrs(node).get("axis", 0))
+    if axis not in (0, -1):
+        raise reject(node, f"axis {axis} is out of range for the rank-1 flattened batch")
+    x = data.value
+    size = math.prod(x.shape)
+    offsets = None
+    for batch in (2, 3):
+        idx = ctx.eval_at_batch(node.input[1], batch)
+        off = _sample_offsets(idx, batch, size)
+        if off is None or (offsets is not None and not np.array_equal(off, offsets)):
+            raise UnsupportedOpError(
+                node.op_type,
+                node_label(node),
+                f"{data.error.hint}; the Gather reading it does not pick whole samples, so the chain does mix samples",
+            )
+        offsets = off
+    assert offsets is not None
+    if not np.array_equal(offsets.reshape(-1), np.arange(size)):
+        raise reject(
+            node,
+            "the Gather picks each sample's elements in another order (a per-sample permutation such as a transpose), "
+            "which snnc's IR cannot represent; export the model in the default (contiguous) memory format",
+        )
+    shape = [int(d) for d in offsets.shape]
+    ctx.notices.append(
+        f"proved per-sample: Reshape of the whole batch to [-1] then Gather {node_label(node)!r} at b * {size} + offset "
+        f"(indices evaluated for batch sizes 2 and 3) is a per-sample reshape to {shape}"
+    )
+    if shape == list(x.shape):
+        return ctx.emit("identity", [x], node)
+    return ctx.emit("reshape", [x], node, attrs={"shape": shape})
+
+
+def _sample_offsets(idx: np.ndarray | None, batch: int, size: int) -> np.ndarray | None:
+    """The per-sample offsets ``off`` when ``idx[i] == i * size + off`` for every sample
+    ``i < batch`` (``0 <= off < size``), else None."""
+    if idx is None or idx.dtype.kind not in "iu" or idx.ndim < 1 or idx.shape[0] != batch:
+        return None
+    idx = idx.astype(np.int64)
+    starts = (np.arange(batch, dtype=np.int64) * size).reshape((batch,) + (1,) * (idx.ndim - 1))
+    off = idx - starts
+    if np.any(off < 0) or np.any(off >= size) or not np.all(off == off[:1]):
+        return None
+    return off[0]
 
 
 def _resolve_reshape(node: onnx.NodeProto, target: list[int], shape: Shape, allowzero: bool, fixed_batch: int | None) -> list[int]:
@@ -68,7 +162,7 @@ def _resolve_reshape(node: onnx.NodeProto, target: list[int], shape: Shape, allo
 def convert_squeeze(ctx: Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     rank = len(x.shape) + 1
-    axes_arr = ctx.optional_const(node, 1, "axes")
+    axes_arr = ctx.optional_const(node, 1, "axes", integer=True)
     if axes_arr is None:
         axes = {i for i, d in enumerate(x.shape, start=1) if d == 1}
     else:
@@ -81,7 +175,7 @@ def convert_squeeze(ctx: Importer, node: onnx.NodeProto) -> Value:
 
 def convert_unsqueeze(ctx: Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
-    axes_arr = ctx.const(node, 1, "axes")
+    axes_arr = ctx.const(node, 1, "axes", integer=True)
     out_rank = len(x.shape) + 1 + axes_arr.size
     axes = sorted(normalize_axis(int(a), out_rank, node) for a in axes_arr.reshape(-1))
     if 0 in axes:
@@ -112,9 +206,9 @@ def convert_pad(ctx: Importer, node: onnx.NodeProto) -> Value:
         raise reject(node, f"Pad mode {mode!r} is not supported; snnc pads with zeros (mode 'constant', value 0)")
     rank = len(x.shape) + 1
     if ctx.opset >= 11:
-        pads = ctx.const(node, 1, "pads")
+        pads = ctx.const(node, 1, "pads", integer=True)
         value = ctx.optional_const(node, 2, "constant_value")
-        axes_arr = ctx.optional_const(node, 3, "axes")
+        axes_arr = ctx.optional_const(node, 3, "axes", integer=True)
     else:
         pads, value, axes_arr = np.asarray(a["pads"]), np.asarray(a.get("value", 0.0)), None
     if value is not None and np.any(np.asarray(value) != 0):
