@@ -91,7 +91,8 @@ def kind_of(description: str) -> str:
     words = description.split()
     if words and words[0].startswith("#"):
         words = words[1:]
-    return words[0].rstrip(":") if words else "?"
+    kind = words[0].rstrip(":") if words else "?"
+    return "npz:array" if kind.startswith("npz:") and "/" in kind else kind  # npz:<graph>/<node>/<param>
 
 
 def run_family(name: str, n: int, seed: int, timeout: float, workers: int) -> dict:
