@@ -41,7 +41,7 @@ from snnc.passes import CALIBRATION_PIPELINES, PassContext, default_pipeline, fo
 from snnc.simulator.budget import check_run_budget
 from snnc.simulator.reference import check_timesteps
 from snnc.utils.io import load_npz
-from snnc.utils.validate import positive_int
+from snnc.utils.validate import positive_int, seed_value
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def convert(
     timesteps = positive_int(timesteps, "timesteps")
     calib_samples = positive_int(calib_samples, "calib_samples")
     batch_size = positive_int(batch_size, "batch_size")
+    seed = seed_value(seed)
     pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
     x_cal = select_calibration(calibration_data(calib), calib_samples, seed)
@@ -157,6 +158,7 @@ def calibrate(
     T = sm.timesteps if timesteps is None else positive_int(timesteps, "timesteps")
     calib_samples = positive_int(calib_samples, "calib_samples")
     batch_size = positive_int(batch_size, "batch_size")
+    seed = seed_value(seed)
     if passes is None:
         if calibration not in CALIBRATION_PIPELINES or not CALIBRATION_PIPELINES[calibration]:
             levels = [k for k, v in CALIBRATION_PIPELINES.items() if v]

@@ -25,12 +25,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from snnc.defaults import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_ABLATION_SAMPLES,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_CALIBRATION,
-    DEFAULT_GRANULARITY,
     DEFAULT_EVAL_TIMESTEPS,
+    DEFAULT_GRANULARITY,
     DEFAULT_MAXPOOL,
     DEFAULT_NIR_DT,
     DEFAULT_REPORT_TIMESTEPS,
@@ -193,7 +193,7 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.option("-o", "--output", type=click.Path(), help="Artifact to write (default: MODEL's name with .snn).")
 @click.option("--report", "report_path", type=click.Path(), help="Also write the conversion report as JSON.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULT_SEED, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--energy-profile", "energy_profiles", multiple=True, help="Energy profile(s) for the operations/energy table, repeatable or comma-separated: cmos45nm, cmos45nm-int8, loihi (default: cmos45nm,loihi).")
 @click.pass_context
@@ -265,7 +265,7 @@ def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time
 @click.option("-o", "--output", required=True, type=click.Path(), help="Artifact to write (a new file; ARTIFACT itself is not changed).")
 @click.option("--report", "report_path", type=click.Path(), help="Also write the conversion report as JSON.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULT_SEED, show_default=True)
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_samples, output, report_path, batch_size, seed, time_passes, no_progress):
@@ -396,6 +396,8 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
 
         profiles = parse_profiles(None if energy_profiles == "default" else energy_profiles)  # fail fast on an unknown name
     sm = snnc.load(artifact)
+    if fail_under is not None and fail_under != fail_under:  # NaN passes FloatRange
+        raise click.BadParameter("--fail-under must be a number from 0 to 100, got nan")
     data = load_data(data_path, what="data file", limit=limit, need_labels=fail_under is not None)
     compare = (backend == "lava-fixed" if vs_float is None else vs_float) and backend != "reference"
     with progress_bars(not (no_progress or as_json)) as progress:

@@ -283,3 +283,60 @@ def test_a_directory_where_a_file_belongs_is_one_line(args, artifact, digits_mod
     assert res.exit_code == 2, res.output
     assert "directory" in res.output and "Usage:" not in res.output, res.output
     assert list(d.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["convert", "{onnx}", "--calib", "{calib}", "--passes", "canonicalize,fold-bn,balance-thresholds,insert-if,calibrate-bias{samples=0}"], "must be positive"),
+        (["convert", "{onnx}", "--calib", "{calib}", "--passes", "canonicalize,fold-bn,balance-thresholds{bins=-3},insert-if"], "must be positive"),
+        (["convert", "{onnx}", "--calib", "{calib}", "--seed", "99999999999999999999999"], "--seed"),
+        (["eval", "{artifact}", "--data", "{test}", "--fail-under", "nan", "-T", "2"], "--fail-under must be a number"),
+        (["export", "{artifact}", "--dt", "1e-320", "-o", "{out}"], "dt must be a positive number"),
+    ],
+)
+def test_out_of_range_numbers_are_refused(args, fragment, artifact, digits_model, tmp_path):
+    sub = {"{onnx}": str(digits_model.onnx_path), "{calib}": str(digits_model.calib_path), "{test}": str(digits_model.test_path), "{artifact}": str(artifact), "{out}": str(tmp_path / "x.nir")}
+    res = invoke(*[sub.get(a, a) for a in args], *(["--no-progress"] if args[0] in ("convert", "eval") else []))
+    assert_refused(res, fragment)
+    assert not (tmp_path / "x.nir").exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "0"])
+def test_api_refuses_bad_seeds(digits_model, seed):
+    with pytest.raises(DataError, match="seed must be an integer"):
+        snnc.convert(str(digits_model.onnx_path), digits_model.x_train[:16], timesteps=4, seed=seed)
+
+
+def test_api_load_and_convert_name_what_they_got(tmp_path):
+    from snnc.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="given by its path"):
+        snnc.load(None)
+    with pytest.raises(DataError, match="is not a regular file"):
+        snnc.convert(str(tmp_path), np.zeros((4, 1, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize(
+    "records, fragment",
+    [
+        ({"calibrate-bias": 5}, "provenance.records.calibrate-bias: expected an object"),
+        ({"calibrate-bias": {"timesteps": 4, "samples": 8, "seconds": 1.0, "layers": [{"layer": "a", "before": {"mean": 0, "rms": 0}}]}}, "after"),
+        ({"balance-thresholds": {"method": "max", "layers": {"Relu": {"activation_max": "big"}}}}, "activation_max: expected a finite number"),
+    ],
+)
+def test_provenance_records_are_checked_on_load(artifact, tmp_path, records, fragment):
+    """The conversion summary, the report and `snnc calibrate` read these records."""
+    import json
+
+    from snnc.errors import ArtifactError
+
+    with zipfile.ZipFile(artifact) as src:
+        manifest, weights = json.loads(src.read("manifest.json")), src.read("weights.npz")
+    manifest["provenance"]["records"] = records
+    bad = tmp_path / "records.snn"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr(zipfile.ZipInfo("weights.npz"), weights)
+    with pytest.raises(ArtifactError, match=fragment):
+        snnc.load(bad)

@@ -43,6 +43,8 @@ def import_model(model: Any, input_shape: Sequence[int] | None = None) -> Import
         path = Path(model)
         if not path.exists():
             raise DataError(f"model file {str(path)!r} does not exist")
+        if not path.is_file():
+            raise DataError(f"model file {str(path)!r} is not a regular file (a directory or a device); give the .onnx file's path")
         if path.suffix.lower() not in (".onnx", ""):
             raise DataError(
                 f"model file {str(path)!r}: snnc imports ONNX files (.onnx); for a torch model use the Python API "

@@ -172,6 +172,8 @@ class _Corrupt(Exception):
 def load_artifact(path: str | os.PathLike) -> tuple[dict[str, Graph], dict[str, Any]]:
     """Read a ``.snn`` file; returns ``(graphs, manifest)``. Every problem is an
     ArtifactError (see the module docstring for what is checked)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArtifactError(f"an artifact is given by its path (a str or os.PathLike), got {type(path).__name__}")
     path = Path(path)
     name = str(path)
     try:
@@ -446,6 +448,39 @@ _PROVENANCE_NULLABLE = {
 }  # fmt: skip
 
 
+def _number(v: Any, where: str) -> float:
+    _expect(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), where, "a finite number", v)
+    return v
+
+
+def _check_record(key: str, rec: Any) -> None:
+    """A pass's record in ``provenance.records`` as the summary, the report and ``snnc
+    calibrate`` read it: balance-thresholds' per-layer statistics, the calibration passes'
+    per-layer SNN - ANN errors before and after."""
+    where = f"provenance.records.{key[:80]}"
+    rec = _obj(rec, where)
+    if key.startswith("balance-thresholds"):
+        if "method" in rec:
+            _str(rec["method"], f"{where}.method")
+        for layer, stats in _obj(rec.get("layers") or {}, f"{where}.layers").items():
+            for field, v in _obj(stats, f"{where}.layers.{layer[:80]}").items():
+                if v is not None:
+                    _number(v, f"{where}.layers.{layer[:80]}.{field}")
+    elif key.startswith("calibrate-"):
+        _int(rec.get("timesteps"), f"{where}.timesteps", 1, MAX_TIMESTEPS)
+        _int(rec.get("samples"), f"{where}.samples", 0, MAX_DIM)
+        _number(rec.get("seconds"), f"{where}.seconds")
+        layers = rec.get("layers")
+        _expect(isinstance(layers, list), f"{where}.layers", "a list", layers)
+        for i, layer in enumerate(layers):
+            lw = f"{where}.layers[{i}]"
+            _str(_obj(layer, lw).get("layer"), f"{lw}.layer")
+            for side in ("before", "after"):
+                stats = _obj(layer.get(side), f"{lw}.{side}")
+                for field in ("mean", "rms"):
+                    _number(stats.get(field), f"{lw}.{side}.{field}")
+
+
 def _check_provenance(prov: dict[str, Any]) -> None:
     """The provenance fields snnc reads, by type (unknown fields are kept unread)."""
     if "timesteps" in prov:
@@ -464,6 +499,14 @@ def _check_provenance(prov: dict[str, Any]) -> None:
         for field in ("timesteps", "from_timesteps"):
             if field in sub:
                 _int(sub[field], f"provenance.{key}.{field}", 1, MAX_TIMESTEPS)
+    for i, rec in enumerate(prov.get("passes") or []):
+        for field in ("changed",):
+            if field in rec:
+                _expect(isinstance(rec[field], bool), f"provenance.passes[{i}].{field}", "true or false", rec[field])
+        if "seconds" in rec:
+            _number(rec["seconds"], f"provenance.passes[{i}].seconds")
+    for key, rec in (prov.get("records") or {}).items():
+        _check_record(key, rec)
     cc = prov.get("conversion_check") or {}
     if "samples" in cc:
         _int(cc["samples"], "provenance.conversion_check.samples", 0, MAX_DIM)

@@ -159,6 +159,8 @@ def _coerce(value: Any, hint: Any, f: dataclasses.Field, pass_name: str, key: st
         raise PassError(f"option {key!r} of pass {pass_name!r} must be {getattr(target, '__name__', target)}, got {value!r}") from None
     if isinstance(out, float) and not math.isfinite(out):
         raise PassError(f"option {key!r} of pass {pass_name!r} must be a finite number, got {value!r}")
+    if isinstance(out, (int, float)) and not isinstance(out, bool) and out <= 0:  # counts, rates, percentiles
+        raise PassError(f"option {key!r} of pass {pass_name!r} must be positive, got {value!r}")
     if choices and out not in choices:
         raise PassError(f"option {key!r} of pass {pass_name!r} must be one of {', '.join(map(str, choices))}; got {out!r}")
     return out

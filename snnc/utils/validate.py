@@ -18,6 +18,13 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def seed_value(value: Any) -> int:
+    """A random seed: an integer in ``0 .. 2**32 - 1``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**32:
+        raise DataError(f"seed must be an integer from 0 to 2**32 - 1, got {value!r}")
+    return int(value)
+
+
 def available_memory() -> int | None:
     """Bytes of host memory available to a new allocation (``MemAvailable``), or None."""
     try:
