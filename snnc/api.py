@@ -31,7 +31,7 @@ from snnc.defaults import (
     DEFAULT_THRESHOLD,
     DEFAULT_TIMESTEPS,
 )
-from snnc.errors import CalibrationError, PassError
+from snnc.errors import CalibrationError, DataError, PassError
 from snnc.frontends import import_model
 from snnc.frontends.check import check_import
 from snnc.ir.executor import check_input
@@ -89,6 +89,9 @@ def convert(
     calib_samples = positive_int(calib_samples, "calib_samples")
     batch_size = positive_int(batch_size, "batch_size")
     seed = seed_value(seed)
+    for name, fn in (("progress", progress), ("print_after", print_after)):
+        if fn is not None and not callable(fn):
+            raise DataError(f"{name} must be a callable or None, got {type(fn).__name__}")
     pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
     x_cal = select_calibration(calibration_data(calib), calib_samples, seed)

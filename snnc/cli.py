@@ -91,10 +91,12 @@ def parse_timesteps(text: str) -> list[int]:
     return steps
 
 
-def load_data(path: str, *, what: str, need_labels: bool = False, limit: int | None = None) -> dict[str, np.ndarray]:
+def load_data(path: str, *, what: str, need_labels: bool = False, labels: bool = True, limit: int | None = None) -> dict[str, np.ndarray]:
+    """x (and labels y when the command uses them: ``labels``) from an NPZ file."""
     from snnc.utils.io import load_npz
 
-    arrays = load_npz(path, required=("x", "y") if need_labels else ("x",), what=what)
+    optional = ("y",) if labels else ()
+    arrays = load_npz(path, required=("x", "y") if need_labels else ("x",), optional=optional, what=what)
     if limit is not None:
         arrays = {k: v[:limit] for k, v in arrays.items() if k in ("x", "y")}
     return arrays
@@ -131,6 +133,12 @@ class SnncGroup(click.Group):
                 if ctx.obj and ctx.obj.get("debug"):
                     raise
                 err_console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+                ctx.exit(2)
+            except click.UsageError as e:  # a bad option value: one line too, with where to look
+                sub = e.ctx.command_path if e.ctx is not None else "snnc"
+                from rich.markup import escape
+
+                err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{escape(sub)} --help`)", markup=True, soft_wrap=True)
                 ctx.exit(2)
         except KeyboardInterrupt as e:  # also one arriving while an error is printed
             _interrupted(e)
@@ -214,7 +222,7 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
     from snnc.analysis.energy import parse_profiles
 
     profiles = parse_profiles(energy_profiles)  # fail fast on an unknown profile, before any work
-    calib = load_data(calib_path, what="calibration file")["x"]
+    calib = load_data(calib_path, what="calibration file", labels=False)["x"]
     printer = (lambda name, text: err_console.print(f"[bold]// ----- IR after {name} -----[/]\n{text}", markup=True, highlight=False)) if print_after_all else None
     t0 = time.perf_counter()
     with progress_bars(not no_progress) as progress:
@@ -275,7 +283,7 @@ def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_sa
 
     check_outputs(("-o", output), ("--report", report_path), inputs=(("the artifact being calibrated", artifact), ("the calibration file", calib_path)))
     sm = snnc.load(artifact)
-    calib = load_data(calib_path, what="calibration file")["x"]
+    calib = load_data(calib_path, what="calibration file", labels=False)["x"]
     t0 = time.perf_counter()
     with progress_bars(not no_progress) as progress:
         new = snnc.calibrate(
@@ -517,7 +525,7 @@ def report_cmd(artifact, data_path, timesteps_text, at, output, limit, ablation_
     from snnc.utils.paths import check_output_path
 
     out_dir = output if output is not None else (str(Path(artifact).with_suffix("")) + ".report")
-    check_output_path(out_dir, what="-o", kind="dir", contents=REPORT_FILES)
+    check_output_path(out_dir, what="-o", kind="dir", contents=REPORT_FILES, inputs=(("the artifact", artifact), ("the data file", data_path)))
     sm = snnc.load(artifact)
     data = load_data(data_path, what="data file", limit=limit)
     with progress_bars(not (no_progress or as_json)) as progress:
@@ -563,7 +571,7 @@ def run_cmd(artifact, input_path, timesteps, backend, device, output, batch_size
 
     check_outputs(("-o", output), inputs=(("the artifact", artifact), ("the input file", input_path)))
     sm = snnc.load(artifact)
-    x = load_data(input_path, what="input file")["x"]
+    x = load_data(input_path, what="input file", labels=False)["x"]
     T = timesteps or sm.timesteps
     with progress_bars(not no_progress) as progress:
         res = sm.simulate(x, T, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
@@ -678,9 +686,13 @@ def check(path, backend_names):
     Exit status 0 when everything can run, 1 when a backend cannot run some node."""
     from snnc.backend import backend_names as installed
     from snnc.backend import get_backend
+    from snnc.errors import BackendError
 
+    names = [n.strip() for arg in backend_names for n in arg.split(",") if n.strip()] or installed()
+    unknown = [n for n in names if n not in installed()]
+    if unknown or (backend_names and not names):
+        raise BackendError(f"unknown backend {(unknown or [''])[0]!r}; installed backends: {', '.join(installed())}")
     graph = preflight_graph(path)
-    names = list(backend_names) or installed()
     table = Table(title=f"{Path(path).name}: {len(graph.nodes)} nodes after conversion")
     table.add_column("backend", overflow="fold")
     table.add_column("status", overflow="fold")

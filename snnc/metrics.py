@@ -32,6 +32,8 @@ def check_labels(labels, samples: int, output_shape) -> np.ndarray:
     y = np.asarray(labels)
     if y.dtype.kind not in "iu":
         raise DataError(f"labels y have dtype {y.dtype}; they must be integer class indices")
+    if y.ndim == 0:
+        raise DataError("labels y are a single number; give one label per sample")
     if len(y) != samples:
         raise DataError(f"there are {len(y)} labels for {samples} samples; give one label per sample")
     shape = tuple(output_shape or ())

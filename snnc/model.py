@@ -28,7 +28,7 @@ from snnc.ir.graph import Graph
 from snnc.ir.serialize import load_artifact, save_artifact
 from snnc.simulator.budget import check_run_budget
 from snnc.simulator.reference import SimResult, check_timesteps
-from snnc.utils.validate import positive_int
+from snnc.utils.validate import positive_int, seed_value
 
 
 class SpikingModel:
@@ -68,6 +68,9 @@ class SpikingModel:
         steps = check_timesteps(self.timesteps if timesteps is None else timesteps)
         if batch_size is not None:
             batch_size = positive_int(batch_size, "batch_size")
+        seed = seed_value(seed)
+        if progress is not None and not callable(progress):
+            raise DataError(f"progress must be a callable progress(description, total) or None, got {type(progress).__name__}")
         be = get_backend(backend, **({"device": device} if device else {}))
         be.check(self.snn)
         check_run_budget(self.snn, steps, len(x), device=str(getattr(be, "device", "cpu")), steps_in_memory=be.steps_in_memory)
@@ -97,7 +100,7 @@ class SpikingModel:
 
     def ann_outputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """The original ANN's outputs (post-processing stripped) on ``x``."""
-        return run_ann(self.ann, as_batch(x), batch_size=batch_size)[0]
+        return run_ann(self.ann, as_batch(x), batch_size=positive_int(batch_size, "batch_size"))[0]
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the ``.snn`` artifact atomically (a device, a directory or an unwritable
@@ -143,7 +146,10 @@ def as_batch(x: Any, what: str = "input") -> np.ndarray:
         import torch
 
         if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
+            try:
+                x = x.detach().to("cpu", torch.float32).numpy()
+            except (NotImplementedError, RuntimeError, TypeError) as e:
+                raise DataError(f"{what}: cannot read the torch tensor ({type(e).__name__}: {str(e).splitlines()[0][:120]}); give real values on the CPU or a GPU") from None
     except ImportError:  # pragma: no cover
         pass
     try:

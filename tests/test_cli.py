@@ -102,7 +102,7 @@ def test_inspect_and_check(artifact, digits_model):
     res = invoke("check", digits_model.onnx_path, "--backend", "reference")
     assert res.exit_code == 0 and "ok" in res.stdout
     res = invoke("check", digits_model.onnx_path, "--backend", "no-such-backend")
-    assert res.exit_code == 1 and "unknown backend 'no-such-backend'" in res.stdout.replace("\n", " ")
+    assert res.exit_code == 2 and "unknown backend 'no-such-backend'" in res.output.replace("\n", " ")
 
 
 def _error(res) -> str:

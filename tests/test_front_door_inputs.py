@@ -340,3 +340,100 @@ def test_provenance_records_are_checked_on_load(artifact, tmp_path, records, fra
         zf.writestr(zipfile.ZipInfo("weights.npz"), weights)
     with pytest.raises(ArtifactError, match=fragment):
         snnc.load(bad)
+
+
+# ------------------------------------------- found by a hostile-user campaign
+def test_report_never_overwrites_its_inputs(artifact, digits_model, tmp_path):
+    out = tmp_path / "rep"
+    out.mkdir()
+    victim = out / "report.json"
+    victim.write_bytes(artifact.read_bytes())
+    res = invoke("report", victim, "--data", digits_model.test_path, "-T", "2", "--limit", "8", "--ablation-samples", "0", "-o", out, "--no-progress")
+    assert_refused(res, "is the artifact")
+    assert victim.read_bytes() == artifact.read_bytes()
+    data = out / "index.html"
+    data.write_bytes(digits_model.test_path.read_bytes())
+    res = invoke("report", artifact, "--data", data, "-T", "2", "--limit", "8", "--ablation-samples", "0", "-o", out, "--no-progress")
+    assert_refused(res, "is the data file")
+    assert data.read_bytes() == digits_model.test_path.read_bytes()
+
+
+def test_a_fifo_as_data_is_refused_not_read(artifact, tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    res = invoke("run", artifact, "--input", fifo, "-o", tmp_path / "o.npz", "--no-progress")  # would block on open()
+    assert_refused(res, "not a regular file")
+
+
+def test_unused_labels_do_not_matter_to_run(artifact, digits_model, tmp_path):
+    p = tmp_path / "in.npz"
+    np.savez(p, x=digits_model.x_test[:3], y=np.array([True, False, True]))
+    res = invoke("run", artifact, "--input", p, "-o", tmp_path / "o.npz", "--no-progress", "-T", "2")
+    assert res.exit_code == 0, res.output
+
+
+def test_values_beyond_float32_are_refused_without_a_warning(artifact, tmp_path):
+    p = tmp_path / "big.npz"
+    np.savez(p, x=np.full((4, 1, 8, 8), 1e300))
+    res = invoke("run", artifact, "--input", p, "-o", tmp_path / "o.npz", "--no-progress")
+    assert_refused(res, "sample 0 contains NaN or infinite")
+    assert "Warning" not in res.output
+
+
+@pytest.mark.parametrize("args", [["eval", "{artifact}", "--data", "{test}", "-T", "0"], ["run", "{artifact}", "--input", "{test}", "-o", "{out}", "-T", "0"]])
+def test_bad_option_values_are_one_line(args, artifact, digits_model, tmp_path):
+    sub = {"{artifact}": str(artifact), "{test}": str(digits_model.test_path), "{out}": str(tmp_path / "o.npz")}
+    res = invoke(*[sub.get(a, a) for a in args])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--help" in lines[0], res.output
+
+
+def test_check_refuses_unknown_backends_and_splits_lists(artifact):
+    assert_refused(invoke("check", artifact, "--backend", "bogus"), "unknown backend 'bogus'")
+    res = invoke("check", artifact, "--backend", "reference,reference")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda m, x: m.run(__import__("torch").empty(2, 1, 8, 8, device="meta"), 2), "cannot read the torch tensor"),
+        (lambda m, x: m.simulate(x, 2, encoding="poisson", seed=2**70), "seed must be"),
+        (lambda m, x: m.simulate(x, 2, progress="yes"), "progress must be"),
+        (lambda m, x: m.ann_outputs(x, batch_size=0), "batch_size must be"),
+        (lambda m, x: snnc.evaluate(m, x, np.int64(3), timesteps=2), "single number"),
+        (lambda m, x: m.save(None), "must be a path"),
+        (lambda m, x: m.export_nir("n.nir", dt="1"), "dt must be a positive number"),
+        (lambda m, x: snnc.convert(m.ann, x, print_after="yes"), "print_after must be"),
+    ],
+)
+def test_api_misuse_found_by_the_campaign(model, digits_model, call, fragment):
+    with pytest.raises(SnncError, match=fragment):
+        call(model, digits_model.x_test[:2])
+
+
+def test_bfloat16_tensors_are_read(model, digits_model):
+    import torch
+
+    x = digits_model.x_test[:2]
+    np.testing.assert_array_equal(model.run(torch.tensor(x).bfloat16(), 2), model.run(torch.tensor(x).bfloat16().float().numpy(), 2))
+
+
+def test_torch_models_that_cannot_be_traced_are_named(digits_model):
+    import torch
+
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(DataError, match="TorchScript"):
+        snnc.convert(torch.jit.script(lin), digits_model.x_train[:16], timesteps=2)
+    with pytest.raises(DataError, match="meta device"):
+        snnc.convert(lin.to("meta"), digits_model.x_train[:16], timesteps=2)
+
+
+def test_histogram_bins_are_bounded(digits_model):
+    with pytest.raises(PassError, match="bins must be at most"):
+        snnc.convert(
+            str(digits_model.onnx_path), digits_model.x_train[:16], timesteps=2, passes="canonicalize,fold-bn,balance-thresholds{bins=100000000},insert-if"
+        )

@@ -112,7 +112,7 @@ def to_nir(graph: Graph, *, reset: str = "soft", dt: float = DEFAULT_DT, timeste
     """
     if reset not in RESETS:
         raise ExportError(f"unknown reset variant {reset!r}; choose one of {', '.join(RESETS)}")
-    if not (dt > 0 and np.isfinite(dt) and np.isfinite(1.0 / dt)):
+    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating, np.integer)) or not (dt > 0 and np.isfinite(dt) and np.isfinite(1.0 / dt)):
         raise ExportError(f"dt must be a positive number, got {dt!r}")
     if graph.stage != "snn":
         raise ExportError(f"graph {graph.name!r} is in the {graph.stage.upper()} stage; only a converted (SNN-stage) graph can be exported")

@@ -122,6 +122,9 @@ def _bin_centres(hi: float, bins: int) -> np.ndarray:
     return (np.arange(bins) + 0.5) * (hi / bins)
 
 
+MAX_BINS = 1 << 16  # per channel; 4096 (the default) resolves a percentile to 0.025 % of the range
+
+
 def percentile_from_hist(hist: np.ndarray, hi: float, p: float) -> float:
     """The p-th percentile of the histogrammed (positive) values on [0, hi]."""
     total = hist.sum()
@@ -174,6 +177,8 @@ class BalanceThresholds(Pass):
         o = self.options
         if not 0 < o.percentile <= 100:
             raise PassError(f"balance-thresholds: percentile must be in (0, 100], got {o.percentile}")
+        if o.bins > MAX_BINS:
+            raise PassError(f"balance-thresholds: bins must be at most {MAX_BINS:,} (one histogram per channel), got {o.bins:,}")
         relus = graph.find("relu")
         if not relus:
             return False

@@ -251,6 +251,8 @@ def load_npz(
         raise DataError(f"{what} {str(path)!r} does not exist")
     if path.is_dir():
         raise DataError(f"{what} {str(path)!r} is a directory; give an NPZ file (numpy.savez(path, x=...))")
+    if not path.is_file():
+        raise DataError(f"{what} {str(path)!r} is not a regular file (a FIFO, socket or device); give an NPZ file")
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(NPY_MAGIC))
@@ -292,7 +294,8 @@ def load_npz(
             raise DataError(f"array 'x' in {str(path)!r} has dtype {x.dtype}; expected numbers")
         if x.ndim < 2 or len(x) == 0 or x.size == 0:
             raise DataError(f"array 'x' in {str(path)!r} has shape {list(x.shape)}; expected [N, ...] with N >= 1")
-        arrays["x"] = x.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf: refused below
+            arrays["x"] = x.astype(np.float32, copy=False)
         finite = np.isfinite(arrays["x"])
         if not finite.all():
             first = int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))

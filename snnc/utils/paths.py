@@ -96,6 +96,8 @@ def check_output_path(
     """
     if kind not in ("file", "dir"):
         raise ValueError(f"kind must be 'file' or 'dir', not {kind!r}")
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise DataError(f"{what} must be a path (a str or os.PathLike), got {type(path).__name__}")
     raw = os.fspath(path)
     if isinstance(raw, bytes):
         raw = os.fsdecode(raw)
@@ -143,9 +145,12 @@ def check_output_path(
             if not stat.S_ISREG(ist.st_mode):
                 raise DataError(f"{what}: {inner!r} is {file_kind(ist.st_mode)}, not a regular file; snnc would replace it, choose another directory")
 
+    targets = [raw] if kind == "file" else [os.path.join(raw, name) for name in contents]
     for description, other in inputs:
-        if other is not None and same_file(raw, other):
-            raise DataError(f"{label} is {description}; write the output to another file")
+        for target in targets:
+            if other is not None and same_file(target, other):
+                shown = label if target == raw else f"{what}: {target!r}"
+                raise DataError(f"{shown} is {description}; snnc would replace it, write the output elsewhere")
     for option, other in others:
         if other is not None and same_file(raw, other):
             raise DataError(f"{label} is the same file as {option}; give each output its own name")

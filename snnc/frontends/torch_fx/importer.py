@@ -82,6 +82,13 @@ def import_torch(model: nn.Module | fx.GraphModule, input_shape: Sequence[int]) 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"import_torch expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise DataError(
+            f"{type(model).__name__} is a TorchScript module, which torch.fx and torch.export cannot trace; "
+            "pass the original nn.Module, or export it to ONNX and convert the .onnx file"
+        )
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise DataError("the model's parameters are on the meta device (they hold no values); load its weights first (e.g. load_state_dict(..., assign=True))")
     shape = tuple(input_shape)
     if not shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
         raise DataError(f"input_shape must be the per-sample shape as positive integers (no batch dimension), got {list(input_shape)}")
