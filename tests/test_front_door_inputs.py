@@ -437,3 +437,11 @@ def test_histogram_bins_are_bounded(digits_model):
         snnc.convert(
             str(digits_model.onnx_path), digits_model.x_train[:16], timesteps=2, passes="canonicalize,fold-bn,balance-thresholds{bins=100000000},insert-if"
         )
+
+
+def test_half_precision_torch_models_get_the_fix(digits_model):
+    import torch
+
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).half()
+    with pytest.raises(DataError, match=r"float16; .*model\.float\(\)"):
+        snnc.convert(lin, digits_model.x_train[:16], timesteps=2)

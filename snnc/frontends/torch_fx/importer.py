@@ -89,6 +89,12 @@ def import_torch(model: nn.Module | fx.GraphModule, input_shape: Sequence[int]) 
         )
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise DataError("the model's parameters are on the meta device (they hold no values); load its weights first (e.g. load_state_dict(..., assign=True))")
+    low = sorted({str(t.dtype).removeprefix("torch.") for t in model.parameters() if t.dtype in (torch.float16, torch.bfloat16)})
+    if low:
+        raise DataError(
+            f"the model's parameters are {', '.join(low)}; snnc converts float32 networks (its import check compares against the "
+            "model itself): convert a float32 copy, snnc.convert(model.float(), ...)"
+        )
     shape = tuple(input_shape)
     if not shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
         raise DataError(f"input_shape must be the per-sample shape as positive integers (no batch dimension), got {list(input_shape)}")
