@@ -189,6 +189,11 @@ class BalanceThresholds(Pass):
         report = {}
         for node in relus:
             s = stats[node.name]
+            if not np.isfinite(s.layer_max):
+                raise CalibrationError(
+                    f"ReLU {node.name!r} computes non-finite values (inf or NaN) on the calibration samples: the network overflows "
+                    "float32 on these inputs; check the model's weights and the data's scale"
+                )
             layer_theta = self._choose(s.layer_hist, s.layer_max, ctx.timesteps)
             if layer_theta <= 0:
                 raise CalibrationError(
