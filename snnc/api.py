@@ -90,7 +90,7 @@ def convert(
     batch_size = positive_int(batch_size, "batch_size")
     seed = seed_value(seed)
     for name, fn in (("progress", progress), ("print_after", print_after)):
-        if fn is not None and not callable(fn):
+        if fn not in (None, False) and not callable(fn):
             raise DataError(f"{name} must be a callable or None, got {type(fn).__name__}")
     pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work

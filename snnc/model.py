@@ -69,7 +69,7 @@ class SpikingModel:
         if batch_size is not None:
             batch_size = positive_int(batch_size, "batch_size")
         seed = seed_value(seed)
-        if progress is not None and not callable(progress):
+        if progress not in (None, False) and not callable(progress):
             raise DataError(f"progress must be a callable progress(description, total) or None, got {type(progress).__name__}")
         be = get_backend(backend, **({"device": device} if device else {}))
         be.check(self.snn)

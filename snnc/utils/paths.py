@@ -149,8 +149,9 @@ def check_output_path(
     for description, other in inputs:
         for target in targets:
             if other is not None and same_file(target, other):
-                shown = label if target == raw else f"{what}: {target!r}"
-                raise DataError(f"{shown} is {description}; snnc would replace it, write the output elsewhere")
+                if target == raw:
+                    raise DataError(f"{label} is {description}; write the output to another file")
+                raise DataError(f"{what}: {target!r} is {description}; snnc would replace it, write the report elsewhere")
     for option, other in others:
         if other is not None and same_file(raw, other):
             raise DataError(f"{label} is the same file as {option}; give each output its own name")
