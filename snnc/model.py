@@ -28,7 +28,7 @@ from snnc.ir.graph import Graph
 from snnc.ir.serialize import load_artifact, save_artifact
 from snnc.simulator.budget import check_run_budget
 from snnc.simulator.reference import SimResult, check_timesteps
-from snnc.utils.validate import positive_int, seed_value
+from snnc.utils.validate import check_finite, positive_int, seed_value
 
 
 class SpikingModel:
@@ -78,10 +78,8 @@ class SpikingModel:
 
     def run(self, x: np.ndarray, timesteps: int | None = None, backend: str = "reference", **kwargs) -> np.ndarray:
         """Time-averaged SNN outputs (first graph output) after ``timesteps`` steps."""
-        T = self.timesteps if timesteps is None else timesteps
-        if not isinstance(T, (int, np.integer)) or isinstance(T, bool):
-            raise DataError(f"timesteps must be one positive integer, got {timesteps!r}")
-        return self.simulate(x, T, backend=backend, **kwargs).output(int(T))
+        T = self.timesteps if timesteps is None else positive_int(timesteps, "timesteps")
+        return self.simulate(x, T, backend=backend, **kwargs).output(T)
 
     def to_spikingjelly(self, device: str = "cpu"):
         """The SNN as a SpikingJelly 2.0 multi-step ``nn.Module`` to embed in your own code:
@@ -165,14 +163,6 @@ def as_batch(x: Any, what: str = "input") -> np.ndarray:
         raise DataError(f"{what} is empty (shape {list(x.shape)}); give at least one sample")
     check_finite(x, what)
     return x
-
-
-def check_finite(x: np.ndarray, what: str = "input") -> None:
-    """A DataError naming the first sample of ``x`` with a NaN or infinite value."""
-    finite = np.isfinite(x)
-    if not finite.all():
-        first = int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))
-        raise DataError(f"{what} sample {first} contains NaN or infinite values; clean or drop it (np.isfinite)")
 
 
 def load(path: str | os.PathLike) -> SpikingModel:

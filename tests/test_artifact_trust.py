@@ -117,7 +117,7 @@ GOLDEN = [
     ("threshold-shape", lambda b: rebuild(b, arrays=_edit_array("snn", "if_neuron", "threshold", lambda a: np.ones((5, 1, 1), np.float32)), reseal=True), "params.threshold: shape [5, 1, 1] does not broadcast"),
     ("table-vs-npz", lambda b: rebuild(b, arrays=_edit_array("snn", "conv", "bias", lambda a: a[:3])), "is float32 [3] in weights.npz; the manifest declares float32 [4]"),
     ("dtype", lambda b: rebuild(b, arrays=_edit_array("snn", "conv", "bias", lambda a: a.astype(np.float64))), "is float64 [4] in weights.npz"),
-    ("object-dtype", lambda b: rebuild(b, arrays=_edit_array("snn", "conv", "bias", lambda a: np.array([{"x": 1}] * 4, dtype=object))), "is object [4] in weights.npz"),
+    ("object-dtype", lambda b: rebuild(b, arrays=_edit_array("snn", "conv", "bias", lambda a: np.array([{"x": 1}] * 4, dtype=object))), "holds Python objects (dtype object)"),
     ("stored-T-zero", lambda b: rebuild(b, manifest=lambda d: d["provenance"].update(timesteps=0)), f"provenance.timesteps: expected an integer from 1 to {MAX_TIMESTEPS:,}, got 0"),
     ("stored-T-string", lambda b: rebuild(b, manifest=lambda d: d["provenance"].update(timesteps="8")), "provenance.timesteps: expected an integer"),
     ("stored-T-huge", lambda b: rebuild(b, manifest=lambda d: d["provenance"].update(timesteps=10**9)), "provenance.timesteps: expected an integer"),
@@ -128,8 +128,8 @@ GOLDEN = [
     ("bomb-manifest", lambda b: rebuild(b, manifest=lambda d: d["provenance"].update(pad=" " * (17 << 20))), "manifest.json is 17,"),
     # digest and non-finite weights
     ("digest", lambda b: rebuild(b, arrays=_edit_array("snn", "linear", "weight", lambda a: a * np.float32(1.01))), "weights digest mismatch"),
-    ("nan-weight", lambda b: rebuild(b, arrays=_edit_array("snn", "conv", "weight", lambda a: np.where(a > 0, np.nan, a).astype(np.float32)), reseal=True), "node '0': parameter 'weight' has NaN or infinite values"),
-    ("inf-threshold", lambda b: rebuild(b, arrays=_edit_array("snn", "if_neuron", "threshold", lambda a: np.full_like(a, np.inf)), reseal=True), "has NaN or infinite values"),
+    ("nan-weight", lambda b: rebuild(b, arrays=_edit_array("snn", "conv", "weight", lambda a: np.where(a > 0, np.nan, a).astype(np.float32)), reseal=True), "node '0': parameter 'weight' has non-finite values"),
+    ("inf-threshold", lambda b: rebuild(b, arrays=_edit_array("snn", "if_neuron", "threshold", lambda a: np.full_like(a, np.inf)), reseal=True), "has non-finite values"),
     # the container
     ("truncated", lambda b: b[: len(b) // 2], "is not a snnc artifact"),
     ("bit-flip", lambda b: b[:200] + bytes([b[200] ^ 0x10]) + b[201:], "snnc"),

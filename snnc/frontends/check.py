@@ -43,17 +43,16 @@ def check_import(
                 f"imported graph output {value.name!r} has shape {list(a.shape)} but {reference_name} gives {list(b.shape)}"
             )
         # Non-finite reference outputs are the model's or the data's doing, not the import's.
-        for arr, who in ((b, reference_name),):
-            finite = np.isfinite(arr).reshape(len(arr), -1).all(axis=1) if arr.size else np.ones(0, bool)
-            if not finite.all():
-                i = int(np.argmin(finite))
-                bad_input = not np.isfinite(x[i]).all()
-                cause = (
-                    f"input sample {i} itself holds NaN/inf; give finite input data"
-                    if bad_input
-                    else "the model overflows on this input, or its constants are not finite; check the model's weights and the input's scale"
-                )
-                raise DataError(f"output {value.name!r} of the model is not finite (NaN/inf) for sample {i} in {who}: {cause}")
+        finite = np.isfinite(b).reshape(len(b), -1).all(axis=1) if b.size else np.ones(0, bool)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            bad_input = not np.isfinite(x[i]).all()
+            cause = (
+                f"input sample {i} itself holds NaN/inf; give finite input data"
+                if bad_input
+                else "the model overflows on this input, or its constants are not finite; check the model's weights and the input's scale"
+            )
+            raise DataError(f"output {value.name!r} of the model is not finite (NaN/inf) for sample {i} in {reference_name}: {cause}")
         err = float(np.max(np.abs(a - b))) if a.size else 0.0
         scale = float(np.max(np.abs(b))) if b.size else 0.0
         tol = atol + rtol * scale

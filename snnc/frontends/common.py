@@ -26,12 +26,8 @@ import numpy as np
 
 from snnc.errors import DataError, UnsupportedOpError, VerificationError
 from snnc.ir.graph import Graph, Shape, Value
+from snnc.ir.ops import shapes_only
 from snnc.ir.shapes import ShapeMismatch, infer_node_shape
-
-try:
-    from snnc.ir.ops import shapes_only
-except ImportError:  # pragma: no cover - an IR without meta-device shape inference
-    from contextlib import nullcontext as shapes_only
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ import numpy as np
 from snnc.errors import ArtifactError, VerificationError
 from snnc.ir.graph import Graph, Node
 from snnc.ir.verify import STAGES, verify, verify_consistency
-from snnc.utils.io import atomic_write, json_default
+from snnc.utils.io import atomic_write, check_zip_member, json_default, read_npy_header
 
 FORMAT = "snnc-artifact"
 # Version 2 added the ``weights`` table (declared shapes and the digest). Version 1 files
@@ -220,10 +220,6 @@ def _load(fh, size: int, name: str) -> tuple[dict[str, Graph], dict[str, Any]]:
             raise _Corrupt(f"{WEIGHTS} cannot be read ({_one_line(e)})") from None
     if weights_digest(arrays) != manifest["weights"]["digest"]:
         raise _Corrupt("weights digest mismatch (the weights are not the ones the artifact was saved with)")
-    for ref in sorted(arrays):
-        if not np.isfinite(arrays[ref]).all():
-            g, n, k = refs[ref]
-            raise _Corrupt(f"graph {g!r}: node {n.name!r}: parameter {k!r} has NaN or infinite values")
     for ref, (_, n, k) in refs.items():
         n.params[k] = arrays[ref]
     for gname, g in graphs.items():
@@ -265,14 +261,10 @@ def _check_zip_directory(fh, size: int, max_entries: int, what: str) -> None:
 
 
 def _check_member_kind(info: zipfile.ZipInfo, what: str) -> None:
-    if info.flag_bits & 0x1 or info.flag_bits & 0x40:
-        raise _Corrupt(f"{what} is encrypted; snnc writes plain members")
-    if info.flag_bits & 0x20:
-        raise _Corrupt(f"{what} uses compressed patched data; snnc writes stored or deflated members")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise _Corrupt(f"{what} uses compression method {info.compress_type}; snnc writes stored (0) or deflated (8) members")
-    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise _Corrupt(f"{what} is stored but its sizes differ ({info.compress_size:,} vs {info.file_size:,} bytes)")
+    try:
+        check_zip_member(info, what)
+    except ValueError as e:
+        raise _Corrupt(str(e)) from None
 
 
 def _check_members(zf: zipfile.ZipFile, size: int) -> None:
@@ -525,24 +517,6 @@ def _check_meta(meta: Any, where: str) -> dict[str, Any]:
     return meta
 
 
-def graph_from_json(doc: Any, arrays: Mapping[str, np.ndarray], where: str = "graph") -> Graph:
-    """A graph from its JSON description and the arrays its parameters reference. The
-    description is checked (schema, op rules and shapes: :func:`verify_consistency`, then
-    :func:`verify`); any problem is an ArtifactError naming the field or node."""
-    table = {ref: tuple(np.shape(a)) for ref, a in arrays.items()}
-    refs: dict[str, tuple[str, Node, str]] = {}
-    try:
-        g = _graph_from_doc(doc, table, where, refs, where)
-        for ref, (_, n, k) in refs.items():
-            n.params[k] = np.array(arrays[ref], dtype=np.float32, order="C")
-        verify(g)
-    except _Corrupt as e:
-        raise ArtifactError(f"the graph description is corrupt: {e}") from None
-    except VerificationError as e:
-        raise ArtifactError(f"the graph description is corrupt: {where}: {e}") from None
-    return g
-
-
 def _graph_from_doc(
     doc: Any, table: Mapping[str, tuple[int, ...]], where: str, refs: dict[str, tuple[str, Node, str]], gname: str
 ) -> Graph:
@@ -588,8 +562,6 @@ def _graph_from_doc(
             if ref in refs:
                 raise _Corrupt(f"{w}.params.{key}: array {ref!r} is already used by node {refs[ref][1].name!r}")
         node = g.add_node(op, values, attrs, None, name, shape=_shape(nd.get("shape"), f"{w}.shape", 1))
-        if node.name != name:  # pragma: no cover - names are checked unique above
-            raise _Corrupt(f"{w}.name: duplicate node name {name!r}")
         for key, ref in params.items():
             node.params[key] = np.broadcast_to(np.float32(0), table[ref])
             refs[ref] = (gname, node, key)
@@ -698,19 +670,15 @@ def _read_weights(zf: zipfile.ZipFile, table: Mapping[str, tuple[int, ...]]) -> 
 
 
 def _read_array(inner: zipfile.ZipFile, zi: zipfile.ZipInfo, ref: str, shape: tuple[int, ...]) -> np.ndarray:
-    what = f"array {ref!r}"
-    _check_member_kind(zi, what)
+    what = f"array {ref!r}"  # its member kind was checked by _read_weights
     nbytes = 4 * math.prod(shape)
     if zi.file_size > nbytes + NPY_OVERHEAD or zi.file_size < nbytes:
         raise _Corrupt(f"{what} is {zi.file_size:,} bytes in {WEIGHTS}; its declared shape {list(shape)} needs {nbytes:,} plus a header")
     with inner.open(zi) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            hshape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=NPY_OVERHEAD)
-        elif version in ((2, 0), (3, 0)):
-            hshape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=NPY_OVERHEAD)
-        else:
-            raise _Corrupt(f"{what} has .npy format version {version}")
+        try:
+            hshape, fortran, dtype = read_npy_header(f, what)
+        except ValueError as e:
+            raise _Corrupt(str(e)) from None
         if dtype != np.dtype("<f4") or tuple(hshape) != shape:
             raise _Corrupt(f"{what} is {dtype} {list(hshape)} in {WEIGHTS}; the manifest declares float32 {list(shape)}")
         if zi.file_size != f.tell() + nbytes:

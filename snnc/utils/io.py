@@ -21,6 +21,7 @@ import numpy as np
 from snnc.errors import DataError
 from snnc.utils import interrupts
 from snnc.utils.paths import check_output_path, file_kind, temp_prefix  # noqa: F401  (check_output_path: re-exported)
+from snnc.utils.validate import check_finite
 
 
 def _read_umask() -> int:
@@ -207,30 +208,52 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from an NPZ member's .npy header, read without loading the array."""
-    if info.flag_bits & 0x1:
-        raise ValueError(f"member {info.filename!r} is encrypted")
+def check_zip_member(info: zipfile.ZipInfo, what: str) -> None:
+    """A ValueError unless the zip member is what numpy and snnc write: stored or deflated,
+    not encrypted, no patched data, a stored member's two sizes equal."""
+    if info.flag_bits & 0x1 or info.flag_bits & 0x40:
+        raise ValueError(f"{what} is encrypted; snnc writes plain members")
+    if info.flag_bits & 0x20:
+        raise ValueError(f"{what} uses compressed patched data; snnc writes stored or deflated members")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise ValueError(f"member {info.filename!r} uses an unsupported compression method ({info.compress_type})")
-    with zf.open(info) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version in ((2, 0), (3, 0)):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f"member {info.filename!r} has .npy format version {version}")
-        header_bytes = fh.tell()
+        raise ValueError(f"{what} uses compression method {info.compress_type}; snnc writes stored (0) or deflated (8) members")
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise ValueError(f"{what} is stored but its sizes differ ({info.compress_size:,} vs {info.file_size:,} bytes)")
+
+
+NPY_MAX_HEADER = 4096  # bytes: the .npy header of any array snnc reads (numpy writes ~128)
+
+
+def read_npy_header(fh, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the .npy header at ``fh``'s position, leaving
+    ``fh`` at the data; a ValueError for an unknown version, a header over
+    :data:`NPY_MAX_HEADER` bytes or an object dtype (which would need pickle)."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=NPY_MAX_HEADER)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=NPY_MAX_HEADER)
+    else:
+        raise ValueError(f"{what} has .npy format version {version}")
     if dtype.hasobject:
-        raise ValueError(f"array {info.filename[:-4]!r} holds Python objects (dtype {dtype}); save plain numbers")
+        raise ValueError(f"{what} holds Python objects (dtype {dtype}); save plain numbers")
+    return tuple(shape), fortran, dtype
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], int]:
+    """Shape and data bytes of an NPZ member, from its .npy header, without loading it."""
+    what = f"array {info.filename[:-4]!r}"
+    check_zip_member(info, what)
+    with zf.open(info) as fh:
+        shape, _, dtype = read_npy_header(fh, what)
+        header_bytes = fh.tell()
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if header_bytes + nbytes != info.file_size:
         raise ValueError(
-            f"array {info.filename[:-4]!r} declares shape {list(shape)} ({nbytes:,} bytes) but its member holds "
+            f"{what} declares shape {list(shape)} ({nbytes:,} bytes) but its member holds "
             f"{info.file_size - header_bytes:,} bytes: the file is truncated or corrupt"
         )
-    return tuple(shape), dtype
+    return shape, nbytes
 
 
 def load_npz(
@@ -275,8 +298,7 @@ def load_npz(
             for key in (*required, *optional):
                 if key not in members:
                     continue
-                shape, dtype = _member_header(zf, members[key])
-                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                shape, nbytes = _member_header(zf, members[key])
                 if budget is not None and nbytes > budget:
                     raise DataError(
                         f"array {key!r} in {str(path)!r} is {nbytes / 2**30:.1f} GiB (shape {list(shape)}), more than the "
@@ -296,10 +318,7 @@ def load_npz(
             raise DataError(f"array 'x' in {str(path)!r} has shape {list(x.shape)}; expected [N, ...] with N >= 1")
         with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf: refused below
             arrays["x"] = x.astype(np.float32, copy=False)
-        finite = np.isfinite(arrays["x"])
-        if not finite.all():
-            first = int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))
-            raise DataError(f"array 'x' in {str(path)!r}: sample {first} contains NaN or infinite values; clean or drop it")
+        check_finite(arrays["x"], f"array 'x' in {str(path)!r}:")
     y = arrays.get("y")
     if y is not None:
         if y.dtype.kind not in "iu":

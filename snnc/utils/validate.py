@@ -18,6 +18,14 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def check_finite(x: np.ndarray, what: str = "input") -> None:
+    """A DataError naming the first sample of the batch ``x`` with a NaN or infinite value."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        first = int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))
+        raise DataError(f"{what} sample {first} contains NaN or infinite values; clean or drop it (np.isfinite)")
+
+
 def seed_value(value: Any) -> int:
     """A random seed: an integer in ``0 .. 2**32 - 1``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**32:

@@ -28,7 +28,6 @@ initializer).
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
@@ -41,9 +40,6 @@ from onnx import TensorProto, checker
 from snnc.errors import DataError
 from snnc.frontends.common import MAX_ELEMENTS
 from snnc.frontends.onnx.helpers import DEFAULT_DOMAINS, node_label
-
-log = logging.getLogger(__name__)
-
 
 # element type -> (bytes per element in raw_data, the typed field holding one value per element)
 _STORAGE: dict[int, tuple[int, str]] = {
