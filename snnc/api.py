@@ -19,7 +19,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
+from snnc import parallel
+from snnc.backend import resolve_device
 from snnc.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CALIB_SAMPLES,
@@ -30,6 +33,7 @@ from snnc.defaults import (
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,
     DEFAULT_TIMESTEPS,
+    STORE_CHOICES,
 )
 from snnc.errors import CalibrationError, DataError, PassError
 from snnc.frontends import import_model
@@ -39,7 +43,7 @@ from snnc.metrics import accuracy, agreement, check_labels, predictions
 from snnc.model import SpikingModel, as_batch, load
 from snnc.passes import CALIBRATION_PIPELINES, PassContext, default_pipeline, format_pipeline, parse_pipeline, run_passes
 from snnc.simulator.budget import check_run_budget
-from snnc.simulator.reference import check_timesteps
+from snnc.simulator.reference import SimResult, check_timesteps
 from snnc.utils.io import load_npz
 from snnc.utils.validate import positive_int, seed_value
 
@@ -72,6 +76,10 @@ def convert(
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = DEFAULT_SEED,
     check: bool = True,
+    check_samples: int = CHECK_SAMPLES,
+    device: str = "cpu",
+    store: str = "auto",
+    spill_dir: str | os.PathLike | None = None,
     progress=None,
     print_after: Callable[[str, str], None] | None = None,
 ) -> SpikingModel:
@@ -84,8 +92,21 @@ def convert(
     (``"none"``, ``"light"``, ``"advanced"``) appends the layer-wise calibration passes,
     which calibrate for ``timesteps``; ``passes`` replaces the whole pipeline (calibration
     included).
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the passes run. ``store`` says
+    where the layer-wise calibration keeps the spike trains between layers (see
+    :class:`~snnc.passes.PassContext`): by default in memory up to 1 GiB, then in
+    temporary files under ``spill_dir`` (default: the system's temporary directory), so
+    memory does not grow with the number of calibration samples. The import check and
+    the ANN-vs-SNN check after conversion use the first ``check_samples`` samples.
+
+    Under torchrun (see :mod:`snnc.parallel`) every rank calls ``convert`` with the same
+    arguments; each works on its shard of the samples and all return the same model.
     """
     timesteps = positive_int(timesteps, "timesteps")
+    check_samples = positive_int(check_samples, "check_samples")
+    store = _store_choice(store)
+    device = resolve_device(device)
     calib_samples = positive_int(calib_samples, "calib_samples")
     batch_size = positive_int(batch_size, "batch_size")
     seed = seed_value(seed)
@@ -101,9 +122,12 @@ def convert(
     check_run_budget(ann, timesteps, len(x_cal), what="calibration")
     import_report = None
     if check:
-        import_report = check_import(ann, imported.reference, x_cal, reference_name=imported.reference_name, batch_size=batch_size)
+        import_report = _check_import_sharded(ann, imported, x_cal[:check_samples], batch_size)
 
-    ctx = PassContext(calib=x_cal, timesteps=timesteps, batch_size=batch_size, seed=seed, progress=progress or _null)
+    ctx = PassContext(
+        calib=x_cal, timesteps=timesteps, batch_size=batch_size, seed=seed, progress=progress or _null, device=device,
+        store=store, spill_dir=None if spill_dir is None else os.fspath(spill_dir),
+    )  # fmt: skip
     ctx.notices.extend(ann.meta.get("notices", []))
 
     # The ANN kept for evaluation is the imported one minus output post-processing.
@@ -127,6 +151,7 @@ def convert(
         "calibration": calibration_level([p.name for p in pipeline]),
         "calibration_samples": int(len(x_cal)),
         "seed": seed,
+        "ranks": ctx.group.world,
         "import_check": import_report,
         "notices": ctx.notices,
         "records": ctx.records,
@@ -135,7 +160,7 @@ def convert(
     }
     sm = SpikingModel(snn, ann_ref, provenance, ctx.ann_reference)
     if check:
-        sm.provenance["conversion_check"] = _conversion_check(sm, x_cal[:CHECK_SAMPLES], timesteps, progress)
+        sm.provenance["conversion_check"] = _conversion_check(sm, x_cal[:check_samples], timesteps, progress, device)
     return sm
 
 
@@ -150,14 +175,22 @@ def calibrate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = DEFAULT_SEED,
     check: bool = True,
+    check_samples: int = CHECK_SAMPLES,
+    device: str = "cpu",
+    store: str = "auto",
+    spill_dir: str | os.PathLike | None = None,
     progress=None,
 ) -> SpikingModel:
     """Run layer-wise calibration passes on a converted model, a loaded ``.snn`` included,
     for ``timesteps`` (default: the T it was converted for): e.g. re-calibrate a saved model
     for another T. ``calibration`` (``light`` / ``advanced``) picks the passes, or ``passes``
     gives any pipeline of SNN-stage passes. The targets are the ANN the artifact stores
-    (``ann_reference``). Returns a new model; ``model`` is not changed."""
+    (``ann_reference``). Returns a new model; ``model`` is not changed. ``device``,
+    ``store``, ``spill_dir`` and ``check_samples`` are as in :func:`convert`."""
     sm = model if isinstance(model, SpikingModel) else load(model)
+    check_samples = positive_int(check_samples, "check_samples")
+    store = _store_choice(store)
+    device = resolve_device(device)
     T = sm.timesteps if timesteps is None else positive_int(timesteps, "timesteps")
     calib_samples = positive_int(calib_samples, "calib_samples")
     batch_size = positive_int(batch_size, "batch_size")
@@ -185,6 +218,7 @@ def calibrate(
     ctx = PassContext(
         calib=x_cal, timesteps=T, batch_size=batch_size, seed=seed, progress=progress or _null, notices=list(prov.get("notices", [])) + notices,
         records=dict(prov.get("records") or {}), ann_reference=reference, ann_names=dict(prov.get("ann_names") or {}),
+        device=device, store=store, spill_dir=None if spill_dir is None else os.fspath(spill_dir),
     )  # fmt: skip
     snn = sm.snn.clone()
     results = run_passes(snn, pipeline, ctx)
@@ -210,7 +244,7 @@ def calibrate(
     prov.pop("conversion_check", None)
     out = SpikingModel(snn, sm.ann, prov, sm.ann_reference)
     if check:
-        out.provenance["conversion_check"] = _conversion_check(out, x_cal[:CHECK_SAMPLES], T, progress)
+        out.provenance["conversion_check"] = _conversion_check(out, x_cal[:check_samples], T, progress, device)
     return out
 
 
@@ -247,10 +281,50 @@ def _null(description: str, total: int):
     return null_progress(description, total)
 
 
-def _conversion_check(model: SpikingModel, x: np.ndarray, timesteps: int, progress) -> dict[str, Any]:
+def _store_choice(store: str) -> str:
+    if store not in STORE_CHOICES:
+        raise DataError(f"store must be one of {', '.join(STORE_CHOICES)}, got {store!r}")
+    return store
+
+
+def _check_import_sharded(ann, imported, x: np.ndarray, batch_size: int) -> dict[str, Any]:
+    """The import check (:func:`check_import`) on ``x``, each rank checking its shard;
+    the largest errors over the ranks are reported."""
+    group = parallel.current()
+    if len(x) < group.world:  # too few to share: every rank checks them all
+        return check_import(ann, imported.reference, x, reference_name=imported.reference_name, batch_size=batch_size)
+    mine = group.shard(len(x))
+    report = check_import(ann, imported.reference, x[mine.start : mine.stop], reference_name=imported.reference_name, batch_size=batch_size)
+    if group.distributed:
+        outs = report["outputs"]
+        worst = group.all_reduce(torch.tensor([[o["max_abs_error"], o["max_abs_reference"]] for o in outs], dtype=torch.float64), "max")
+        for o, (err, ref) in zip(outs, worst.tolist()):
+            o["max_abs_error"], o["max_abs_reference"] = err, ref
+        report["max_abs_error"] = max(o["max_abs_error"] for o in outs)
+        report["samples"] = int(len(x))
+    return report
+
+
+def _simulate_sharded(model: SpikingModel, x: np.ndarray, steps: list[int], *, ann: bool = False, **kwargs) -> tuple[SimResult, np.ndarray | None]:
+    """``model.simulate(x, steps, **kwargs)`` (and the ANN's outputs), each rank
+    simulating its shard of ``x``; every rank gets all outputs, in order, and the spike
+    rates over all samples."""
+    group = parallel.current()
+    if len(x) < group.world or not group.distributed:  # (too few to share: every rank runs them all)
+        return model.simulate(x, steps, **kwargs), model.ann_outputs(x) if ann else None
+    mine = group.shard(len(x))
+    part = x[mine.start : mine.stop]
+    res = model.simulate(part, steps, **kwargs)
+    outputs = {t: [group.gather_rows(y, len(x)) for y in ys] for t, ys in res.outputs.items()}
+    names = sorted(res.spike_rates)
+    rates = group.all_reduce(torch.tensor([res.spike_rates[k] * len(part) for k in names], dtype=torch.float64)) / len(x)
+    full = SimResult(outputs, dict(zip(names, rates.tolist())), len(x), res.details)
+    return full, group.gather_rows(model.ann_outputs(part), len(x)) if ann else None
+
+
+def _conversion_check(model: SpikingModel, x: np.ndarray, timesteps: int, progress, device: str = "cpu") -> dict[str, Any]:
     """ANN vs SNN on calibration samples at the conversion's T (recorded, not enforced)."""
-    ann = model.ann_outputs(x)
-    res = model.simulate(x, timesteps, progress=progress)
+    res, ann = _simulate_sharded(model, x, [timesteps], ann=True, progress=progress, device=device)
     snn = res.output(timesteps)
     return {
         "samples": int(len(x)),
@@ -288,9 +362,8 @@ def evaluate(
     steps = check_timesteps(timesteps)
     if y is not None:
         y = check_labels(y, len(x), sm.snn.outputs[0].shape)
-    ann_out = sm.ann_outputs(x)
-    res = sm.simulate(x, steps, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
-    ref = sm.simulate(x, steps, encoding=encoding, progress=progress) if compare_reference and backend != "reference" else None
+    res, ann_out = _simulate_sharded(sm, x, steps, ann=True, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
+    ref = _simulate_sharded(sm, x, steps, encoding=encoding, progress=progress)[0] if compare_reference and backend != "reference" else None
     ann_pred = predictions(ann_out)
     results = []
     for t in steps:

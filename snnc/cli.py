@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from snnc.defaults import (
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,
     DEFAULT_TIMESTEPS,
+    STORE_CHOICES,
 )
 from snnc.errors import DataError, SnncError
 
@@ -165,6 +167,31 @@ def check_outputs(*outputs: tuple[str, str | None], inputs: tuple[tuple[str, str
             done.append((option, path))
 
 
+@contextmanager
+def ranks(device: str | None):
+    """The process group of a torchrun launch (rank 0 of 1 otherwise), left at the end."""
+    from snnc import parallel
+
+    group = parallel.init_from_env(device)
+    try:
+        yield group
+    finally:
+        parallel.finish()
+
+
+def scale_options(f):
+    """--device, --store, --spill-dir, --check-samples: where and how calibration runs."""
+    options = [
+        click.option("--device", default="cpu", show_default=True, help="Where the passes (threshold statistics, calibration) run: cpu, cuda, cuda:N. Under torchrun, cuda means each rank's own GPU."),
+        click.option("--store", type=click.Choice(STORE_CHOICES), default="auto", show_default=True, help="Where layer-wise calibration keeps spike trains between layers: auto = memory up to 1 GiB, then temporary files; memory; disk; recompute (keep nothing, simulate again)."),
+        click.option("--spill-dir", type=click.Path(file_okay=False), default=None, help="Directory for the calibration's temporary files (default: $TMPDIR or /tmp); removed at the end."),
+        click.option("--check-samples", type=click.IntRange(min=1), default=128, show_default=True, help="Samples of the import check and of the ANN-vs-SNN check after conversion."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
 @click.group(cls=SnncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("-v", "--verbose", count=True, help="Log what the library does (-vv for debug logs).")
@@ -176,6 +203,15 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     obj["debug"] = debug or obj.get("debug", False)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    world = os.environ.get("WORLD_SIZE", "1")
+    if ctx.invoked_subcommand not in RANKED_COMMANDS and world.isdigit() and int(world) > 1:
+        raise SnncError(
+            f"snnc {ctx.invoked_subcommand} does not share its work across ranks (only {', '.join(RANKED_COMMANDS)} do); "
+            "run it without torchrun"
+        )
+
+
+RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may launch on several ranks
 
 
 # ------------------------------------------------------------------ convert
@@ -204,9 +240,14 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULT_SEED, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--energy-profile", "energy_profiles", multiple=True, help="Energy profile(s) for the operations/energy table, repeatable or comma-separated: cmos45nm, cmos45nm-int8, loihi (default: cmos45nm,loihi).")
+@scale_options
 @click.pass_context
-def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles):
-    """Convert MODEL (an ONNX file) into a spiking network artifact (.snn)."""
+def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles, device, store, spill_dir, check_samples):
+    """Convert MODEL (an ONNX file) into a spiking network artifact (.snn).
+
+    Several processes share the work when launched by torchrun, e.g.
+    `torchrun --nproc-per-node 4 --no-python snnc convert model.onnx --calib c.npz`:
+    each rank takes a shard of the calibration samples, and rank 0 writes the artifact."""
     import snnc
 
     if not Path(model).exists():
@@ -223,26 +264,34 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
 
     profiles = parse_profiles(energy_profiles)  # fail fast on an unknown profile, before any work
     calib = load_data(calib_path, what="calibration file", labels=False)["x"]
-    printer = (lambda name, text: err_console.print(f"[bold]// ----- IR after {name} -----[/]\n{text}", markup=True, highlight=False)) if print_after_all else None
-    t0 = time.perf_counter()
-    with progress_bars(not no_progress) as progress:
-        sm = snnc.convert(
-            model,
-            calib,
-            timesteps=timesteps,
-            threshold=threshold,
-            granularity=granularity,
-            maxpool=maxpool,
-            calibration=calibration,
-            passes=passes,
-            calib_samples=calib_samples,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-            print_after=printer,
-        )
-    sm.provenance["convert_seconds"] = round(time.perf_counter() - t0, 3)
-    _save_and_summarise(sm, output, report_path, profiles, time_passes)
+    with ranks(device) as group:
+        printer = None
+        if print_after_all and group.is_main:
+            printer = lambda name, text: err_console.print(f"[bold]// ----- IR after {name} -----[/]\n{text}", markup=True, highlight=False)  # noqa: E731
+        t0 = time.perf_counter()
+        with progress_bars(not no_progress and group.is_main) as progress:
+            sm = snnc.convert(
+                model,
+                calib,
+                timesteps=timesteps,
+                threshold=threshold,
+                granularity=granularity,
+                maxpool=maxpool,
+                calibration=calibration,
+                passes=passes,
+                calib_samples=calib_samples,
+                batch_size=batch_size,
+                seed=seed,
+                check_samples=check_samples,
+                device=_local(device),
+                store=store,
+                spill_dir=spill_dir,
+                progress=progress,
+                print_after=printer,
+            )
+        sm.provenance["convert_seconds"] = round(time.perf_counter() - t0, 3)
+        if group.is_main:
+            _save_and_summarise(sm, output, report_path, profiles, time_passes)
 
 
 def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time_passes: bool) -> None:
@@ -276,7 +325,8 @@ def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULT_SEED, show_default=True)
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_samples, output, report_path, batch_size, seed, time_passes, no_progress):
+@scale_options
+def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_samples, output, report_path, batch_size, seed, time_passes, no_progress, device, store, spill_dir, check_samples):
     """Calibrate a converted ARTIFACT (.snn) again, e.g. for another T: runs the layer-wise
     calibration passes against the ANN the artifact stores and writes a new artifact."""
     import snnc
@@ -284,14 +334,22 @@ def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_sa
     check_outputs(("-o", output), ("--report", report_path), inputs=(("the artifact being calibrated", artifact), ("the calibration file", calib_path)))
     sm = snnc.load(artifact)
     calib = load_data(calib_path, what="calibration file", labels=False)["x"]
-    t0 = time.perf_counter()
-    with progress_bars(not no_progress) as progress:
-        new = snnc.calibrate(
-            sm, calib, timesteps=timesteps, calibration=calibration, passes=passes, calib_samples=calib_samples, batch_size=batch_size, seed=seed,
-            progress=progress,
-        )  # fmt: skip
-    new.provenance["recalibrated"]["seconds"] = round(time.perf_counter() - t0, 3)
-    _save_and_summarise(new, output, report_path, None, time_passes)
+    with ranks(device) as group:
+        t0 = time.perf_counter()
+        with progress_bars(not no_progress and group.is_main) as progress:
+            new = snnc.calibrate(
+                sm, calib, timesteps=timesteps, calibration=calibration, passes=passes, calib_samples=calib_samples, batch_size=batch_size, seed=seed,
+                check_samples=check_samples, device=_local(device), store=store, spill_dir=spill_dir, progress=progress,
+            )  # fmt: skip
+        new.provenance["recalibrated"]["seconds"] = round(time.perf_counter() - t0, 3)
+        if group.is_main:
+            _save_and_summarise(new, output, report_path, None, time_passes)
+
+
+def _local(device: str) -> str:
+    from snnc import parallel
+
+    return parallel.local_device(device)
 
 
 def conversion_energy(sm, profiles=None) -> dict[str, Any] | None:
@@ -394,7 +452,9 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
 def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, fail_under, vs_float, energy_profiles, no_progress):
     """Evaluate ARTIFACT on a data set: accuracy and ANN agreement for each T.
 
-    Exit status 1 when --fail-under is given and the accuracy at the largest T is below it."""
+    Exit status 1 when --fail-under is given and the accuracy at the largest T is below it.
+    Under torchrun (`torchrun --nproc-per-node N --no-python snnc eval ...`) each rank
+    simulates a shard of the samples and rank 0 prints the results."""
     import snnc
 
     steps = parse_timesteps(timesteps_text)
@@ -408,12 +468,17 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
         raise click.BadParameter("--fail-under must be a number from 0 to 100, got nan")
     data = load_data(data_path, what="data file", limit=limit, need_labels=fail_under is not None)
     compare = (backend == "lava-fixed" if vs_float is None else vs_float) and backend != "reference"
-    with progress_bars(not (no_progress or as_json)) as progress:
-        res = snnc.evaluate(
-            sm, data["x"], data.get("y"), timesteps=steps, backend=backend, device=device, batch_size=batch_size,
-            encoding=encoding, compare_reference=compare, progress=progress,
-        )  # fmt: skip
+    with ranks(device) as group:
+        with progress_bars(not (no_progress or as_json) and group.is_main) as progress:
+            res = snnc.evaluate(
+                sm, data["x"], data.get("y"), timesteps=steps, backend=backend, device=device and _local(device), batch_size=batch_size,
+                encoding=encoding, compare_reference=compare, progress=progress,
+            )  # fmt: skip
     gate = _fail_under(res, fail_under)
+    if not group.is_main:  # every rank holds the same results; rank 0 prints them
+        if gate is not None and not gate["passed"]:
+            sys.exit(1)
+        return
     energy = None
     if profiles is not None:
         from snnc.analysis.energy import estimate_energy

@@ -16,3 +16,5 @@ DEFAULT_EVAL_TIMESTEPS = (8, 16, 32)  # snnc eval / snnc.evaluate
 DEFAULT_REPORT_TIMESTEPS = (4, 8, 16, 32, 64)  # snnc report: accuracy vs T
 DEFAULT_ABLATION_SAMPLES = 256  # snnc report: samples of the per-layer ablations
 DEFAULT_NIR_DT = 1e-4  # NIR export step length (SpikingJelly's import_from_nir default; most NIR tools use it too)
+STORE_CHOICES = ("auto", "memory", "disk", "recompute")  # where calibration keeps spike trains between layers
+DEFAULT_STORE_MEMORY = 1 << 30  # bytes of spike trains the calibration keeps in memory before spilling to disk

@@ -280,7 +280,7 @@ def test_calibration_statistics_do_not_depend_on_the_batch_size(monkeypatch):
     x = images(30)
     out = []
     for bs in (4, 30):
-        monkeypatch.setattr(cal, "default_batch_size", lambda T, graph, _bs=bs: _bs)
+        monkeypatch.setattr(cal, "default_batch_size", lambda T, graph, *_, _bs=bs: _bs)
         g = small_cnn()
         run(g, f"{CONVERT},calibrate-bias", x, timesteps=8)
         out.append([g.node(n).params["bias"] for n in ("conv1", "conv2", "fc")])

@@ -4,6 +4,8 @@ within stated bounds of it; deployment gating and reporting work end to end."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -265,3 +267,14 @@ def test_fail_under_at_exactly_the_accuracy_passes():
 
     res = {"backend": "lava", "results": [{"timesteps": 32, "accuracy": 29 / 100}]}
     assert _fail_under(res, 29.0)["passed"] and not _fail_under(res, 29.01)["passed"]
+
+
+def test_lava_loads_after_a_start_method_was_set():
+    """torch's dynamo ONNX exporter sets multiprocessing's start method to fork; Lava sets it
+    again on import and used to fail with "context has already been set"."""
+    code = (
+        "import multiprocessing as mp; mp.set_start_method('fork')\n"
+        "from snnc.backend import get_backend; get_backend('lava-fixed'); print(mp.get_start_method())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "fork", proc.stderr[-2000:]

@@ -193,3 +193,24 @@ def resolve_sizes(sizes: Sequence[int], numel: int) -> list[int] | None:
     if math.prod(out) != numel or any(d <= 0 for d in out):
         return None
     return out
+
+
+def adaptive_pool_windows(in_sizes: Sequence[int], out_sizes: Sequence[int]) -> tuple[list[int], list[int]] | None:
+    """Adaptive average pooling from ``in_sizes`` to ``out_sizes`` as an average pool of
+    kernel = stride ``k`` followed by a nearest upsampling by ``s`` per spatial axis, returned
+    as ``(k, s)``; None when some axis has windows of different lengths. Window ``o`` of an
+    axis covers inputs ``floor(o * i / n)`` to ``ceil((o + 1) * i / n)`` (exclusive) for input
+    size ``i`` and output size ``n``: when ``n`` divides ``i`` these are the ``i / n`` inputs
+    from ``o * i / n`` on (k = i / n, s = 1); when ``i`` divides ``n`` it is the single input
+    ``o // (n / i)`` (k = 1, s = n / i)."""
+    kernel, scales = [], []
+    for i, n in zip(in_sizes, out_sizes):
+        if i % n == 0:
+            kernel.append(i // n)
+            scales.append(1)
+        elif n % i == 0:
+            kernel.append(1)
+            scales.append(n // i)
+        else:
+            return None
+    return kernel, scales

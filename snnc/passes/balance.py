@@ -32,11 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from snnc import parallel
 from snnc.defaults import DEFAULT_GRANULARITY, DEFAULT_PERCENTILE, DEFAULT_THRESHOLD_METHOD
 from snnc.errors import CalibrationError, PassError
-from snnc.ir.graph import Graph, Node
 from snnc.ir.executor import Interpreter, iter_batches
+from snnc.ir.graph import Graph, Node
 from snnc.ir.ops import if_neuron_rate
+from snnc.parallel import Group
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,25 @@ def channels_last(out: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def collect_activation_stats(
-    graph: Graph, nodes: list[Node], x: np.ndarray, *, batch_size: int, bins: int, histograms: bool, progress=None
+    graph: Graph,
+    nodes: list[Node],
+    x: np.ndarray,
+    *,
+    batch_size: int,
+    bins: int,
+    histograms: bool,
+    progress=None,
+    device: str = "cpu",
+    group: Group | None = None,
 ) -> dict[str, ActivationStats]:
-    """Stream ``x`` through the ANN graph and accumulate statistics of ``nodes``' outputs."""
-    interp = Interpreter(graph)
+    """Stream ``x`` through the ANN graph and accumulate statistics of ``nodes``' outputs.
+    With a ``group`` of several ranks each rank streams its shard of ``x`` and the maxima,
+    counts and histograms are reduced over the ranks; they are exact (maxima, and integer
+    counts in float64), so the result does not depend on the number of ranks."""
+    group = group or parallel.current()
+    mine = group.shard(len(x))
+    x = x[mine.start : mine.stop]
+    interp = Interpreter(graph, device)
     maxes: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
@@ -83,22 +100,27 @@ def collect_activation_stats(
         interp.run(xb, observe=observe_max, watch=nodes)
         if task:
             task.advance(len(xb))
+    for n in nodes:
+        if n.name not in maxes:  # a rank without samples
+            maxes[n.name] = torch.zeros(_channels(n), device=interp.device)
+        maxes[n.name] = group.all_reduce(maxes[n.name].cpu(), "max")
+        counts[n.name] = int(group.all_reduce(torch.tensor([counts.get(n.name, 0)], dtype=torch.int64))[0])
     stats = {n.name: ActivationStats(maxes[n.name].numpy().astype(np.float64), counts[n.name]) for n in nodes}
     if not histograms:
         return stats
 
-    chist = {n.name: torch.zeros(maxes[n.name].numel() * bins, dtype=torch.float64) for n in nodes}
-    lhist = {n.name: torch.zeros(bins, dtype=torch.float64) for n in nodes}
-    npos = {n.name: torch.zeros(maxes[n.name].numel(), dtype=torch.float64) for n in nodes}
+    chist = {n.name: torch.zeros(maxes[n.name].numel() * bins, dtype=torch.float64, device=interp.device) for n in nodes}
+    lhist = {n.name: torch.zeros(bins, dtype=torch.float64, device=interp.device) for n in nodes}
+    npos = {n.name: torch.zeros(maxes[n.name].numel(), dtype=torch.float64, device=interp.device) for n in nodes}
 
     def observe_hist(node: Node, out: torch.Tensor) -> None:
         flat = channels_last(out).double()
-        cmax = maxes[node.name].double()
+        cmax = maxes[node.name].double().to(flat.device)
         pos = flat > 0
         npos[node.name] += pos.sum(dim=1).double()
         scale = torch.where(cmax > 0, bins / cmax, torch.zeros_like(cmax))
         idx = (flat * scale[:, None]).long().clamp_(0, bins - 1)
-        idx = idx + torch.arange(flat.shape[0])[:, None] * bins
+        idx = idx + torch.arange(flat.shape[0], device=flat.device)[:, None] * bins
         chist[node.name] += torch.bincount(idx[pos], minlength=chist[node.name].numel()).double()
         lmax = float(cmax.max())
         if lmax > 0:
@@ -110,11 +132,17 @@ def collect_activation_stats(
         if task:
             task.advance(len(xb))
     for n in nodes:
+        npos[n.name], chist[n.name], lhist[n.name] = (group.all_reduce(t.cpu()) for t in (npos[n.name], chist[n.name], lhist[n.name]))
         s = stats[n.name]
         s.positive = npos[n.name].numpy()
         s.channel_hist = chist[n.name].numpy().reshape(-1, bins)
         s.layer_hist = lhist[n.name].numpy()
     return stats
+
+
+def _channels(node: Node) -> int:
+    shape = node.output.shape
+    return int(shape[0]) if shape else 1
 
 
 # ------------------------------------------------------- threshold choosers
@@ -183,9 +211,11 @@ class BalanceThresholds(Pass):
         if not relus:
             return False
         x = ctx.require_calib(self.name)
+        sent = ctx.group.bytes_reduced
         stats = collect_activation_stats(
-            graph, relus, x, batch_size=ctx.batch_size, bins=o.bins, histograms=o.method != "max", progress=ctx.progress
-        )
+            graph, relus, x, batch_size=ctx.batch_size, bins=o.bins, histograms=o.method != "max", progress=ctx.progress,
+            device=ctx.device, group=ctx.group,
+        )  # fmt: skip
         report = {}
         for node in relus:
             s = stats[node.name]
@@ -224,6 +254,8 @@ class BalanceThresholds(Pass):
                 "dead_channels": int(dead.sum()),
             }
         ctx.records[self.name] = {"method": self._describe(), "samples": int(len(x)), "layers": report}
+        if ctx.group.distributed:
+            ctx.records[self.name]["ranks"] = {"world": ctx.group.world, "bytes_reduced_per_rank": ctx.group.bytes_reduced - sent}
         return True
 
     def _describe(self) -> str:

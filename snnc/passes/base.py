@@ -21,10 +21,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from snnc.defaults import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_TIMESTEPS
+from snnc import parallel
+from snnc.defaults import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_STORE_MEMORY, DEFAULT_TIMESTEPS
 from snnc.errors import PassError, SnncError, VerificationError
 from snnc.ir.graph import Graph, format_graph
 from snnc.ir.verify import verify
+from snnc.parallel import Group
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,15 @@ class PassContext:
     # for each spiking node it created, the name of the ANN node it replaced.
     ann_reference: Graph | None = None
     ann_names: dict[str, str] = field(default_factory=dict)
+    # The processes sharing the work (torchrun); alone by default.
+    group: Group = field(default_factory=parallel.current)
+    # Where the layer-wise calibration keeps spike trains between layers: "auto" (in
+    # memory up to store_memory bytes, the rest in temporary files under spill_dir),
+    # "memory" (no limit), "disk" (all in files) or "recompute" (nothing kept: each
+    # layer's inputs are simulated again from the network input).
+    store: str = "auto"
+    store_memory: int = DEFAULT_STORE_MEMORY
+    spill_dir: str | None = None
 
     def record(self, pass_name: str, data: Any) -> None:
         """Store a pass's results under its name (``name#2`` for a second run)."""

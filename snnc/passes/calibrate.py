@@ -21,9 +21,20 @@ All three calibrate for the T of the conversion (``--timesteps``). The SNN is si
 one layer at a time over all calibration samples: the spike trains between layers are
 kept bit-packed (T·N bits per neuron), so each calibration pass costs two simulations
 of the network, independent of its depth; the ANN up to each layer is re-evaluated per
-batch for that layer's targets (cheap next to the SNN, but it grows with depth). Statistics
-are accumulated batch by batch. Weight calibration also keeps, for the layer being
-calibrated, the time-averaged inputs and the ANN targets of all samples (float32).
+batch for that layer's targets (cheap next to the SNN, but it grows with depth).
+
+Memory does not grow with the number of samples: the spike trains (and, for weight
+calibration, the layer's time-averaged inputs and ANN targets) go to a
+:class:`~snnc.utils.spill.SpillStore`, in memory up to ``PassContext.store_memory``
+bytes and in temporary files beyond; ``store="recompute"`` keeps nothing and simulates
+each layer's inputs again from the network input (depth times the work). Statistics are
+accumulated batch by batch.
+
+Under torchrun each rank simulates its shard of the batches (:mod:`snnc.parallel`). The
+per-channel means are :class:`~snnc.parallel.ExactSum` sums reduced over the ranks, so
+calibrate-bias and calibrate-potential give the same network on any number of ranks;
+calibrate-weights sums the gradients over the ranks (the same steps everywhere, equal to
+one process's up to float rounding).
 
 Each pass records, per layer, the mean and RMS of SNN − ANN output before and after
 (``provenance["records"]``, shown by ``snnc convert``).
@@ -31,6 +42,7 @@ Each pass records, per layer, the mean and RMS of SNN − ANN output before and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -39,49 +51,41 @@ from typing import Any
 import numpy as np
 import torch
 
+from snnc import parallel
 from snnc.errors import PassError
 from snnc.ir.executor import Executor, Interpreter, Timed
 from snnc.ir.graph import Graph, Node, Value
 from snnc.ir.ops import if_neuron_rate
+from snnc.parallel import ExactSum, Group
 from snnc.passes.balance import channels_last
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
 from snnc.simulator.reference import ReferenceSimulator, default_batch_size, keep_freed_memory
+from snnc.utils.spill import SpillStore
 
 
 # ------------------------------------------------------------------ storage
-class _Spikes:
-    """A [T, B, ...] value that is ``scale`` times a binary tensor, stored bit-packed."""
-
-    __slots__ = ("bits", "shape", "scale")
-
-    def __init__(self, data: torch.Tensor, scale: torch.Tensor):
-        self.shape = tuple(data.shape)
-        self.scale = scale
-        self.bits = np.packbits((data != 0).numpy().reshape(-1))
-
-    def unpack(self) -> torch.Tensor:
-        n = int(np.prod(self.shape))
-        mask = torch.from_numpy(np.unpackbits(self.bits, count=n).reshape(self.shape))
-        return mask.to(torch.float32) * self.scale
-
-
-def _pack(value: Timed, scale: torch.Tensor | None) -> Any:
-    """Keep ``value`` compactly: bit-packed when it is ``scale`` times a spike train."""
-    if value.static or scale is None:
-        return value
-    try:
-        packed = _Spikes(value.data, scale)
-        exact = torch.equal(packed.unpack(), value.data)
-    except RuntimeError:  # scale does not broadcast to the value
-        return value
-    return packed if exact else value
+def _pack(value: Timed, scale: torch.Tensor | None) -> tuple[str, np.ndarray]:
+    """``value`` as one array to store: bit-packed when it is ``scale`` times a spike train
+    (exactly), else dense float32 (``kind`` says which, and whether it is static)."""
+    data = value.data
+    if not value.static and scale is not None:
+        try:
+            mask = data != 0
+            exact = torch.equal(mask.to(data.dtype) * scale.to(data.device), data)
+        except RuntimeError:  # scale does not broadcast to the value
+            exact = False
+        if exact:
+            return "bits", np.packbits(mask.cpu().numpy().reshape(-1))
+    return ("static" if value.static else "dense"), data.cpu().numpy()
 
 
-def _unpack(stored: Any) -> Timed:
-    if isinstance(stored, _Spikes):
-        return Timed(stored.unpack(), static=False)
-    return stored
+def _unpack(kind: str, array: np.ndarray, shape: tuple[int, ...], scale: torch.Tensor | None, device: torch.device) -> Timed:
+    if kind == "bits":
+        n = int(np.prod(shape))
+        mask = torch.from_numpy(np.unpackbits(np.asarray(array), count=n).reshape(shape)).to(device)
+        return Timed(mask.to(torch.float32) * scale.to(device), static=False)
+    return Timed(torch.from_numpy(np.array(array)).to(device), static=kind == "static")
 
 
 # ------------------------------------------------------------ the engine
@@ -121,30 +125,62 @@ class LayerwiseRunner:
     """Simulates an SNN-stage graph one stateful node at a time over all samples of ``x``,
     with the reference simulator's executor walking each segment.
 
-    ``batch(seg, b)`` simulates one segment on one batch of samples; ``keep(seg, b, out)``
-    stores its output for the later segments and ``done(seg)`` frees what no later segment
-    reads. Parameters (and nodes) changed by a calibration are picked up by ``refresh``.
+    The samples are cut into batches (the same ones whatever the number of ranks); this
+    rank simulates the batches ``local`` (its shard). ``batch(seg, b)`` simulates one
+    segment on batch ``b``; ``keep(seg, b, out)`` stores its output for the later segments
+    in ``store`` (bit-packed where it is a spike train; in memory up to the store's
+    budget, then on disk) and ``done(seg)`` frees what no later segment reads. Without a
+    store (``store=None``) nothing is kept: each segment's inputs are recomputed by
+    simulating the graph from its input. Parameters (and nodes) changed by a calibration
+    are picked up by ``refresh``.
     """
 
-    def __init__(self, graph: Graph, ann: Graph, ann_names: dict[str, str], x: np.ndarray, T: int, batch_size: int | None = None):
+    def __init__(
+        self,
+        graph: Graph,
+        ann: Graph,
+        ann_names: dict[str, str],
+        x: np.ndarray,
+        T: int,
+        batch_size: int | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        group: Group | None = None,
+        store: SpillStore | None = None,
+    ):
         self.graph = graph
         self.T = T
+        self.device = torch.device(device)
+        self.group = group or parallel.current()
         self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self.sim = ReferenceSimulator(graph, timesteps=T)
-        keep_freed_memory()
-        bs = batch_size or default_batch_size(T, graph)
+        self.sim = ReferenceSimulator(graph, self.device, timesteps=T)
+        if self.device.type == "cpu":
+            keep_freed_memory()
+        self.batch_size = bs = batch_size or default_batch_size(T, graph, self.device.type)
         self.batches = [slice(lo, min(len(x), lo + bs)) for lo in range(0, len(x), bs)]
+        self.local = list(self.group.shard(len(self.batches)))
         self.segments = segments(graph)
-        self._store: dict[int, list[Any]] = {}
+        self.store = store
+        self._kind: dict[tuple[int, int], tuple[str, tuple[int, ...]]] = {}
         self._scale: dict[int, torch.Tensor | None] = {}
         self._remaining = {id(v): 0 for v in graph.values()}
         for seg in self.segments:
             for v in seg.boundary:
                 self._remaining[id(v)] += 1
         self.ann = ann
-        self._ann_interp = Interpreter(ann)
+        self._ann_interp = Interpreter(ann, self.device)
         self._ann_names = ann_names
         self._ann_outputs = {id(v): i for i, v in enumerate(graph.outputs)}
+
+    @property
+    def samples(self) -> int:
+        return len(self.x)
+
+    def local_samples(self) -> range:
+        """The sample indices of this rank's batches (contiguous)."""
+        if not self.local:
+            return range(0)
+        return range(self.batches[self.local[0]].start, self.batches[self.local[-1]].stop)
 
     # ------------------------------------------------------------ helpers
     def refresh(self, seg: _Segment) -> None:
@@ -153,14 +189,32 @@ class LayerwiseRunner:
         for n in [*seg.nodes, seg.node]:
             self.sim.refresh(n)
 
+    def _input(self, b: int) -> Timed:
+        return self.sim.encode(self.x[self.batches[b]], self.T)
+
     def _boundary(self, seg: _Segment, b: int) -> dict[int, Timed]:
+        if self.store is None:
+            return self._recompute(seg, b)
         env = {}
         for v in seg.boundary:
             if v.producer is None:
-                env[id(v)] = self.sim.encode(self.x[self.batches[b]], self.T)
+                env[id(v)] = self._input(b)
             else:
-                env[id(v)] = _unpack(self._store[id(v)][b])
+                kind, shape = self._kind[(id(v), b)]
+                env[id(v)] = _unpack(kind, self.store.get(id(v), b), shape, self._scale[id(v)], self.device)
         return env
+
+    def _recompute(self, seg: _Segment, b: int) -> dict[int, Timed]:
+        """The segment's boundary values on batch ``b``, simulated from the graph input."""
+        want = {id(v) for v in seg.boundary}
+        producers = [v.producer for v in seg.boundary if v.producer is not None]
+        env = {id(v): self._input(b) for v in self.graph.inputs}
+        if producers:
+            last = max(producers, key=self.graph.nodes.index)
+            got: dict[int, Timed] = {}
+            self.sim.walk(self.graph.nodes, env, observe=lambda n, out: got.__setitem__(id(n.output), out), watch=producers, stop_after=last)
+            env.update(got)
+        return {k: v for k, v in env.items() if k in want}
 
     def current(self, seg: _Segment, env: dict[int, Timed]) -> Timed:
         """The segment's input current from its boundary values (all T steps)."""
@@ -196,44 +250,44 @@ class LayerwiseRunner:
         """Store the segment's output for batch ``b`` (bit-packed spikes where possible), so
         that memory holds one dense batch at a time."""
         node = seg.node
-        if node.spec.has("readout"):
+        if node.spec.has("readout") or self.store is None:
             return
-        if b == 0:
+        if id(node.output) not in self._scale:
             scale = None
             if node.spec.has("neuron"):
                 scale = self.sim.param(node, "threshold") if node.attr("spike_scale") == "threshold" else torch.ones(())
             elif node.spec.has("preserves_amplitude"):  # spiking max pooling passes its input's spikes on
                 scale = self._scale.get(id(node.inputs[0]))
             self._scale[id(node.output)] = scale
-            self._store[id(node.output)] = []
-        self._store[id(node.output)].append(_pack(out, self._scale[id(node.output)]))
+        kind, array = _pack(out, self._scale[id(node.output)])
+        self._kind[(id(node.output), b)] = (kind, tuple(out.data.shape))
+        self.store.put(id(node.output), b, array)
 
     def done(self, seg: _Segment) -> None:
         """The segment's outputs are all kept: free the inputs no later segment reads."""
         for v in seg.boundary:
             self._remaining[id(v)] -= 1
-            if self._remaining[id(v)] == 0:
-                self._store.pop(id(v), None)
+            if self._remaining[id(v)] == 0 and self.store is not None:
+                self.store.drop(id(v))
 
 
 # ------------------------------------------------------------ statistics
 class ErrorStats:
-    """Streaming mean and RMS of SNN − ANN over every element."""
+    """Mean and RMS of SNN − ANN over every element, accumulated exactly (batch by batch,
+    then over the ranks), so they do not depend on how the samples were split."""
 
     def __init__(self):
-        self.n = 0
-        self.s = 0.0
-        self.s2 = 0.0
+        self.acc = ExactSum(2)
 
     def add(self, diff: torch.Tensor) -> None:
         d = diff.double()
-        self.n += d.numel()
-        self.s += float(d.sum())
-        self.s2 += float((d * d).sum())
+        self.acc.add(torch.stack([d.sum(), (d * d).sum()]), d.numel())
 
-    def summary(self) -> dict[str, float]:
-        n = max(1, self.n)
-        return {"mean": self.s / n, "rms": math.sqrt(self.s2 / n)}
+    def summary(self, group: Group) -> dict[str, float]:
+        self.acc.reduce(group)
+        s, s2 = self.acc.value()
+        n = max(1, self.acc.count)
+        return {"mean": float(s / n), "rms": math.sqrt(max(0.0, float(s2 / n)))}
 
 
 def _per_channel_sum(d: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -242,9 +296,19 @@ def _per_channel_sum(d: torch.Tensor) -> tuple[torch.Tensor, int]:
     return flat.double().sum(1), flat.shape[1]
 
 
+def open_store(ctx: PassContext) -> SpillStore | None:
+    """Where the calibration keeps the spike trains between layers (see PassContext.store)."""
+    if ctx.store == "recompute":
+        return None
+    budget = {"memory": None, "disk": 0}.get(ctx.store, ctx.store_memory)
+    return SpillStore(budget, ctx.spill_dir)
+
+
 # ----------------------------------------------------------------- passes
 class _Calibration(Pass):
-    """Shared driver: walks the segments in forward order, calibrating the target layers."""
+    """Shared driver: walks the segments in forward order, calibrating the target layers.
+    Each rank simulates its shard of the batches; the statistics are reduced exactly over
+    the ranks before every update, so every rank applies the same correction."""
 
     requires_stage = "snn"
 
@@ -284,52 +348,59 @@ class _Calibration(Pass):
         self.check(graph)
         x = ctx.require_calib(self.name)[: self.options.samples]
         T = ctx.timesteps
-        runner = LayerwiseRunner(graph, ctx.ann_reference, ctx.ann_names, x, T)
-        nb = len(runner.batches)
-        work = sum(2 if self.targets(s) else 1 for s in runner.segments) * nb
-        layers = []
-        t0 = time.perf_counter()
-        with ctx.progress(f"{self.name} (T={T})", work) as task:
-            for seg in runner.segments:
-                if not self.targets(seg):
-                    for b in range(nb):
-                        runner.keep(seg, b, runner.batch(seg, b)[0])
+        group = ctx.group
+        sent = group.bytes_reduced
+        store = open_store(ctx)
+        with store or contextlib.nullcontext():
+            runner = LayerwiseRunner(graph, ctx.ann_reference, ctx.ann_names, x, T, device=ctx.device, group=group, store=store)
+            local = runner.local
+            work = sum(2 if self.targets(s) else 1 for s in runner.segments) * len(local)
+            layers = []
+            t0 = time.perf_counter()
+            with ctx.progress(f"{self.name} (T={T})", work) as task:
+                for seg in runner.segments:
+                    if not self.targets(seg):
+                        for b in local:
+                            runner.keep(seg, b, runner.batch(seg, b)[0])
+                            task.advance(1)
+                        runner.done(seg)
+                        continue
+                    before = ErrorStats()
+                    self.begin(seg, runner)
+                    for b in local:
+                        out, env = runner.batch(seg, b)
+                        a = runner.ann_target(seg, b)
+                        r = out.mean()
+                        before.add(r - a)
+                        self.observe(seg, b, r, a, env)
+                        task.advance(1)
+                    where = self.update(graph, seg, ctx)
+                    runner.refresh(seg)
+                    after = ErrorStats()
+                    for b in local:
+                        out, _ = runner.batch(seg, b)
+                        after.add(out.mean() - runner.ann_target(seg, b))
+                        runner.keep(seg, b, out)
                         task.advance(1)
                     runner.done(seg)
-                    continue
-                before = ErrorStats()
-                self.begin(seg)
-                for b in range(nb):
-                    out, env = runner.batch(seg, b)
-                    a = runner.ann_target(seg, b)
-                    r = out.mean()
-                    before.add(r - a)
-                    self.observe(seg, r, a, env)
-                    task.advance(1)
-                where = self.update(graph, seg, ctx)
-                runner.refresh(seg)
-                after = ErrorStats()
-                for b in range(nb):
-                    out, _ = runner.batch(seg, b)
-                    after.add(out.mean() - runner.ann_target(seg, b))
-                    runner.keep(seg, b, out)
-                    task.advance(1)
-                runner.done(seg)
-                layers.append({"layer": seg.node.name, "changed": where, "before": before.summary(), "after": after.summary()})
-        ctx.record(
-            self.name,
-            {"timesteps": T, "samples": int(len(x)), "seconds": round(time.perf_counter() - t0, 3), "layers": layers},
-        )
+                    layers.append({"layer": seg.node.name, "changed": where, "before": before.summary(group), "after": after.summary(group)})
+            record = {"timesteps": T, "samples": int(len(x)), "seconds": round(time.perf_counter() - t0, 3), "layers": layers}
+            if group.distributed:
+                record["ranks"] = {"world": group.world, "bytes_reduced_per_rank": group.bytes_reduced - sent}
+            if store is not None:
+                record["store"] = {"peak_in_memory_bytes": store.peak_in_memory, "spilled_bytes": store.spilled}
+            else:
+                record["store"] = "recompute"
+        ctx.record(self.name, record)
         return True
 
     # hooks -------------------------------------------------------------
-    def begin(self, seg: _Segment) -> None:
+    def begin(self, seg: _Segment, runner: LayerwiseRunner) -> None:
         """Start the statistics of one layer."""
-        self._sum: torch.Tensor | None = None
-        self._count = 0
+        self._acc: ExactSum | None = None
 
-    def observe(self, seg: _Segment, r: torch.Tensor, a: torch.Tensor, env: dict[int, Timed]) -> None:  # pragma: no cover - abstract
-        """One batch: SNN time-averaged output ``r``, ANN target ``a``, the segment's values."""
+    def observe(self, seg: _Segment, b: int, r: torch.Tensor, a: torch.Tensor, env: dict[int, Timed]) -> None:  # pragma: no cover - abstract
+        """Batch ``b``: SNN time-averaged output ``r``, ANN target ``a``, the segment's values."""
         raise NotImplementedError
 
     def update(self, graph: Graph, seg: _Segment, ctx: PassContext) -> str:  # pragma: no cover - abstract
@@ -337,11 +408,16 @@ class _Calibration(Pass):
         raise NotImplementedError
 
     def _add_sum(self, s: torch.Tensor, n: int) -> None:
-        self._sum = s if self._sum is None else self._sum + s
-        self._count += n
+        if self._acc is None:
+            self._acc = ExactSum(tuple(s.shape))
+        self._acc.add(s, n)
 
-    def _mean(self) -> np.ndarray:
-        return (self._sum / max(1, self._count)).numpy()
+    def _mean(self, ctx: PassContext, shape: tuple[int, ...]) -> np.ndarray:
+        """The mean of what :meth:`_add_sum` accumulated, over all ranks (``shape``: the
+        statistic's shape, for a rank that saw no batch)."""
+        acc = self._acc if self._acc is not None else ExactSum(shape)
+        acc.reduce(ctx.group)
+        return acc.value() / max(1, acc.count)
 
 
 @register_pass
@@ -359,11 +435,12 @@ class CalibrateBias(_Calibration):
         output: bool = True
         layers: str = ""  # only these layers (names separated by ';'; empty: every layer)
 
-    def observe(self, seg, r, a, env) -> None:
+    def observe(self, seg, b, r, a, env) -> None:
         self._add_sum(*_per_channel_sum(r - a))
 
     def update(self, graph, seg, ctx) -> str:
-        return shift_input_current(graph, seg.node, -self._mean(), name="calib_bias").name
+        err = self._mean(ctx, seg.node.output.shape[:1])
+        return shift_input_current(graph, seg.node, -err, name="calib_bias").name
 
 
 @register_pass
@@ -382,15 +459,18 @@ class CalibratePotential(_Calibration):
         layers: str = ""  # only these layers (names separated by ';'; empty: every layer)
         granularity: str = choice("channel", "neuron", "channel")
 
-    def observe(self, seg, r, a, env) -> None:
-        if seg.node.spec.has("readout") or self.options.granularity == "channel":
+    def _per_channel(self, seg: _Segment) -> bool:
+        return seg.node.spec.has("readout") or self.options.granularity == "channel"
+
+    def observe(self, seg, b, r, a, env) -> None:
+        if self._per_channel(seg):
             self._add_sum(*_per_channel_sum(a - r))
         else:
             self._add_sum((a - r).double().sum(0), r.shape[0])
 
     def update(self, graph, seg, ctx) -> str:
-        err = self._mean()
         node = seg.node
+        err = self._mean(ctx, node.output.shape[:1] if self._per_channel(seg) else node.output.shape)
         if node.spec.has("readout"):
             return shift_input_current(graph, node, err, name="calib_bias").name
         if self.options.granularity == "channel":
@@ -419,13 +499,19 @@ class CalibrateWeights(_Calibration):
         batch: int = 64
         lr: float = 1e-3
 
-    def begin(self, seg: _Segment) -> None:
-        self._inputs: list[dict[int, torch.Tensor]] = []
-        self._targets: list[torch.Tensor] = []
+    def begin(self, seg: _Segment, runner: LayerwiseRunner) -> None:
+        self._runner = runner
+        self._store = runner.store if runner.store is not None else SpillStore(0)  # recompute mode: spill to disk
 
-    def observe(self, seg, r, a, env) -> None:
-        self._inputs.append({id(v): env[id(v)].mean() for v in seg.boundary})
-        self._targets.append(a)
+    def observe(self, seg, b, r, a, env) -> None:
+        for v in seg.boundary:
+            self._store.put(("fit", id(v)), b, env[id(v)].mean().cpu().numpy())
+        self._store.put(("fit", "target"), b, a.cpu().numpy())
+
+    def _rows(self, key: Any, samples: list[int]) -> torch.Tensor:
+        """The stored rows of the given (global) sample indices, in that order."""
+        bs = self._runner.batch_size
+        return torch.from_numpy(np.stack([self._store.get(("fit", key), i // bs)[i % bs] for i in samples]))
 
     def check(self, graph: Graph) -> None:
         super().check(graph)
@@ -434,45 +520,61 @@ class CalibrateWeights(_Calibration):
                 raise PassError(f"{self.name}: neuron {n.name!r} resets to zero; the fitted quantiser models soft reset (insert-if reset=subtract)")
 
     def update(self, graph, seg, ctx) -> str:
-        o = self.options
-        train = [n for n in seg.nodes if n.spec.has("synaptic") and id(n) not in self._trained]
-        if not train or o.iterations <= 0:
-            return ""
-        xs = {k: torch.cat([d[k] for d in self._inputs]) for k in self._inputs[0]}
-        target = torch.cat(self._targets)
-        self._inputs, self._targets = [], []
-        # The segment's stateless nodes on time-averaged (static) values, with the weights
-        # being fitted put in place of the nodes' own parameters.
-        ex = Executor(graph)
-        weights = []
-        for n in train:
-            w = ex.param(n, "weight").clone().requires_grad_(True)
-            ex.params(n)["weight"] = w
-            weights.append(w)
-        node = seg.node
-        neuron = node.spec.has("neuron")
-        if neuron:
-            theta, v0 = ex.param(node, "threshold"), ex.param(node, "v_init")
-        gen = torch.Generator().manual_seed(ctx.seed)
-        opt = torch.optim.Adam(weights, lr=o.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=o.iterations)
-        n_samples = len(target)
-        with torch.enable_grad():
-            for _ in range(o.iterations):
-                idx = torch.randint(0, n_samples, (min(o.batch, n_samples),), generator=gen)
-                env = {k: Timed(v[idx], static=True) for k, v in xs.items()}
-                ex.walk(seg.nodes, env, free=False)
-                z = env[id(node.inputs[0])].data
-                y = if_neuron_rate(z, theta, v0, ctx.timesteps, straight_through=True) if neuron else z
-                loss = torch.mean((y - target[idx]) ** 2)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-        for n, w in zip(train, weights):
-            n.set_param("weight", w.detach().numpy())
-            self._trained.add(id(n))
-        return ",".join(n.name for n in train)
+        """Adam on the squared error. Every rank draws the same minibatch indices (one
+        seeded generator); each computes the loss terms of the samples it holds, and the
+        gradients are summed over the ranks, so all ranks take the same steps."""
+        o, runner, group = self.options, self._runner, ctx.group
+        try:
+            train = [n for n in seg.nodes if n.spec.has("synaptic") and id(n) not in self._trained]
+            if not train or o.iterations <= 0:
+                return ""
+            # The segment's stateless nodes on time-averaged (static) values, with the
+            # weights being fitted put in place of the nodes' own parameters.
+            ex = Executor(graph, runner.device)
+            weights = []
+            for n in train:
+                w = ex.param(n, "weight").clone().requires_grad_(True)
+                ex.params(n)["weight"] = w
+                weights.append(w)
+            node = seg.node
+            neuron = node.spec.has("neuron")
+            if neuron:
+                theta, v0 = ex.param(node, "threshold"), ex.param(node, "v_init")
+            gen = torch.Generator().manual_seed(ctx.seed)
+            opt = torch.optim.Adam(weights, lr=o.lr)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=o.iterations)
+            n_samples = runner.samples
+            mine = runner.local_samples()
+            size = int(np.prod(node.output.shape))
+            with torch.enable_grad():
+                for _ in range(o.iterations):
+                    idx = torch.randint(0, n_samples, (min(o.batch, n_samples),), generator=gen)
+                    held = [i for i in idx.tolist() if i in mine]
+                    opt.zero_grad()
+                    if held:
+                        env = {id(v): Timed(self._rows(id(v), held).to(runner.device), static=True) for v in seg.boundary}
+                        ex.walk(seg.nodes, env, free=False)
+                        z = env[id(node.inputs[0])].data
+                        y = if_neuron_rate(z, theta, v0, ctx.timesteps, straight_through=True) if neuron else z
+                        target = self._rows("target", held).to(runner.device)
+                        loss = torch.sum((y - target) ** 2) / (len(idx) * size)
+                        loss.backward()
+                    for w in weights:
+                        if w.grad is None:
+                            w.grad = torch.zeros_like(w)
+                        if group.distributed:
+                            w.grad = group.all_reduce(w.grad)
+                    opt.step()
+                    sched.step()
+            for n, w in zip(train, weights):
+                n.set_param("weight", group.broadcast(w.detach()).cpu().numpy())
+                self._trained.add(id(n))
+            return ",".join(n.name for n in train)
+        finally:
+            for k in [*(id(v) for v in seg.boundary), "target"]:
+                self._store.drop(("fit", k))
+            if self._store is not runner.store:
+                self._store.close()
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         self._trained: set[int] = set()  # a node shared by two layers is fitted once

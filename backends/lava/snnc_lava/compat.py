@@ -10,6 +10,12 @@ only while that pattern is in its source: the hook loads the file and rewrites e
 ``NAME: T = T()`` field default to ``NAME: T = field(default_factory=T)`` before executing
 it. Each instance then gets its own default object (what 3.11 requires; the classes never
 share or mutate the defaults). Nothing else in Lava is touched.
+
+Lava's message infrastructure also calls ``multiprocessing.set_start_method('fork')`` when
+it is first imported, which raises "context has already been set" if anything chose a start
+method before, as torch's dynamo ONNX exporter does (it sets ``fork``). :func:`install`
+clears a start method that is already ``fork`` (so Lava sets the same one again); any other
+choice is left alone, and Lava's own error names it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import re
 import sys
 
 TARGET = "lava.magma.compiler.var_model"
+LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _FIELD_DEFAULT = re.compile(r"^(\s+\w+\s*:\s*(\w+)\s*=\s*)\2\(\)\s*$", re.MULTILINE)
 
 
@@ -57,6 +64,10 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Register the hook (idempotent; a no-op before Python 3.11 or once the module is loaded)."""
+    import multiprocessing as mp
+
+    if LAVA_MP not in sys.modules and mp.get_start_method(allow_none=True) == "fork":
+        mp.set_start_method(None, force=True)  # Lava sets "fork" again on import
     if not needed() or TARGET in sys.modules or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _Finder())

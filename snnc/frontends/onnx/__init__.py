@@ -59,6 +59,10 @@ IR node):
 * ``Clip(x, 0, m)`` is ``relu`` with ``max = m`` (None when m is absent or infinite).
 * ``ReduceMean`` over exactly the spatial axes is ``global_avg_pool``; ``Flatten`` (axis 1),
   ``Squeeze`` and ``Unsqueeze`` of non-batch axes are ``reshape``.
+* ``Transpose`` (spatial axes first) → ``GatherND`` (constant indices) → ``Transpose`` →
+  ``ReduceMean``, the dynamo exporter's adaptive average pooling, is ``avg_pool`` and / or
+  ``upsample`` when its index table equals theirs (checked numerically); an ``AveragePool``
+  of kernel 1, stride 1 and no padding is ``identity``.
 * ``Resize``/``Upsample`` is ``upsample`` only when, for every spatial axis, its coordinate
   transformation and rounding pick input index ``o // s`` for output index ``o`` (checked
   numerically, so every mode combination that is an integer nearest upsample is accepted).

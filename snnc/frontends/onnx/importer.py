@@ -196,8 +196,10 @@ class Importer:
     def eval_at_batch(self, name: str, batch: int) -> np.ndarray | None:
         """Tensor ``name`` (computed from constants and the batch size only) for a concrete
         batch size, or None when it depends on the model input's values. Shape tensors
-        holding the BATCH sentinel get ``batch`` in its place; batch-dependent tensors are
-        re-evaluated from their producers (at most :data:`_EVAL_NODES` nodes)."""
+        holding the BATCH sentinel get ``batch`` in its place; batch-dependent tensors, and
+        tensors whose producers the driver has not reached yet (for converters that look
+        ahead along a chain), are evaluated from their producers (at most :data:`_EVAL_NODES`
+        nodes)."""
         memo: dict[str, np.ndarray] = {}
         budget = [_EVAL_NODES]
 
@@ -210,7 +212,7 @@ class Importer:
                 memo[t] = out
                 return out
             node = self.producer.get(t)
-            if not isinstance(v, (np.ndarray, BatchDependent)) or node is None or budget[0] <= 0:
+            if not (v is None or isinstance(v, (np.ndarray, BatchDependent))) or node is None or budget[0] <= 0:
                 return None
             budget[0] -= 1
             inputs = []

@@ -12,6 +12,7 @@ import onnx
 
 from snnc.errors import UnsupportedOpError
 from snnc.frontends.common import resolve_sizes
+from snnc.frontends.onnx.converters.pooling import gather_pool
 from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, BatchFlat, full, node_attrs, node_label, normalize_axis, reject, slice_shape
 from snnc.ir.graph import Shape, Value
 
@@ -239,6 +240,18 @@ def convert_transpose(ctx: Importer, node: onnx.NodeProto) -> Value:
     x = ctx.value(node)
     perm = list(node_attrs(node).get("perm") or reversed(range(len(x.shape) + 1)))
     if perm != list(range(len(x.shape) + 1)):
+        pooled = gather_pool(ctx, node)
+        if pooled is not None:
+            return pooled
+        reader = ctx.single_reader(node.output[0])
+        if reader is not None and reader.op_type == "GatherND":
+            raise reject(
+                node,
+                f"Transpose (perm {perm}) → GatherND is the dynamo exporter's form of indexing ops such as adaptive average "
+                "pooling with irregular windows (sizes that do not divide one another) or nearest-exact upsampling; the IR "
+                "keeps the channel-first layout and has neither transpose nor gather. snnc maps adaptive pooling between "
+                "sizes that divide one another (e.g. 1×1, 7×7 or 14×14 to 7×7)",
+            )
         raise reject(
             node, f"Transpose (perm {perm}) of a tensor computed from the input: the IR keeps the channel-first layout and has no transpose"
         )

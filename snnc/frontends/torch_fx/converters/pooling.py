@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from snnc.frontends.common import adaptive_pool_windows
 from snnc.frontends.torch_fx.context import Context, full_rank, int_list, norm_axis, spatial_rank
 from snnc.ir.graph import Value
 
@@ -48,8 +49,10 @@ def emit_max_pool(
 
 
 def emit_adaptive_avg_pool(cx: Context, x: Any, output_size: Any) -> Value:
-    """Adaptive average pooling to size 1 is a global average; when every input size is a
-    multiple of its output size the windows are regular and it is a plain average pool."""
+    """Adaptive average pooling to size 1 is a global average; otherwise, when every axis's
+    input size is a multiple of its output size or the other way round, an average pool and /
+    or a nearest upsampling (:func:`~snnc.frontends.common.adaptive_pool_windows`), or the
+    identity when the sizes are equal. Other sizes give windows of different lengths (refused)."""
     x = cx.tensor(x)
     nd = spatial_rank(cx, x, "adaptive average pooling")
     in_sizes = list(x.shape[1:])
@@ -59,15 +62,24 @@ def emit_adaptive_avg_pool(cx: Context, x: Any, output_size: Any) -> Value:
     if len(sizes) != nd:
         cx.unsupported(f"output_size {output_size!r} does not match the {nd} spatial axes")
     sizes = [i if o is None else o for i, o in zip(in_sizes, sizes)]  # None keeps the input size
+    if not all(isinstance(o, int) and o > 0 for o in sizes):
+        cx.unsupported(f"output_size {output_size!r} is not a positive integer per spatial axis")
     if all(o == 1 for o in sizes):
         return cx.emit("global_avg_pool", [x], {"keepdims": True})
-    if all(isinstance(o, int) and o > 0 and i % o == 0 for i, o in zip(in_sizes, sizes)):
-        kernel = [i // o for i, o in zip(in_sizes, sizes)]
-        return cx.emit("avg_pool", [x], {"kernel": kernel, "strides": kernel, "pads": [0] * (2 * nd)})
-    cx.unsupported(
-        f"adaptive pooling from {in_sizes} to {sizes} has irregular windows; only output sizes that divide "
-        "the input size (e.g. 1) are supported"
-    )
+    plan = adaptive_pool_windows(in_sizes, sizes)
+    if plan is None:
+        cx.unsupported(
+            f"adaptive pooling from {in_sizes} to {sizes} has irregular windows (of different lengths); only output sizes that "
+            "divide the input size (e.g. 1) or are multiples of it are supported"
+        )
+    kernel, scales = plan
+    if all(k == 1 for k in kernel) and all(s == 1 for s in scales):
+        return cx.emit("identity", [x], {})
+    if any(k > 1 for k in kernel):
+        x = cx.emit("avg_pool", [x], {"kernel": kernel, "strides": kernel, "pads": [0] * (2 * nd)})
+    if any(s > 1 for s in scales):
+        x = cx.emit("upsample", [x], {"scales": scales, "mode": "nearest"})
+    return x
 
 
 def avg_pool(

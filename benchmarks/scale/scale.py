@@ -1,0 +1,180 @@
+"""ImageNet-scale conversion: time, peak memory, eval throughput and speed-up over ranks.
+
+Every measurement runs the ``snnc`` command in a fresh process (as a user would) and reads
+that process's peak resident memory from ``wait4`` (all ranks' peaks for torchrun, whose
+own memory is excluded). The networks are the torchvision-layout definitions of
+``examples/common/imagenet.py`` at 3x224x224 with 1000 classes, seeded random weights
+and randomised BatchNorm statistics, exported with the legacy ONNX exporter; the
+calibration inputs are seeded N(0, 1) images (timing and memory do not depend on the
+values: the simulation is dense). Results are appended to ``results/scale.json`` one
+row at a time, so an interrupted run keeps what it measured.
+
+    python benchmarks/scale/scale.py convert --arch resnet18 --levels none,light --samples 8
+    python benchmarks/scale/scale.py convert --arch resnet50 --levels light --samples 8,16 --store memory,auto
+    python benchmarks/scale/scale.py ranks --arch resnet18 --samples 8 --ranks 1,2,4
+    python benchmarks/scale/scale.py eval --arch resnet18 --samples 4
+    python benchmarks/scale/scale.py table     # results/scale.md from results/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from examples.common.imagenet import ARCHITECTURES  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "scale.json"
+BIN = Path(sys.executable).parent
+WORK = Path(os.environ.get("SCALE_WORK", tempfile.gettempdir())) / "snnc-scale"
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+
+
+def model_file(arch: str) -> Path:
+    """The architecture exported once (seeded weights, randomised BN statistics)."""
+    path = WORK / f"{arch}.onnx"
+    if path.exists():
+        return path
+    WORK.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = ARCHITECTURES[arch](num_classes=1000, in_channels=3).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(net, torch.zeros(1, 3, 224, 224), str(tmp), dynamo=False, opset_version=17, input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    tmp.rename(path)
+    return path
+
+
+def data_file(n: int) -> Path:
+    path = WORK / f"x{n}.npz"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        x = np.random.default_rng(0).standard_normal((n, 3, 224, 224)).astype(np.float32)
+        np.savez(path, x=x, y=np.zeros(n, dtype=np.int64))
+    return path
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Run ``cmd``; (seconds, stdout)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=WORK)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return seconds, out
+
+
+def snnc_cmd(args: list[str], ranks: int) -> list[str]:
+    if ranks == 1:
+        return [str(BIN / "snnc"), *args]
+    return [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={ranks}", "--no-python", str(BIN / "snnc"), *args]
+
+
+def record(row: dict) -> None:
+    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    rows.append({**row, "machine": machine(), "date": time.strftime("%Y-%m-%d")})
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    tmp.replace(RESULTS)
+    print(json.dumps(row), flush=True)
+
+
+def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threads: int | None, check_samples: int) -> dict:
+    out = WORK / f"{arch}_{level}_{n}_{ranks}.snn"
+    args = ["convert", str(model_file(arch)), "--calib", str(data_file(n)), "--calib-samples", str(n), "-T", str(T), "--calibration", level,
+            "--store", store, "--check-samples", str(check_samples), "--no-progress", "-o", str(out), "--report", str(out.with_suffix(".json"))]  # fmt: skip
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child ever: measure each run in its own process
+    probe = [sys.executable, "-c", "import resource,subprocess,sys,os; p=subprocess.run(sys.argv[1:]); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run([*probe, *snnc_cmd(args, ranks)], env={**os.environ, **env}, capture_output=True, text=True, cwd=WORK)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"convert {arch} {level} failed:\n{proc.stderr[-3000:]}")
+    peak_gib = int(proc.stderr.strip().splitlines()[-1]) / 2**20
+    report = json.loads(out.with_suffix(".json").read_text())
+    prov = report["provenance"]
+    passes = {p["name"]: p["seconds"] for p in prov["passes"]}
+    stores = {k: v.get("store") for k, v in prov["records"].items() if isinstance(v, dict) and "store" in v}
+    comm = {k: v["ranks"]["bytes_reduced_per_rank"] for k, v in prov["records"].items() if isinstance(v, dict) and "ranks" in v}
+    return {
+        "kind": "convert", "arch": arch, "level": level, "samples": n, "timesteps": T, "store": store, "ranks": ranks,
+        "threads_per_rank": threads or torch.get_num_threads(), "seconds": round(seconds, 1), "peak_rss_gib": round(peak_gib, 2),
+        "pass_seconds": passes, "store_stats": stores, "bytes_reduced_per_rank": comm,
+        "check_samples": check_samples, "artifact": str(out),
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["convert", "ranks", "eval", "table"])
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--levels", default="none,light")
+    ap.add_argument("--samples", default="8")
+    ap.add_argument("--store", default="auto")
+    ap.add_argument("--ranks", default="1")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("-T", type=int, default=32)
+    ap.add_argument("--check-samples", type=int, default=4)
+    a = ap.parse_args()
+    if a.what == "table":
+        return table()
+    for arch in a.arch.split(","):
+        for n in map(int, a.samples.split(",")):
+            if a.what == "eval":
+                model = WORK / f"{arch}_none_{n}_1.snn"
+                if not model.exists():
+                    record(convert(arch, "none", n, a.T, "auto", 1, a.threads, a.check_samples))
+                args = ["eval", str(model), "--data", str(data_file(n)), "-T", str(a.T), "--json", "--no-progress"]
+                for ranks in map(int, a.ranks.split(",")):
+                    seconds, out = timed(snnc_cmd(args, ranks), {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {})
+                    record({"kind": "eval", "arch": arch, "samples": n, "timesteps": a.T, "ranks": ranks, "seconds": round(seconds, 1),
+                            "samples_per_second": round(n / seconds, 4), "result": json.loads(out)})  # fmt: skip
+                continue
+            for level in a.levels.split(","):
+                for store in a.store.split(","):
+                    for ranks in map(int, a.ranks.split(",")):
+                        threads = a.threads if a.what == "convert" else 1
+                        record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples))
+
+
+def table() -> None:
+    rows = json.loads(RESULTS.read_text())
+    lines = ["| arch | level | samples | T | store | ranks × threads | seconds | peak RSS (GiB) | spilled (MiB) |", "|---|---|---:|---:|---|---|---:|---:|---:|"]
+    for r in rows:
+        if r["kind"] != "convert":
+            continue
+        spilled = sum((s or {}).get("spilled_bytes", 0) for s in r["store_stats"].values() if isinstance(s, dict)) / 2**20
+        lines.append(f"| {r['arch']} | {r['level']} | {r['samples']} | {r['timesteps']} | {r['store']} | {r['ranks']} × {r['threads_per_rank']} | {r['seconds']} | {r['peak_rss_gib']} | {spilled:.0f} |")
+    lines += ["", "| arch | samples | T | ranks | seconds (incl. start-up) | samples / s |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["kind"] == "eval":
+            lines.append(f"| {r['arch']} | {r['samples']} | {r['timesteps']} | {r['ranks']} | {r['seconds']} | {r['samples_per_second']} |")
+    (HERE / "results" / "scale.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Issue 16: exact sums, the spill store, memory-bounded calibration, and torchrun ranks.
+
+The distributed tests launch ``torchrun --nproc-per-node 2 --no-python snnc ...`` on gloo
+(two CPU ranks, one thread each) and compare with one process with one thread: the same
+batches on the same thread count, so the per-batch arithmetic is identical and only the
+reductions differ, which ExactSum makes exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _graphs import small_cnn
+from test_calibration import CONVERT, _images_for, concat_graph, run
+
+import snnc
+from snnc.parallel import ExactSum, Group
+from snnc.utils.spill import SpillStore
+
+BIN = Path(sys.executable).parent
+
+
+# ------------------------------------------------------------------ ExactSum
+def test_exact_sum_does_not_depend_on_order_or_split():
+    rng = np.random.default_rng(0)
+    vals = [rng.standard_normal(6) * 10.0 ** rng.integers(-300, 300, 6) for _ in range(40)]
+    vals.append(np.array([0.0, -0.0, 5e-324, -5e-324, 1.7e308, -1.7e308]))
+    whole, parts = ExactSum(6), [ExactSum(6), ExactSum(6), ExactSum(6)]
+    for i, v in enumerate(vals):
+        whole.add(v, 1)
+        parts[i % 3].add(v, 1)
+    backwards = ExactSum(6)
+    for v in reversed(vals):
+        backwards.add(v, 1)
+    assert np.array_equal(whole.limbs, backwards.limbs)
+    assert np.array_equal(whole.limbs, sum(p.limbs for p in parts))  # what all_reduce(SUM) computes
+    exact = np.array([math.fsum(v[i] for v in vals) for i in range(6)])
+    np.testing.assert_allclose(whole.value(), exact, rtol=2e-16, atol=0)
+    assert whole.count == len(vals)
+
+
+def test_exact_sum_is_exact_where_float_sums_are_not():
+    acc = ExactSum(1)
+    for v in (1e16, 1.0, -1e16, 1.0):
+        acc.add(np.array([v]))
+    assert acc.value()[0] == 2.0
+    assert (1e16 + 1.0) - 1e16 + 1.0 != 2.0  # the float sum loses the first 1
+
+
+def test_exact_sum_refuses_non_finite():
+    with pytest.raises(snnc.SnncError, match="not finite"):
+        ExactSum(2).add(np.array([1.0, np.nan]))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 8, 13])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_shards_cover_the_range_in_order(n, world):
+    shards = [Group(r, world).shard(n) for r in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+# ---------------------------------------------------------------- the store
+def test_spill_store_keeps_memory_under_budget_and_cleans_up(tmp_path):
+    arrays = [np.full((100,), i, dtype=np.uint8) for i in range(10)]
+    with SpillStore(250, tmp_path) as store:
+        for i, a in enumerate(arrays):
+            store.put("k", i, a)
+        store.put("other", 0, np.arange(3.0))
+        assert store.peak_in_memory == 224 and store.spilled == 800  # 2 arrays, then the rest on disk; "other" fits again
+        assert all(np.array_equal(store.get("k", i), a) for i, a in enumerate(arrays))
+        store.drop("k")
+        assert np.array_equal(store.get("other", 0), np.arange(3.0))
+        assert len(list(tmp_path.iterdir())) == 1
+    assert list(tmp_path.iterdir()) == []  # the private directory is gone
+
+
+def _calibrated(graph_fn, x, pipeline, **ctx):
+    g = graph_fn()
+    _, context = run(g, f"{CONVERT},{pipeline}", x, timesteps=6, **ctx)
+    return g, context
+
+
+def _same_params(a, b) -> None:
+    assert [n.name for n in a.nodes] == [n.name for n in b.nodes]
+    for m, n in zip(a.nodes, b.nodes):
+        assert m.params.keys() == n.params.keys()
+        for k in m.params:
+            assert np.array_equal(m.params[k], n.params[k]), (m.name, k)
+
+
+@pytest.mark.parametrize("pipeline", ["calibrate-bias", "calibrate-potential{granularity=neuron}", "calibrate-weights{iterations=20},calibrate-bias"])
+def test_calibration_is_the_same_whatever_the_store(pipeline, tmp_path):
+    """Spike trains in memory, spilled to disk, or recomputed from the input: the same
+    calibrated network, bit for bit (weight calibration reads its rows from the store)."""
+    x = _images_for(concat_graph(), 40)
+    ref, ctx = _calibrated(concat_graph, x, pipeline, store="memory", batch_size=16)
+    for store in ("disk", "recompute", "auto"):
+        g, c = _calibrated(concat_graph, x, pipeline, store=store, store_memory=2000, spill_dir=str(tmp_path), batch_size=16)
+        _same_params(ref, g)
+        assert list(tmp_path.iterdir()) == []
+        rec = c.records["calibrate-bias" if "bias" in pipeline else "calibrate-potential"]
+        if store == "disk":
+            assert rec["store"]["peak_in_memory_bytes"] == 0 and rec["store"]["spilled_bytes"] > 0
+        if store == "auto":
+            assert rec["store"]["peak_in_memory_bytes"] <= 2000
+    assert ctx.records["calibrate-bias" if "bias" in pipeline else "calibrate-potential"]["store"]["spilled_bytes"] == 0
+
+
+def test_memory_store_grows_with_samples_and_auto_store_does_not():
+    """What makes peak memory independent of the number of samples: with the default
+    store the in-memory part is capped; with store=memory it grows with the samples."""
+    peaks = {}
+    for store in ("memory", "auto"):
+        for n in (20, 60):
+            x = _images_for(small_cnn(), n)
+            _, ctx = _calibrated(lambda: small_cnn(residual=True), x, "calibrate-bias", store=store, store_memory=4096)
+            peaks[store, n] = ctx.records["calibrate-bias"]["store"]["peak_in_memory_bytes"]
+    assert peaks["memory", 60] > 2.5 * peaks["memory", 20] > 0
+    assert peaks["auto", 20] <= 4096 and peaks["auto", 60] <= 4096
+
+
+# ----------------------------------------------------------------- torchrun
+def _snnc(args: list[str], ranks: int, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if ranks == 1:
+        cmd = [str(BIN / "snnc"), *args]
+    else:
+        cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={ranks}", "--no-python", str(BIN / "snnc"), *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def two_ranks(digits_model, tmp_path_factory):
+    """The digits model converted (light) and evaluated by one process and by two ranks."""
+    out = tmp_path_factory.mktemp("ranks")
+    m = digits_model
+    common = ["convert", str(m.onnx_path), "--calib", str(m.calib_path), "-T", "8", "--calibration", "light", "--no-progress", "--check-samples", "40"]
+    runs = {}
+    for ranks in (1, 2):
+        _snnc([*common, "-o", f"r{ranks}.snn", "--report", f"r{ranks}.json"], ranks, out)
+        ev = _snnc(["eval", f"r{ranks}.snn", "--data", str(m.test_path), "-T", "4,8", "--json"], ranks, out)
+        runs[ranks] = {"eval": ev.stdout, "files": sorted(p.name for p in out.iterdir())}
+    return out, runs
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
+def test_two_ranks_give_the_single_process_artifact(two_ranks):
+    out, runs = two_ranks
+    one, two = snnc.load(out / "r1.snn"), snnc.load(out / "r2.snn")
+    _same_params(one.snn, two.snn)  # identical thresholds, calibrated biases, everything
+    assert two.provenance["ranks"] == 2 and one.provenance["ranks"] == 1
+    rec1, rec2 = (json.loads((out / f"r{r}.json").read_text()) for r in (1, 2))
+    assert rec1["provenance"]["records"]["calibrate-bias"]["layers"] == rec2["provenance"]["records"]["calibrate-bias"]["layers"]
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
+def test_two_ranks_evaluate_like_one(two_ranks):
+    """snnc eval on two ranks prints one JSON object (rank 0) equal to the single process's."""
+    _, runs = two_ranks
+    assert runs[2]["eval"].count("{\"backend\"") == 1
+    assert json.loads(runs[1]["eval"]) == json.loads(runs[2]["eval"])
+    # rank 0 wrote the artifact and the report; nothing else appeared (no temporary files)
+    assert runs[2]["files"] == ["r1.json", "r1.snn", "r2.json", "r2.snn"]
+
+
+def test_simulated_outputs_of_the_two_artifacts_are_identical(two_ranks, digits_model):
+    out, _ = two_ranks
+    ys = [snnc.load(out / f"r{r}.snn").run(digits_model.x_test[:64], 8) for r in (1, 2)]
+    assert np.array_equal(ys[0], ys[1])
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(digits_model, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    m = digits_model
+    proc = subprocess.run(
+        [str(BIN / "snnc"), "convert", str(m.onnx_path), "--calib", str(m.calib_path), "--device", "cuda", "-o", str(tmp_path / "x.snn"), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "cuda" in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.snn").exists()
