@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing fuzz
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing bench-scale fuzz
 
 setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
@@ -133,6 +133,10 @@ bench-equivalence: data example-data
 	$(PY) benchmarks/equivalence/equivalence.py check benchmarks/equivalence/baseline.json --report benchmarks/equivalence/results/check.json
 bench-timing: data
 	$(PY) benchmarks/equivalence/timing.py --ref e3d6e4a --reps 5
+
+# Issue 16: ImageNet-scale architectures at 224x224: time, peak memory, ranks (benchmarks/scale; hours on 2 cores).
+bench-scale: setup
+	bash benchmarks/scale/run.sh
 
 # Issue 15's long fuzz: 5,000 seeded mutants of an ONNX model and 5,000 of a .snn artifact through
 # the front door; any traceback, hang or dead worker fails it (results in benchmarks/fuzz/results/).

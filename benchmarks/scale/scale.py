@@ -13,6 +13,7 @@ row at a time, so an interrupted run keeps what it measured.
     python benchmarks/scale/scale.py convert --arch resnet50 --levels light --samples 8,16 --store memory,auto
     python benchmarks/scale/scale.py ranks --arch resnet18 --samples 8 --ranks 1,2,4
     python benchmarks/scale/scale.py eval --arch resnet18 --samples 4
+    python benchmarks/scale/scale.py check --arch resnet18,resnet50,vgg16_bn,mobilenet_v2,regnet_x_400mf
     python benchmarks/scale/scale.py table     # results/scale.md from results/scale.json
 """
 
@@ -101,7 +102,7 @@ def record(row: dict) -> None:
 
 
 def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threads: int | None, check_samples: int) -> dict:
-    out = WORK / f"{arch}_{level}_{n}_{ranks}.snn"
+    out = WORK / f"{arch}_{level}_{n}_{store}_{ranks}x{threads or torch.get_num_threads()}.snn"
     args = ["convert", str(model_file(arch)), "--calib", str(data_file(n)), "--calib-samples", str(n), "-T", str(T), "--calibration", level,
             "--store", store, "--check-samples", str(check_samples), "--no-progress", "-o", str(out), "--report", str(out.with_suffix(".json"))]  # fmt: skip
     env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
@@ -129,7 +130,8 @@ def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["convert", "ranks", "eval", "table"])
+    ap.add_argument("what", choices=["convert", "ranks", "eval", "check", "compare", "table"])
+    ap.add_argument("artifacts", nargs="*", help="compare: artifacts to compare with the first")
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--levels", default="none,light")
     ap.add_argument("--samples", default="8")
@@ -141,10 +143,16 @@ def main() -> None:
     a = ap.parse_args()
     if a.what == "table":
         return table()
+    if a.what == "compare":
+        return compare([Path(p) for p in a.artifacts], a.samples, a.T)
     for arch in a.arch.split(","):
+        if a.what == "check":  # which backends can hold it, before anything runs
+            proc = subprocess.run([str(BIN / "snnc"), "check", str(model_file(arch))], capture_output=True, text=True, cwd=WORK)
+            record({"kind": "check", "arch": arch, "exit_status": proc.returncode, "output": proc.stdout + proc.stderr})
+            continue
         for n in map(int, a.samples.split(",")):
             if a.what == "eval":
-                model = WORK / f"{arch}_none_{n}_1.snn"
+                model = WORK / f"{arch}_none_{n}_auto_1x{a.threads or torch.get_num_threads()}.snn"
                 if not model.exists():
                     record(convert(arch, "none", n, a.T, "auto", 1, a.threads, a.check_samples))
                 args = ["eval", str(model), "--data", str(data_file(n)), "-T", str(a.T), "--json", "--no-progress"]
@@ -160,20 +168,52 @@ def main() -> None:
                         record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples))
 
 
+def compare(paths: list[Path], samples: str, T: int) -> None:
+    """Every parameter of each artifact against the first one's, and the SNN outputs after T
+    steps on the first ``samples`` calibration inputs."""
+    import snnc
+
+    n = int(samples.split(",")[0])
+    x = np.load(data_file(n))["x"][:n]
+    first = snnc.load(paths[0])
+    y0 = first.run(x, T)
+    for p in paths[1:]:
+        other = snnc.load(p)
+        params = [(m.name, k) for m in first.snn.nodes for k in m.params]
+        same = sum(np.array_equal(m.params[k], o.params[k]) for m, o in zip(first.snn.nodes, other.snn.nodes) for k in m.params)
+        y = other.run(x, T)
+        record({"kind": "compare", "reference": paths[0].name, "artifact": p.name, "parameters": len(params), "identical_parameters": int(same),
+                "samples": n, "timesteps": T, "outputs_identical": bool(np.array_equal(y0, y)), "max_abs_output_difference": float(np.max(np.abs(y0 - y)))})  # fmt: skip
+
+
 def table() -> None:
+    """results/scale.md: one table per kind of row of results/scale.json."""
     rows = json.loads(RESULTS.read_text())
-    lines = ["| arch | level | samples | T | store | ranks × threads | seconds | peak RSS (GiB) | spilled (MiB) |", "|---|---|---:|---:|---|---|---:|---:|---:|"]
+    out = ["# Scale benchmark results", "", f"From `results/scale.json` ({machine()}); see README.md for what each table shows.", ""]
+    out += ["## snnc convert at 224×224", "", "| arch | level | samples | T | store | ranks × threads | seconds | peak RSS (GiB) | spilled (MiB) |", "|---|---|---:|---:|---|---|---:|---:|---:|"]
     for r in rows:
-        if r["kind"] != "convert":
-            continue
-        spilled = sum((s or {}).get("spilled_bytes", 0) for s in r["store_stats"].values() if isinstance(s, dict)) / 2**20
-        lines.append(f"| {r['arch']} | {r['level']} | {r['samples']} | {r['timesteps']} | {r['store']} | {r['ranks']} × {r['threads_per_rank']} | {r['seconds']} | {r['peak_rss_gib']} | {spilled:.0f} |")
-    lines += ["", "| arch | samples | T | ranks | seconds (incl. start-up) | samples / s |", "|---|---:|---:|---:|---:|---:|"]
+        if r["kind"] == "convert":
+            spilled = sum((v or {}).get("spilled_bytes", 0) for v in r["store_stats"].values() if isinstance(v, dict)) / 2**20
+            out.append(f"| {r['arch']} | {r['level']} | {r['samples']} | {r['timesteps']} | {r['store']} | {r['ranks']} × {r['threads_per_rank']} | {r['seconds']} | {r['peak_rss_gib']} | {spilled:.0f} |")
+    out += ["", "## Artifacts of several ranks against one", "", "| reference | artifact | identical parameters | outputs identical (samples, T) | max \\|Δ output\\| |", "|---|---|---:|---|---:|"]
+    for r in rows:
+        if r["kind"] == "compare":
+            out.append(f"| {r['reference']} | {r['artifact']} | {r['identical_parameters']} / {r['parameters']} | {r['outputs_identical']} ({r['samples']}, {r['timesteps']}) | {r['max_abs_output_difference']:.3g} |")
+    out += ["", "## Bytes each rank contributes to collectives, per pass", "", "| model | level | samples | ranks | bytes per pass |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        if r["kind"] == "bytes":
+            out.append(f"| {r['model']} | {r['level']} | {r['samples']} | {r['ranks']} | {', '.join(f'{k}: {v:,}' for k, v in r['bytes_reduced_per_rank'].items())} |")
+    out += ["", "## snnc eval", "", "| arch | samples | T | ranks | seconds (incl. start-up) | samples / s |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["kind"] == "eval":
-            lines.append(f"| {r['arch']} | {r['samples']} | {r['timesteps']} | {r['ranks']} | {r['seconds']} | {r['samples_per_second']} |")
-    (HERE / "results" / "scale.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            out.append(f"| {r['arch']} | {r['samples']} | {r['timesteps']} | {r['ranks']} | {r['seconds']} | {r['samples_per_second']} |")
+    out += ["", "## snnc check (every installed backend)", "", "| arch | exit status | first lines |", "|---|---:|---|"]
+    for r in rows:
+        if r["kind"] == "check":
+            first = " / ".join(line.strip() for line in r["output"].splitlines() if line.strip())[:300].replace("|", "\\|")
+            out.append(f"| {r['arch']} | {r['exit_status']} | {first} |")
+    (HERE / "results" / "scale.md").write_text("\n".join(out) + "\n")
+    print("\n".join(out))
 
 
 if __name__ == "__main__":
