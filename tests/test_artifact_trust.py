@@ -288,3 +288,31 @@ def test_save_refuses_non_finite(tmp_path):
 
 def test_errors_are_snnc_errors():
     assert issubclass(ArtifactError, SnncError)
+
+
+def test_an_artifact_with_many_arrays_round_trips(tmp_path):
+    """weights.npz's zip directory grows with the number of arrays: RegNetX-400MF's 633 arrays
+    (66,961 bytes of directory) used to exceed the fixed 64 KiB limit, so snnc saved an
+    artifact it refused to load."""
+    from snnc.ir import Graph, infer_shapes
+    from snnc.model import SpikingModel
+    from snnc.passes import PassContext, parse_pipeline, run_passes
+
+    rng = np.random.default_rng(0)
+    g = Graph("many")
+    v = g.add_input("x", (4,))
+    for i in range(300):  # 600 arrays with exporter-length names: > 64 KiB of directory
+        name = f"trunk_output.block{i}.a_rather_long_module_path_like_an_exporter_writes.Gemm"
+        v = g.add_node("linear", [v], {}, {"weight": np.eye(4) + rng.normal(0, 0.01, (4, 4)), "bias": np.zeros(4)}, name).output
+        v = g.add_node("relu", [v], name=f"{name}.Relu").output
+    g.set_outputs([v])
+    infer_shapes(g)
+    ctx = PassContext(calib=rng.uniform(0, 1, (8, 4)).astype(np.float32), timesteps=4)
+    snn = g.clone()
+    run_passes(snn, parse_pipeline("canonicalize,balance-thresholds,insert-if"), ctx)
+    path = tmp_path / "many.snn"
+    SpikingModel(snn, g, {"timesteps": 4}, ctx.ann_reference).save(path)
+    with zipfile.ZipFile(path) as zf, zf.open("weights.npz") as w, zipfile.ZipFile(w) as inner:
+        assert len(inner.infolist()) >= 600
+    back = snnc.load(path)
+    assert len(back.snn.nodes) == len(snn.nodes)

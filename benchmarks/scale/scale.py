@@ -47,7 +47,10 @@ def machine() -> str:
 
 
 def model_file(arch: str) -> Path:
-    """The architecture exported once (seeded weights, randomised BN statistics)."""
+    """The architecture exported once (seeded weights, randomised BN statistics); an
+    ``.onnx`` path is used as it is."""
+    if arch.endswith(".onnx"):
+        return Path(arch).resolve()
     path = WORK / f"{arch}.onnx"
     if path.exists():
         return path
@@ -65,7 +68,12 @@ def model_file(arch: str) -> Path:
     return path
 
 
+CALIB: Path | None = None  # --calib: calibration inputs instead of random 224x224 images
+
+
 def data_file(n: int) -> Path:
+    if CALIB is not None:
+        return CALIB
     path = WORK / f"x{n}.npz"
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
@@ -102,7 +110,7 @@ def record(row: dict) -> None:
 
 
 def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threads: int | None, check_samples: int) -> dict:
-    out = WORK / f"{arch}_{level}_{n}_{store}_{ranks}x{threads or torch.get_num_threads()}.snn"
+    out = WORK / f"{Path(arch).stem}_{level}_{n}_{store}_{ranks}x{threads or torch.get_num_threads()}.snn"
     args = ["convert", str(model_file(arch)), "--calib", str(data_file(n)), "--calib-samples", str(n), "-T", str(T), "--calibration", level,
             "--store", store, "--check-samples", str(check_samples), "--no-progress", "-o", str(out), "--report", str(out.with_suffix(".json"))]  # fmt: skip
     env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
@@ -121,7 +129,7 @@ def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threa
     stores = {k: v.get("store") for k, v in prov["records"].items() if isinstance(v, dict) and "store" in v}
     comm = {k: v["ranks"]["bytes_reduced_per_rank"] for k, v in prov["records"].items() if isinstance(v, dict) and "ranks" in v}
     return {
-        "kind": "convert", "arch": arch, "level": level, "samples": n, "timesteps": T, "store": store, "ranks": ranks,
+        "kind": "convert", "arch": Path(arch).stem, "level": level, "samples": n, "timesteps": T, "store": store, "ranks": ranks,
         "threads_per_rank": threads or torch.get_num_threads(), "seconds": round(seconds, 1), "peak_rss_gib": round(peak_gib, 2),
         "pass_seconds": passes, "store_stats": stores, "bytes_reduced_per_rank": comm,
         "check_samples": check_samples, "artifact": str(out),
@@ -140,7 +148,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("-T", type=int, default=32)
     ap.add_argument("--check-samples", type=int, default=4)
+    ap.add_argument("--calib", type=Path, default=None, help="calibration NPZ (for --arch MODEL.onnx)")
+    ap.add_argument("--reps", type=int, default=1, help="repeat each configuration (interleaved)")
     a = ap.parse_args()
+    global CALIB
+    CALIB = a.calib.resolve() if a.calib else None
     if a.what == "table":
         return table()
     if a.what == "compare":
@@ -161,11 +173,12 @@ def main() -> None:
                     record({"kind": "eval", "arch": arch, "samples": n, "timesteps": a.T, "ranks": ranks, "seconds": round(seconds, 1),
                             "samples_per_second": round(n / seconds, 4), "result": json.loads(out)})  # fmt: skip
                 continue
-            for level in a.levels.split(","):
-                for store in a.store.split(","):
-                    for ranks in map(int, a.ranks.split(",")):
-                        threads = a.threads if a.what == "convert" else 1
-                        record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples))
+            for _ in range(a.reps):
+                for level in a.levels.split(","):
+                    for store in a.store.split(","):
+                        for ranks in map(int, a.ranks.split(",")):
+                            threads = a.threads if a.what == "convert" else 1
+                            record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples))
 
 
 def compare(paths: list[Path], samples: str, T: int) -> None:

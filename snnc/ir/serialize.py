@@ -74,6 +74,10 @@ WEIGHTS = "weights.npz"
 MAX_MANIFEST_BYTES = 16 << 20  # a 1,000-layer network's manifest is ~2 MB
 MAX_JSON_DEPTH = 64  # a manifest written by snnc nests <= 8 levels (provenance records)
 MAX_ZIP_DIRECTORY = 64 << 10  # the central directory of two members is ~200 bytes
+# weights.npz's directory has one entry per array (RegNetX-400MF: 633 entries, 66,961 bytes): on top
+# of MAX_ZIP_DIRECTORY it may take, per array the manifest lists, a 46-byte header, the
+# array's name + ".npy" and 64 bytes of zip64 extras.
+DIRECTORY_ENTRY_OVERHEAD = 46 + 4 + 64
 MAX_WEIGHTS_BYTES = 64 << 30  # 16 G float32 parameters
 MAX_RATIO = 100  # float32 weights deflate to >= ~85 % of their size (ratio < 1.2); see _check_members
 RATIO_FLOOR = 1 << 20  # a member this small cannot be a bomb, whatever its ratio
@@ -230,9 +234,9 @@ def _load(fh, size: int, name: str) -> tuple[dict[str, Graph], dict[str, Any]]:
     return graphs, manifest
 
 
-def _check_zip_directory(fh, size: int, max_entries: int, what: str) -> None:
-    """Read the zip's end-of-directory record (zip64 too) and refuse a directory larger than
-    MAX_ZIP_DIRECTORY bytes or with more than ``max_entries`` entries, before zipfile
+def _check_zip_directory(fh, size: int, max_entries: int, what: str, extra_bytes: int = 0) -> None:
+    """Read the zip's end-of-directory record (zip64 too) and refuse a directory with more
+    than ``max_entries`` entries or larger than MAX_ZIP_DIRECTORY + ``extra_bytes``, before zipfile
     parses (and holds in memory) the whole directory."""
     tail_len = min(size, 22 + 0xFFFF)
     fh.seek(size - tail_len)
@@ -254,10 +258,9 @@ def _check_zip_directory(fh, size: int, max_entries: int, what: str) -> None:
         if len(rec) < 56 or rec[:4] != b"PK\x06\x06":
             raise zipfile.BadZipFile(f"{what}: bad zip64 directory record")
         entries, cd_size = struct.unpack("<QQ", rec[32:48])
-    if entries > max_entries or cd_size > MAX_ZIP_DIRECTORY:
-        raise _Corrupt(
-            f"{what}'s zip directory lists {entries} entries in {cd_size:,} bytes (at most {max_entries} entries, {MAX_ZIP_DIRECTORY:,} bytes)"
-        )
+    limit = MAX_ZIP_DIRECTORY + extra_bytes
+    if entries > max_entries or cd_size > limit:
+        raise _Corrupt(f"{what}'s zip directory lists {entries} entries in {cd_size:,} bytes (at most {max_entries} entries, {limit:,} bytes)")
 
 
 def _check_member_kind(info: zipfile.ZipInfo, what: str) -> None:
@@ -642,7 +645,8 @@ def _read_weights(zf: zipfile.ZipFile, table: Mapping[str, tuple[int, ...]]) -> 
     arrays: dict[str, np.ndarray] = {}
     stream = _member_stream(zf, info)
     try:
-        _check_zip_directory(stream, info.file_size, len(table), WEIGHTS)
+        directory_names = sum(DIRECTORY_ENTRY_OVERHEAD + len(k.encode("utf-8")) for k in table)
+        _check_zip_directory(stream, info.file_size, len(table), WEIGHTS, directory_names)
         with zipfile.ZipFile(stream) as inner:
             infos = inner.infolist()
             names = [i.filename for i in infos]
