@@ -18,7 +18,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -86,6 +85,7 @@ def main(argv=None) -> int:
         model.train()
         perm = torch.randperm(len(x_tr), generator=gen)
         total, seen = 0.0, 0
+        t_first = time.time()  # reset after the first batch (warm-up)
         for b, i in enumerate(range(0, len(x_tr), args.batch_size)):
             if args.time_batches and b == args.time_batches:
                 s = (time.time() - t_first) / (b - 1)
