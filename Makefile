@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing bench-scale fuzz
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing bench-scale bench-low-latency fuzz
 
 setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
@@ -60,13 +60,15 @@ $(DATA): examples/fashion_mnist/data.py | setup
 # The demo: the Br35H brain-MRI tumour classifier, from its shipped ONNX file. Light
 # calibration with 99.5th-percentile thresholds: within 1 point of the ANN at T = 32 and fast
 # (examples/brain_tumour/README.md compares it with the default, advanced calibration).
+# One artifact calibrated for T = 8, 16 and 32 (anytime inference; simulated once to T = 32,
+# so about the time of a T = 32 conversion); eval and report run it at those T.
 TUMOUR := .data/brain_tumour
 # calib.npz is the last file data.py writes; the demo needs no Fashion-MNIST (no apt-get).
 $(TUMOUR)/calib.npz: examples/brain_tumour/data.py | $(STAMP)
 	$(PY) -m examples.brain_tumour.data $(TUMOUR)
 
 demo: $(TUMOUR)/calib.npz
-	$(VENV)/bin/snnc convert examples/brain_tumour/models/tumour_cnn.onnx --timesteps 32 \
+	$(VENV)/bin/snnc convert examples/brain_tumour/models/tumour_cnn.onnx --timesteps 8,16,32 \
 		--calib $(TUMOUR)/calib.npz --calibration light --threshold percentile:99.5 -o $(DEMO_DIR)/tumour_cnn.snn --report $(DEMO_DIR)/tumour_cnn.report.json
 	$(VENV)/bin/snnc eval $(DEMO_DIR)/tumour_cnn.snn --data $(TUMOUR)/test.npz --timesteps 8,16,32
 	$(VENV)/bin/snnc report $(DEMO_DIR)/tumour_cnn.snn --data $(TUMOUR)/test.npz --timesteps 8,16,32 -o $(DEMO_DIR)/tumour_cnn.report
@@ -137,6 +139,14 @@ bench-timing: data
 # Issue 16: ImageNet-scale architectures at 224x224: time, peak memory, ranks (benchmarks/scale; hours on 2 cores).
 bench-scale: setup
 	bash benchmarks/scale/run.sh
+
+# Issue 17: every neuron variant at T = 1, 2, 4, 8 on the Fashion-MNIST models, with fine-tuned
+# rows and SpikingJelly's best recipe; accuracy, synaptic operations and energy per row.
+FT_DATA := .data/fashion_mnist/train.npz
+$(FT_DATA): examples/fashion_mnist/data.py | setup
+	$(PY) -m examples.fashion_mnist.data .data/fashion_mnist --calib 1024 --test 2000 --train 20000
+bench-low-latency: data $(FT_DATA)
+	$(PY) benchmarks/low_latency/run.py --finetune-data $(FT_DATA)
 
 # Issue 15's long fuzz: 5,000 seeded mutants of an ONNX model and 5,000 of a .snn artifact through
 # the front door; any traceback, hang or dead worker fails it (results in benchmarks/fuzz/results/).

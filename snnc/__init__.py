@@ -12,9 +12,10 @@ __version__ = "0.1.0"
 
 from snnc.errors import SnncError  # noqa: E402  (standard library only)
 
-__all__ = ["SpikingModel", "SnncError", "calibrate", "convert", "evaluate", "load", "__version__"]
+__all__ = ["SpikingModel", "SnncError", "calibrate", "convert", "evaluate", "finetune", "load", "__version__"]
 
 _API = ("SpikingModel", "calibrate", "convert", "evaluate", "load")
+_FINETUNE = ("finetune",)  # fine-tuning with surrogate gradients: snnc.train
 
 
 def __getattr__(name: str):
@@ -22,8 +23,8 @@ def __getattr__(name: str):
     cheap, so the ``snnc`` command can install its signal handlers before anything heavy."""
     import importlib
 
-    if name in _API:
-        value = getattr(importlib.import_module("snnc.api"), name)
+    if name in _API or name in _FINETUNE:
+        value = getattr(importlib.import_module("snnc.api" if name in _API else "snnc.train"), name)
         globals()[name] = value
         return value
     if not name.startswith("_"):  # snnc.ir, snnc.passes, ... as after an eager import
@@ -36,4 +37,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+    return sorted(set(globals()) | set(_API) | set(_FINETUNE))

@@ -29,6 +29,7 @@ from snnc.defaults import (
     DEFAULT_CALIBRATION,
     DEFAULT_EVAL_TIMESTEPS,
     DEFAULT_GRANULARITY,
+    DEFAULT_NEURON,
     DEFAULT_MAXPOOL,
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,
@@ -66,11 +67,12 @@ def convert(
     model: Any,
     calib: np.ndarray | None = None,
     *,
-    timesteps: int = DEFAULT_TIMESTEPS,
+    timesteps: int | Sequence[int] = DEFAULT_TIMESTEPS,
     threshold: str = DEFAULT_THRESHOLD,
     granularity: str = DEFAULT_GRANULARITY,
     maxpool: str = DEFAULT_MAXPOOL,
     calibration: str = DEFAULT_CALIBRATION,
+    neuron: str = DEFAULT_NEURON,
     passes: str | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -90,8 +92,11 @@ def convert(
     the activations thresholds are chosen from;
     without it the conversion refuses (thresholds come from data). ``calibration``
     (``"none"``, ``"light"``, ``"advanced"``) appends the layer-wise calibration passes,
-    which calibrate for ``timesteps``; ``passes`` replaces the whole pipeline (calibration
-    included).
+    which calibrate for ``timesteps``: one T, or a list (``[8, 16, 32]``: one "anytime"
+    artifact calibrated for every listed T, whose default T is the largest; the list is kept
+    as :attr:`SpikingModel.calibrated_for`); ``neuron`` picks the spiking neuron (``if``, or a
+    low-latency variant: ``signed``, ``burst:K``, ``signed-burst:K``; see the ``if_neuron``
+    op); ``passes`` replaces the whole pipeline (calibration and neuron included).
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the passes run. ``store`` says
     where the layer-wise calibration keeps the spike trains between layers (see
@@ -103,7 +108,8 @@ def convert(
     Under torchrun (see :mod:`snnc.parallel`) every rank calls ``convert`` with the same
     arguments; each works on its shard of the samples and all return the same model.
     """
-    timesteps = positive_int(timesteps, "timesteps")
+    steps = calibration_timesteps(timesteps)
+    timesteps = steps[-1]
     check_samples = positive_int(check_samples, "check_samples")
     store = _store_choice(store)
     device = resolve_device(device)
@@ -113,7 +119,9 @@ def convert(
     for name, fn in (("progress", progress), ("print_after", print_after)):
         if fn not in (None, False) and not callable(fn):
             raise DataError(f"{name} must be a callable or None, got {type(fn).__name__}")
-    pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration)
+    if passes is not None and neuron != DEFAULT_NEURON:
+        raise DataError(f"neuron={neuron!r} sets the default pipeline's neuron; with passes=..., write it as insert-if{{neuron=...}}")
+    pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration, neuron)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
     x_cal = select_calibration(calibration_data(calib), calib_samples, seed)
     imported = import_model(model, input_shape=x_cal.shape[1:])
@@ -125,8 +133,8 @@ def convert(
         import_report = _check_import_sharded(ann, imported, x_cal[:check_samples], batch_size)
 
     ctx = PassContext(
-        calib=x_cal, timesteps=timesteps, batch_size=batch_size, seed=seed, progress=progress or _null, device=device,
-        store=store, spill_dir=None if spill_dir is None else os.fspath(spill_dir),
+        calib=x_cal, timesteps=timesteps, timesteps_all=steps if len(steps) > 1 else (), batch_size=batch_size, seed=seed,
+        progress=progress or _null, device=device, store=store, spill_dir=None if spill_dir is None else os.fspath(spill_dir),
     )  # fmt: skip
     ctx.notices.extend(ann.meta.get("notices", []))
 
@@ -158,6 +166,8 @@ def convert(
         # which ANN node each spiking node replaced (if_neuron -> ReLU): the report's per-layer comparison
         "ann_names": dict(ctx.ann_names),
     }
+    if len(steps) > 1:
+        provenance["calibrated_for"] = list(steps)
     sm = SpikingModel(snn, ann_ref, provenance, ctx.ann_reference)
     if check:
         sm.provenance["conversion_check"] = _conversion_check(sm, x_cal[:check_samples], timesteps, progress, device)
@@ -168,7 +178,7 @@ def calibrate(
     model: SpikingModel | str | os.PathLike,
     calib: np.ndarray,
     *,
-    timesteps: int | None = None,
+    timesteps: int | Sequence[int] | None = None,
     calibration: str = "light",
     passes: str | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
@@ -182,7 +192,8 @@ def calibrate(
     progress=None,
 ) -> SpikingModel:
     """Run layer-wise calibration passes on a converted model, a loaded ``.snn`` included,
-    for ``timesteps`` (default: the T it was converted for): e.g. re-calibrate a saved model
+    for ``timesteps`` (default: the T, or list of T, it was calibrated for; a list calibrates
+    one artifact for all of them, as in :func:`convert`): e.g. re-calibrate a saved model
     for another T. ``calibration`` (``light`` / ``advanced``) picks the passes, or ``passes``
     gives any pipeline of SNN-stage passes. The targets are the ANN the artifact stores
     (``ann_reference``). Returns a new model; ``model`` is not changed. ``device``,
@@ -191,7 +202,8 @@ def calibrate(
     check_samples = positive_int(check_samples, "check_samples")
     store = _store_choice(store)
     device = resolve_device(device)
-    T = sm.timesteps if timesteps is None else positive_int(timesteps, "timesteps")
+    steps = calibration_timesteps(sm.calibrated_for if timesteps is None else timesteps)
+    T = steps[-1]
     calib_samples = positive_int(calib_samples, "calib_samples")
     batch_size = positive_int(batch_size, "batch_size")
     seed = seed_value(seed)
@@ -216,7 +228,7 @@ def calibrate(
     check_run_budget(sm.snn, T, len(x_cal), what="calibration")
     prov = copy.deepcopy(sm.provenance)
     ctx = PassContext(
-        calib=x_cal, timesteps=T, batch_size=batch_size, seed=seed, progress=progress or _null, notices=list(prov.get("notices", [])) + notices,
+        calib=x_cal, timesteps=T, timesteps_all=steps if len(steps) > 1 else (), batch_size=batch_size, seed=seed, progress=progress or _null, notices=list(prov.get("notices", [])) + notices,
         records=dict(prov.get("records") or {}), ann_reference=reference, ann_names=dict(prov.get("ann_names") or {}),
         device=device, store=store, spill_dir=None if spill_dir is None else os.fspath(spill_dir),
     )  # fmt: skip
@@ -236,16 +248,28 @@ def calibrate(
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "from_timesteps": sm.timesteps,
                 "timesteps": T,
+                **({"calibrated_for": list(steps)} if len(steps) > 1 else {}),
                 "passes": format_pipeline(pipeline),
                 "seed": seed,
             },
         }
     )
     prov.pop("conversion_check", None)
+    prov.pop("calibrated_for", None)
+    if len(steps) > 1:
+        prov["calibrated_for"] = list(steps)
     out = SpikingModel(snn, sm.ann, prov, sm.ann_reference)
     if check:
         out.provenance["conversion_check"] = _conversion_check(out, x_cal[:check_samples], T, progress, device)
     return out
+
+
+def calibration_timesteps(timesteps: Any) -> tuple[int, ...]:
+    """The T values to calibrate for, sorted and distinct: one positive int, or a non-empty
+    list of them (``[8, 16, 32]``); a DataError otherwise."""
+    if isinstance(timesteps, (list, tuple, range, np.ndarray)):
+        return tuple(check_timesteps(list(timesteps)))
+    return (positive_int(timesteps, "timesteps"),)
 
 
 def calibration_data(calib: Any) -> np.ndarray:

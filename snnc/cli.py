@@ -1,4 +1,4 @@
-"""The ``snnc`` command line: convert, calibrate, eval, run, report, export, inspect, check, passes, backends.
+"""The ``snnc`` command line: convert, calibrate, finetune, eval, run, report, export, inspect, check, passes, backends.
 
 Exit status: 0 on success, 1 when a check finds problems, 2 on a user error (a short
 message naming what is wrong and what to do; ``--debug`` shows the traceback), 130 on
@@ -31,8 +31,14 @@ from snnc.defaults import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_CALIBRATION,
     DEFAULT_EVAL_TIMESTEPS,
+    DEFAULT_FINETUNE_BATCH,
+    DEFAULT_FINETUNE_EPOCHS,
+    DEFAULT_FINETUNE_LR,
+    DEFAULT_FINETUNE_PATIENCE,
+    DEFAULT_FINETUNE_VAL_FRACTION,
     DEFAULT_GRANULARITY,
     DEFAULT_MAXPOOL,
+    DEFAULT_NEURON,
     DEFAULT_NIR_DT,
     DEFAULT_REPORT_TIMESTEPS,
     DEFAULT_SEED,
@@ -91,6 +97,18 @@ def parse_timesteps(text: str) -> list[int]:
     if not steps or any(t < 1 for t in steps):
         raise click.BadParameter(f"{text!r}: timesteps must be positive integers, e.g. 8,16,32")
     return steps
+
+
+def calibration_timesteps_option(ctx, param, value: str | None) -> list[int] | None:
+    """``--timesteps`` of convert / calibrate: one T or a comma-separated list of distinct T
+    (``8,16,32``: one artifact calibrated for all of them)."""
+    if value is None:
+        return None
+    steps = parse_timesteps(value)
+    twice = sorted({t for t in steps if steps.count(t) > 1})
+    if twice:
+        raise click.BadParameter(f"{value!r} lists T={','.join(map(str, twice))} more than once; give each T once, e.g. 8,16,32")
+    return sorted(steps)
 
 
 def load_data(path: str, *, what: str, need_labels: bool = False, labels: bool = True, limit: int | None = None) -> dict[str, np.ndarray]:
@@ -218,7 +236,10 @@ RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may 
 @main.command()
 @debug_option
 @click.argument("model", type=click.Path())
-@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=DEFAULT_TIMESTEPS, show_default=True, help="Time steps the SNN is converted for.")
+@click.option(
+    "-T", "--timesteps", default=str(DEFAULT_TIMESTEPS), show_default=True, callback=calibration_timesteps_option,
+    help="Time steps the SNN is converted (calibrated) for: one T, or a comma-separated list (8,16,32) for one artifact calibrated for all of them (its default T: the largest).",
+)  # fmt: skip
 @click.option("--calib", "calib_path", type=click.Path(), help="NPZ file with array x: calibration samples.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
 @click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, help="Threshold balancing: max | percentile:P | mse.")
@@ -231,6 +252,12 @@ RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may 
     show_default=True,
     help="Layer-wise calibration after conversion, for --timesteps: light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential. (--passes replaces the whole pipeline, calibration included.)",
 )
+@click.option(
+    "--neuron",
+    default=DEFAULT_NEURON,
+    show_default=True,
+    help="Spiking neuron: if (binary spikes), or a low-latency variant: signed (-threshold spikes take back over-firing), burst:K (up to K spikes per step), signed-burst:K. Variants spend more spikes for accuracy at small T.",
+)
 @click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")
 @click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
@@ -242,7 +269,7 @@ RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may 
 @click.option("--energy-profile", "energy_profiles", multiple=True, help="Energy profile(s) for the operations/energy table, repeatable or comma-separated: cmos45nm, cmos45nm-int8, loihi (default: cmos45nm,loihi).")
 @scale_options
 @click.pass_context
-def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles, device, store, spill_dir, check_samples):
+def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, neuron, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles, device, store, spill_dir, check_samples):
     """Convert MODEL (an ONNX file) into a spiking network artifact (.snn).
 
     Several processes share the work when launched by torchrun, e.g.
@@ -263,6 +290,9 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
     from snnc.analysis.energy import parse_profiles
 
     profiles = parse_profiles(energy_profiles)  # fail fast on an unknown profile, before any work
+    from snnc.passes import parse_neuron
+
+    parse_neuron(neuron)  # and on an unknown neuron
     calib = load_data(calib_path, what="calibration file", labels=False)["x"]
     with ranks(device) as group:
         printer = None
@@ -278,6 +308,7 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
                 granularity=granularity,
                 maxpool=maxpool,
                 calibration=calibration,
+                neuron=neuron,
                 passes=passes,
                 calib_samples=calib_samples,
                 batch_size=batch_size,
@@ -315,7 +346,7 @@ def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time
 @debug_option
 @click.argument("artifact", type=click.Path())
 @click.option("--calib", "calib_path", required=True, type=click.Path(), help="NPZ file with array x: calibration samples.")
-@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps to calibrate for (default: the artifact's).")
+@click.option("-T", "--timesteps", default=None, callback=calibration_timesteps_option, help="Time steps to calibrate for: one T or a comma-separated list, e.g. 8,16,32 (default: the artifact's).")
 @click.option("--calibration", type=click.Choice(["light", "advanced"]), default="light", show_default=True, help="light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential.")
 @click.option("--passes", "passes", default=None, help="SNN-stage passes to run instead, e.g. 'calibrate-bias{samples=512}'.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
@@ -344,6 +375,59 @@ def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_sa
         new.provenance["recalibrated"]["seconds"] = round(time.perf_counter() - t0, 3)
         if group.is_main:
             _save_and_summarise(new, output, report_path, None, time_passes)
+
+
+# ----------------------------------------------------------------- finetune
+@main.command("finetune")
+@debug_option
+@click.argument("artifact", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(), help="NPZ with x and integer labels y: the training samples (a seeded --val-fraction of them is held out).")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_FINETUNE_EPOCHS, show_default=True, help="Epochs at most (early stopping on validation accuracy, see --patience).")
+@click.option("--loss", type=click.Choice(["tet", "ce"]), default="tet", show_default=True, help="tet: mean over steps of the per-step cross-entropy + 1e-3 MSE regulariser (TET, Deng et al. 2022); ce: cross-entropy of the time-averaged output.")
+@click.option("-T", "--timesteps", type=click.IntRange(min=1), default=None, help="Time steps to train at (default: the artifact's).")
+@click.option("-o", "--output", type=click.Path(), default=None, help="Artifact to write (default: ARTIFACT's name with _finetuned.snn, next to it; ARTIFACT itself is not changed).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_FINETUNE_VAL_FRACTION, show_default=True, help="Fraction of the samples held out for validation (seeded; 0: none, keep the last epoch).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_FINETUNE_LR, show_default=True, help="Adam learning rate (cosine schedule over --epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_FINETUNE_BATCH, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=DEFAULT_FINETUNE_PATIENCE, show_default=True, help="Stop after this many epochs without a better validation accuracy.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples of --data.")
+@click.option("--device", default="cpu", show_default=True, help="Where training runs: cpu, cuda, cuda:N.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULT_SEED, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the fine-tuning record as one JSON object to stdout.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def finetune_cmd(artifact, data_path, epochs, loss, timesteps, output, val_fraction, lr, batch_size, patience, limit, device, seed, as_json, no_progress):
+    """Fine-tune a converted ARTIFACT (.snn) as the spiking network it is: surrogate gradients
+    and BPTT over T steps train its synaptic weights and biases (same graph, same neurons,
+    same spike constraints); the best epoch on the validation split is written to a new artifact."""
+    import snnc
+    from snnc.backend import resolve_device
+    from snnc.utils.io import all_or_nothing
+
+    output = output if output is not None else str(Path(artifact).with_name(Path(artifact).stem + "_finetuned.snn"))
+    check_outputs(("-o", output), inputs=(("the artifact being fine-tuned", artifact), ("the data file", data_path)))
+    resolve_device(device)  # a clear error for a missing GPU before anything loads
+    sm = snnc.load(artifact)
+    data = load_data(data_path, what="training data file", need_labels=True, limit=limit)
+    with progress_bars(not (no_progress or as_json)) as progress:
+        new = snnc.finetune(
+            sm, data["x"], data["y"], timesteps=timesteps, epochs=epochs, loss=loss, lr=lr, batch_size=batch_size,
+            val_fraction=val_fraction, patience=patience, device=device, seed=seed, progress=progress,
+        )  # fmt: skip
+    with all_or_nothing():
+        new.save(output)
+    rec = new.provenance["finetuned"][-1]
+    if as_json:
+        click.echo(json.dumps({"artifact": output, **rec}))
+        return
+    table = Table(title=f"Fine-tuning {Path(artifact).name} at T={rec['timesteps']} ({rec['loss']} loss, lr {rec['lr']:g}, {rec['train_samples']} training samples)")
+    for col in ("epoch", "training loss", "validation accuracy"):
+        table.add_column(col, justify="right", overflow="fold")
+    for h in rec["history"]:
+        acc = "-" if h["val_accuracy"] is None else f"{100 * h['val_accuracy']:.2f}%"
+        table.add_row(str(h["epoch"]) + (" (best)" if h["epoch"] == rec["best_epoch"] and rec["val_samples"] else ""), "-" if h["train_loss"] is None else f"{h['train_loss']:.4f}", acc)
+    out_console.print(table)
+    stop = " (stopped early)" if rec["early_stopped"] else ""
+    out_console.print(f"{rec['epochs_run']} epoch(s){stop} in {rec['seconds']:.1f} s; kept epoch {rec['best_epoch']}; wrote {output}")
 
 
 def _local(device: str) -> str:
@@ -379,7 +463,7 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
     for note in prov.get("notices", []):
         out_console.print(f"[yellow]notice:[/] {note}")
     rates = (prov.get("conversion_check") or {}).get("spike_rates", {})
-    table = Table(title=f"Spiking layers ({len(sm.thresholds())}), converted for T={sm.timesteps}")
+    table = Table(title=f"Spiking layers ({len(sm.thresholds())}), converted for T={','.join(map(str, sm.calibrated_for))}")
     for col in ("layer", "shape", "threshold", "per-channel", "v(0)/θ", "spike rate"):
         table.add_column(col, justify="right" if col not in ("layer",) else "left", overflow="fold")
     for row in sm.thresholds():
@@ -398,7 +482,8 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
     for key, rec in (prov.get("records") or {}).items():
         if not key.startswith("calibrate-"):
             continue
-        ct = Table(title=f"{key} at T={rec['timesteps']} on {rec['samples']} samples ({rec['seconds']:.1f} s): SNN − ANN output per layer")
+        at_t = ",".join(map(str, rec.get("calibrated_for") or [rec["timesteps"]])) + (" (pooled)" if rec.get("calibrated_for") else "")
+        ct = Table(title=f"{key} at T={at_t} on {rec['samples']} samples ({rec['seconds']:.1f} s): SNN − ANN output per layer")
         for col in ("layer", "mean before", "mean after", "RMS before", "RMS after"):
             ct.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
         for layer in rec["layers"]:
@@ -428,7 +513,7 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
     summary.add_row("time", f"{prov.get('convert_seconds', 0):.1f} s")
     rec = prov.get("recalibrated")
     if rec:
-        summary.add_row("recalibrated", f"{rec['passes']} for T={rec['timesteps']} (was T={rec['from_timesteps']}), {rec.get('seconds', 0):.1f} s")
+        summary.add_row("recalibrated", f"{rec['passes']} for T={','.join(map(str, rec.get('calibrated_for') or [rec['timesteps']]))} (was T={rec['from_timesteps']}), {rec.get('seconds', 0):.1f} s")
     summary.add_row("artifact", output)
     out_console.print(summary)
 
@@ -438,7 +523,10 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
 @debug_option
 @click.argument("artifact", type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(), help="NPZ with x and optionally integer labels y.")
-@click.option("-T", "--timesteps", "timesteps_text", default=",".join(map(str, DEFAULT_EVAL_TIMESTEPS)), show_default=True, help="Comma-separated T values.")
+@click.option(
+    "-T", "--timesteps", "timesteps_text", default=None,
+    help=f"Comma-separated T values (default: the T the artifact was calibrated for when it lists several, else {','.join(map(str, DEFAULT_EVAL_TIMESTEPS))}).",
+)  # fmt: skip
 @click.option("--backend", default="reference", show_default=True, help="Backend to run on (see `snnc backends`).")
 @click.option("--device", default=None, help="Device for the backend: cpu, cuda, cuda:N (default: the backend's choice; spikingjelly uses CUDA when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout instead of tables.")
@@ -457,13 +545,15 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
     simulates a shard of the samples and rank 0 prints the results."""
     import snnc
 
-    steps = parse_timesteps(timesteps_text)
+    steps = parse_timesteps(timesteps_text) if timesteps_text is not None else None
     profiles = None
     if energy_profiles is not None:
         from snnc.analysis.energy import parse_profiles
 
         profiles = parse_profiles(None if energy_profiles == "default" else energy_profiles)  # fail fast on an unknown name
     sm = snnc.load(artifact)
+    if steps is None:  # an artifact calibrated for several T is evaluated at those
+        steps = sm.calibrated_for if len(sm.calibrated_for) > 1 else list(DEFAULT_EVAL_TIMESTEPS)
     if fail_under is not None and fail_under != fail_under:  # NaN passes FloatRange
         raise click.BadParameter("--fail-under must be a number from 0 to 100, got nan")
     data = load_data(data_path, what="data file", limit=limit, need_labels=fail_under is not None)
@@ -735,7 +825,7 @@ def inspect(path, as_json):
     out_console.print(table)
     out_console.print(f"inputs: {', '.join(f'{v.name} {list(v.shape)}' for v in graph.inputs)}; outputs: {', '.join(v.name for v in graph.outputs)}")
     if prov:
-        out_console.print(f"converted for T={prov.get('timesteps')} with {prov.get('pipeline')} on {prov.get('calibration_samples')} samples")
+        out_console.print(f"converted for T={','.join(map(str, prov['calibrated_for'])) if isinstance(prov.get('calibrated_for'), list) else prov.get('timesteps')} with {prov.get('pipeline')} on {prov.get('calibration_samples')} samples")
     for note in graph.meta.get("notices", []):
         out_console.print(f"[yellow]notice:[/] {note}")
 

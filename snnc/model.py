@@ -48,6 +48,29 @@ class SpikingModel:
             raise ArtifactError(f"the model's stored default T ({T!r}) is not a positive integer; pass the timesteps explicitly (-T)")
         return T
 
+    @property
+    def calibrated_for(self) -> list[int]:
+        """Every T the model was calibrated for, sorted: ``[timesteps]``, or the list given to
+        ``convert`` / ``calibrate`` (``timesteps=[8, 16, 32]``: one "anytime" artifact for all
+        of them; provenance ``calibrated_for``, whose largest is :attr:`timesteps`)."""
+        T = self.timesteps
+        listed = self.provenance.get("calibrated_for")
+        if listed is None:
+            return [T]
+        ok = (
+            isinstance(listed, list)
+            and 0 < len(listed) <= 64
+            and all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= T for t in listed)
+            and listed == sorted(set(listed))
+            and listed[-1] == T
+        )
+        if not ok:
+            raise ArtifactError(
+                f"the model's stored calibrated_for ({str(listed)[:80]}) is not a sorted list of distinct positive integers ending in "
+                f"its default T={T}; the artifact is corrupt or was modified: re-create it with `snnc convert`"
+            )
+        return list(listed)
+
     def simulate(
         self,
         x: np.ndarray,
@@ -132,7 +155,8 @@ class SpikingModel:
         return rows
 
     def __repr__(self) -> str:
-        return f"SpikingModel({len(self.snn.nodes)} nodes, {len(self.snn.having('neuron'))} spiking layers, T={self.timesteps})"
+        Ts = self.calibrated_for
+        return f"SpikingModel({len(self.snn.nodes)} nodes, {len(self.snn.having('neuron'))} spiking layers, T={','.join(map(str, Ts))})"
 
 
 def as_batch(x: Any, what: str = "input") -> np.ndarray:

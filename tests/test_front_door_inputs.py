@@ -165,7 +165,7 @@ def test_absurd_timesteps_are_refused_with_the_estimate(model, digits_model, tmp
 
 
 # ------------------------------------------------------------------- Python API
-@pytest.mark.parametrize("timesteps", ["8", 8.5, 0, -3, True, None, [8]])
+@pytest.mark.parametrize("timesteps", ["8", 8.5, 0, -3, True, None, [], [8, "16"], [0, 8]])
 def test_convert_refuses_bad_timesteps(digits_model, timesteps):
     with pytest.raises(DataError, match="timesteps must be a positive integer"):
         snnc.convert(str(digits_model.onnx_path), digits_model.x_train[:16], timesteps=timesteps)

@@ -6,12 +6,14 @@ read them from another directory.
 
 Usage as a script::
 
-    python -m examples.fashion_mnist.data OUT_DIR [--calib N] [--test N] [--seed S]
-    python examples/fashion_mnist/data.py OUT_DIR [--calib N] [--test N] [--seed S]
+    python -m examples.fashion_mnist.data OUT_DIR [--calib N] [--test N] [--train N] [--seed S]
+    python examples/fashion_mnist/data.py OUT_DIR [--calib N] [--test N] [--train N] [--seed S]
 
 writes ``OUT_DIR/calib.npz`` (``x``, ``y``: a seeded random subset of the
 training split) and ``OUT_DIR/test.npz`` (``x``, ``y``: the first N images of
-the test split).  ``x`` is float32 ``[N, 1, 28, 28]`` in ``[0, 1]``, ``y`` is
+the test split); with ``--train N`` also ``OUT_DIR/train.npz`` (``x``, ``y``: a
+seeded random subset of N training-split images, for ``snnc finetune``; it may
+overlap calib.npz, which is drawn from the same split).  ``x`` is float32 ``[N, 1, 28, 28]`` in ``[0, 1]``, ``y`` is
 int64 ``[N]``.
 """
 
@@ -122,12 +124,15 @@ def _save_npz_atomic(path: str, **arrays) -> None:
         raise
 
 
-def write_npz_splits(out_dir: str, calib_n: int = 1024, test_n: int = 2000, seed: int = 0):
+def write_npz_splits(out_dir: str, calib_n: int = 1024, test_n: int = 2000, seed: int = 0, train_n: int = 0):
     """Write ``calib.npz`` and ``test.npz`` into ``out_dir``; return their paths.
 
     ``calib.npz``: ``calib_n`` images drawn without replacement from the TRAIN
     split with ``numpy.random.default_rng(seed)`` (arrays ``x``, ``y``).
     ``test.npz``: the first ``test_n`` images of the TEST split (``x``, ``y``).
+    With ``train_n`` > 0 also ``train.npz``: ``train_n`` TRAIN-split images drawn with
+    ``numpy.random.default_rng(seed + 1)`` (``x``, ``y``, in random order), whose path is
+    returned third.
     """
     os.makedirs(out_dir, exist_ok=True)
     x_tr, y_tr = load_fashion_mnist("train")
@@ -136,12 +141,19 @@ def write_npz_splits(out_dir: str, calib_n: int = 1024, test_n: int = 2000, seed
         raise ValueError(f"calib_n must be in [1, {len(x_tr)}], got {calib_n}")
     if not 0 < test_n <= len(x_te):
         raise ValueError(f"test_n must be in [1, {len(x_te)}], got {test_n}")
+    if not 0 <= train_n <= len(x_tr):
+        raise ValueError(f"train_n must be in [0, {len(x_tr)}], got {train_n}")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(x_tr), size=calib_n, replace=False))
     calib_path = os.path.join(out_dir, "calib.npz")
     test_path = os.path.join(out_dir, "test.npz")
     _save_npz_atomic(calib_path, x=x_tr[idx], y=y_tr[idx])
     _save_npz_atomic(test_path, x=x_te[:test_n], y=y_te[:test_n])
+    if train_n:
+        train_path = os.path.join(out_dir, "train.npz")
+        tidx = np.random.default_rng(seed + 1).choice(len(x_tr), size=train_n, replace=False)
+        _save_npz_atomic(train_path, x=x_tr[tidx], y=y_tr[tidx])
+        return calib_path, test_path, train_path
     return calib_path, test_path
 
 
@@ -150,14 +162,17 @@ def main(argv=None) -> int:
     p.add_argument("out_dir")
     p.add_argument("--calib", type=int, default=1024, help="calibration images (from train split)")
     p.add_argument("--test", type=int, default=2000, help="first N test-split images")
+    p.add_argument("--train", type=int, default=0, help="also write train.npz: N images of the train split (for snnc finetune)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
-        calib_path, test_path = write_npz_splits(args.out_dir, args.calib, args.test, args.seed)
-    except FileNotFoundError as e:
+        paths = write_npz_splits(args.out_dir, args.calib, args.test, args.seed, args.train)
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {calib_path} ({args.calib} images) and {test_path} ({args.test} images)")
+    print(f"wrote {paths[0]} ({args.calib} images) and {paths[1]} ({args.test} images)")
+    if args.train:
+        print(f"wrote {paths[2]} ({args.train} images)")
     return 0
 
 

@@ -5,12 +5,14 @@ side by side on the same samples, layer by layer, and measures:
 
 * accuracy and ANN agreement for every requested T, and the smallest T that reaches 99 % of
   the ANN's accuracy;
-* per spiking layer, at the chosen T: threshold (and how it was chosen), spike rate, the
-  fraction of *saturated* neurons (a spike at every step: the layer cannot represent more),
-  of *silent* ones (no spike in T steps although the ANN activation is worth one), of ANN
-  activations *clipped* by the threshold, and
+* per spiking layer, at the chosen T: threshold (and how it was chosen), neuron variant,
+  spike rate, the fraction of *saturated* neurons (a spike at every step, K for a burst
+  neuron: the layer cannot represent more), of *silent* ones (no spike in T steps although
+  the ANN activation is worth one), of ANN activations *clipped* by the threshold (K·θ for
+  a burst neuron), and
   the SNN − ANN error of the layer's time-averaged output (mean, RMS, RMS relative to the
-  ANN activation's RMS); with the per-pass errors the conversion recorded (``insert-if``,
+  ANN activation's RMS); spike rates count unit spikes (a burst of k is k spikes, a −θ
+  spike of a signed neuron is one), as the energy estimate does; with the per-pass errors the conversion recorded (``insert-if``,
   then each calibration pass);
 * per spiking layer, by ablation on a subset: the accuracy the SNN gains when only that layer
   is made exact (its output replaced by the ANN's activation), and when it is made
@@ -38,6 +40,7 @@ from snnc.defaults import DEFAULT_ABLATION_SAMPLES, DEFAULT_REPORT_TIMESTEPS
 from snnc.errors import DataError
 from snnc.ir.executor import Interpreter, Timed, check_input, iter_batches
 from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.ops import neuron_variant
 from snnc.metrics import accuracy, check_labels, predictions
 from snnc.model import as_batch
 from snnc.simulator.budget import check_run_budget
@@ -63,12 +66,17 @@ class _LayerStats:
     ann_sq: float = 0.0
     count_map: torch.Tensor | None = None  # spikes per neuron, summed over samples
 
-    def add(self, counts: torch.Tensor, snn_avg: torch.Tensor, ann: torch.Tensor | None, theta: torch.Tensor, T: int) -> None:
+    def add(self, counts: torch.Tensor, snn_avg: torch.Tensor, ann: torch.Tensor | None, theta: torch.Tensor, T: int, max_spikes: int = 1, net: torch.Tensor | None = None) -> None:
+        """``counts``: unit spikes per neuron in T steps (a burst of k counts k, a −θ spike
+        1); ``net``: the net count (positive minus negative spikes; default ``counts``);
+        a neuron is saturated at ``max_spikes`` spikes net every step, and its ANN
+        activation is clipped above ``max_spikes · θ``."""
+        net = counts if net is None else net
         self.samples += counts.shape[0]
         self.spikes += float(counts.sum(dtype=torch.float64))
         per_neuron = counts.sum(0, dtype=torch.float64)
         self.count_map = per_neuron if self.count_map is None else self.count_map + per_neuron
-        self.saturated += float((counts >= T).sum())
+        self.saturated += float((net >= max_spikes * T).sum())
         self.no_spike += float((counts == 0).sum())
         if ann is not None:
             # silent: no spike although the ANN's activation is worth at least one in T steps
@@ -77,7 +85,7 @@ class _LayerStats:
             self.err_sum += float(err.sum())
             self.err_sq += float((err * err).sum())
             self.ann_sq += float((ann.double() ** 2).sum())
-            self.clipped += float((ann > theta).sum())
+            self.clipped += float((ann > max_spikes * theta).sum())
 
     def summary(self, T: int, has_ann: bool) -> dict[str, Any]:
         n = max(1, self.neurons * self.samples)
@@ -165,8 +173,11 @@ class Probe:
         return readout_at(outs[0], steps)
 
     def _substitute(self, node: Node, act: torch.Tensor, mode: str) -> torch.Tensor:
-        """The ANN activation in place of spikes θ·s(t) (``diagnose`` refuses unit spikes)."""
-        return torch.minimum(act, self.sim.param(node, "threshold")) if mode == "clip" else act
+        """The ANN activation in place of spikes θ·s(t) (``diagnose`` refuses unit spikes),
+        clipped at the most the neuron emits per step (K·θ for a burst of up to K)."""
+        if mode != "clip":
+            return act
+        return torch.minimum(act, self.sim.param(node, "threshold") * int(node.attr("max_spikes")))
 
 
 def ann_counterparts(model) -> dict[str, str]:
@@ -237,10 +248,15 @@ def diagnose(
 
         def observe(node: Node, out: Timed) -> None:
             seq = out.data[:at]
-            counts = (seq != 0).sum(0)
+            k = int(node.attr("max_spikes"))
+            if k == 1 and not node.attr("signed"):
+                counts, net = (seq != 0).sum(0), None
+            else:  # burst / signed: unit spikes (a burst of k is k), net = positive minus negative
+                signed_counts = torch.round(seq / thetas[node.name]).sum(0, dtype=torch.float64)
+                counts, net = torch.round(seq.abs() / thetas[node.name]).sum(0, dtype=torch.float64), signed_counts
             avg = seq.sum(0) / at
             a = acts.get(probe.ann_of.get(node.name, ""))
-            stats[node.name].add(counts, avg, a, thetas[node.name], at)
+            stats[node.name].add(counts, avg, a, thetas[node.name], at, k, net)
 
         res = probe.snn_batch(xb, steps, observe=observe)
         for t in steps:
@@ -269,6 +285,7 @@ def diagnose(
         "labels": y is not None,
         "metric": "accuracy" if y is not None else "agreement with the ANN",
         "converted_for": model.timesteps,
+        "calibrated_for": model.calibrated_for,
         "at": at,
         "ann_accuracy": ann_score,
         "timesteps": per_t,
@@ -304,6 +321,8 @@ def _layer_rows(model, probe: Probe, stats: dict[str, _LayerStats], at: int) -> 
             "activation_max": rec.get("activation_max"),
             "dead_channels": rec.get("dead_channels"),
             "reset": n.attr("reset"),
+            "neuron": neuron_variant(n.attrs),
+            "max_spikes": int(n.attr("max_spikes")),
             **stats[n.name].summary(at, ann_name is not None),
             "passes": passes.get(n.name, []),
         }
@@ -561,8 +580,13 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
         else:
             text += f" None of the evaluated T (up to {max(per_t)}) reaches 99 % of the ANN's accuracy."
         conv_t = diag.get("converted_for")
-        if diag.get("calibration") not in (None, "none") and conv_t and conv_t != t:
-            hint = f"The model was calibrated for T={conv_t} and calibration depends on T: to run at T={t}, convert with --timesteps {t} first."
+        cal_ts = diag.get("calibrated_for") or ([conv_t] if conv_t else [])
+        if diag.get("calibration") not in (None, "none") and cal_ts and t not in cal_ts:
+            listed = ",".join(map(str, cal_ts))
+            hint = (
+                f"The model was calibrated for T={listed} and calibration depends on T: to run at T={t}, convert with --timesteps "
+                f"{','.join(map(str, sorted({*cal_ts, t})))} first (one artifact calibrated for every listed T)."
+            )
         else:
             hint = _calibration_hint(diag.get("calibration"), t, benchmark)
         top = max(per_t)

@@ -42,6 +42,11 @@ What is counted, per sample (see docs/energy.md for the derivation and the cavea
   would. A time-varying non-spike value always costs T x.
 * **Neuron updates**: neurons x T for every ``if_neuron`` and ``readout``; **spikes**
   emitted: T x sum of rates.
+* **Burst and signed neurons** (``max_spikes`` = K > 1, ``signed``): rates count
+  binary-equivalent unit spikes, so a burst of k spikes in one step is k spikes and k
+  synaptic operations per fan-out, and a −θ spike is one spike (one subtracting
+  accumulate). On graded-spike hardware a burst is one message carrying k; the count of
+  spikes here is the binary-spike equivalent (docs/energy.md).
 * **Memory traffic** (bytes, reported, never priced): a no-reuse model. ANN: each MAC reads
   a weight and an input activation, each output is written once. SNN: each synaptic
   operation reads a weight and reads + writes the target's accumulator; each dense MAC reads
@@ -599,6 +604,43 @@ def spike_rate_maps(
     return maps[steps[0]] if isinstance(timesteps, (int, np.integer)) else maps
 
 
+def _spike_unit(node: Node) -> tuple[torch.Tensor | None, int] | None:
+    """What one unit spike in the output of the spiking ``node`` is worth: None for binary
+    spikes (the plain neuron: every non-zero entry is one spike), else ``(θ, K)`` for a
+    burst / signed neuron's counts (θ None for unit-scale spikes). A spiking max pool
+    carries the spikes of the neuron it reads (through data movement)."""
+    n = node
+    while not n.spec.has("neuron"):
+        if not n.inputs or n.inputs[0].producer is None or not n.spec.has("preserves_amplitude"):
+            return None
+        n = n.inputs[0].producer
+    k, signed = int(n.attr("max_spikes")), bool(n.attr("signed"))
+    if k == 1 and not signed:
+        return None
+    if n.attr("spike_scale") != "threshold":
+        return None, k
+    theta = torch.as_tensor(np.asarray(n.params["threshold"], dtype=np.float32))
+    if n is not node:  # through pooling / padding: only a threshold per channel (or one) still applies
+        try:
+            torch.broadcast_shapes(theta.shape, tuple(node.output.shape))
+        except RuntimeError:
+            return None
+        if theta.dim() >= 1 and theta.numel() > 1 and any(d != 1 for d in theta.shape[1:]):
+            return None
+    return theta, k
+
+
+def spike_units(y: torch.Tensor, unit: tuple[torch.Tensor | None, int] | None) -> torch.Tensor:
+    """Unit spikes per entry of a spiking value ``y`` (float64): binary-equivalent spikes, so
+    a burst of k counts k and a −θ spike counts 1 (``|y| / θ``, or ``|y|`` for unit-scale
+    spikes); the plain neuron's non-zero entries (``unit`` None, see :func:`_spike_unit`)."""
+    if unit is None:
+        return (y != 0).to(torch.float64)
+    theta, _ = unit
+    mag = y.abs() if theta is None else y.abs() / theta.to(y.device)
+    return torch.round(mag).to(torch.float64)
+
+
 def count_spikes(
     model_or_graph: Any,
     x: np.ndarray,
@@ -610,7 +652,8 @@ def count_spikes(
     device: str = "cpu",
 ) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, list[np.ndarray]]]:
     """One reference-simulator run to max(steps): per-neuron spike rates after each T in
-    ``steps`` (as :func:`spike_rate_maps`) and the graph outputs after each T."""
+    ``steps`` (as :func:`spike_rate_maps`) and the graph outputs after each T. Spikes are
+    unit spikes (:func:`spike_units`): a burst of k counts k, a −θ spike 1."""
     from snnc.ir.executor import check_input, run_batched
     from snnc.simulator.reference import ReferenceSimulator, check_timesteps, default_batch_size
 
@@ -622,10 +665,12 @@ def count_spikes(
     counts: dict[int, dict[str, torch.Tensor]] = {t: {} for t in steps}
     spiking = graph.having("spiking")
 
+    units = {n.name: _spike_unit(n) for n in spiking}
+
     def observe(node: Node, out) -> None:
         if out.static:
             return
-        per_step = (out.data != 0).sum(dim=1, dtype=torch.float64)  # [T, *shape]
+        per_step = spike_units(out.data, units[node.name]).sum(dim=1, dtype=torch.float64)  # [T, *shape]
         cum = torch.cumsum(per_step, dim=0)
         for t in steps:
             c = counts[t]

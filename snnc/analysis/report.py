@@ -252,12 +252,15 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
         if key in plots:
             parts.append(f"<img src='{plots[key]}' alt='{alt}'>")
     rows = []
+    # The neuron variant gets a column when any layer is not the plain IF neuron (burst / signed).
+    variants = any(r.get("neuron", "if") != "if" for r in diag["layers"])
     for r in diag["layers"]:
         th = f"{r['threshold_min']:.3g}..{r['threshold_max']:.3g}" if r["threshold_min"] != r["threshold_max"] else f"{r['threshold']:.4g}"
         rows.append(
             [
                 r["layer"],
                 "x".join(map(str, r["shape"])),
+                *([r.get("neuron", "if")] if variants else []),
                 th,
                 r.get("threshold_method") or "–",
                 _num(r["spike_rate"], ".3f"),
@@ -271,7 +274,7 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
         )
     parts.append(
         _table(
-            ["layer", "shape", "threshold θ", "chosen by", "spike rate", "saturated %", "silent %", "clipped %", "error mean", "error RMS", "RMS / ANN RMS %"],
+            ["layer", "shape", *(["neuron"] if variants else []), "threshold θ", "chosen by", "spike rate", "saturated %", "silent %", "clipped %", "error mean", "error RMS", "RMS / ANN RMS %"],
             rows,
         )
     )
@@ -279,6 +282,13 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
         "<p class='muted'>Saturated: a spike at every step. Silent: no spike in T steps although the ANN activation is at least θ/T. "
         "Clipped: ANN activation above θ (the SNN cannot represent it). Errors: the layer's time-averaged SNN output minus the ANN activation, "
         "on this data, with every earlier layer spiking.</p>"
+        + (
+            "<p class='muted'>Neuron: <b>burst:K</b> emits up to K spikes of θ in one step (saturated: K every step; clipped: above K·θ), "
+            "<b>signed</b> also emits −θ spikes that take back earlier ones. Spike rates count unit spikes: a burst of k is k spikes, "
+            "a −θ spike is one (docs/energy.md).</p>"
+            if variants
+            else ""
+        )
     )
     stage_rows = []
     for r in diag["layers"]:

@@ -17,6 +17,9 @@ when v(t) ≥ θ. NIR's Threshold compares with ``>``; the threshold written is 
 float32 below θ − v_init, so ``w > θ'`` and ``v ≥ θ`` agree in float32 (ties included).
 The readout becomes an integrator ``I``: its output after t steps is Σ x, and the
 consumer divides by t. Every other op maps to its NIR node (see :func:`to_nir`).
+The burst and signed neuron variants (``max_spikes`` > 1, ``signed``) are refused with an
+ExportError (NIR's spiking nodes emit binary, non-negative spikes): convert with
+``--neuron if`` to export.
 
 ``hard`` — every neuron becomes NIR's ``IF`` (reset to 0), normalised to threshold 1:
 per-channel thresholds are divided into the incoming weights and biases, and each layer's
@@ -564,6 +567,7 @@ class _Lowering:
         v0 = _fit(n.params["v_init"], shape, n)
         if np.any(theta <= 0):
             raise ExportError(f"node {n.name!r} (if_neuron): thresholds must be positive")
+        _refuse_variant(n)
         terms = self.read(x)
         r = np.full(shape, 1.0 / self.dt, np.float32)
         out_factors: tuple[np.ndarray, ...] = (n.params["threshold"].astype(np.float32),) if n.attr("spike_scale") == "threshold" else ()
@@ -665,6 +669,26 @@ def _metadata(graph: Graph, reset: str, dt: float, timesteps: int | None, low: _
     if low.notes:
         meta["notes"] = "\n".join(low.notes)
     return meta
+
+
+def _refuse_variant(n: Node) -> None:
+    """An ExportError for a burst / signed ``if_neuron``: NIR's spiking nodes (IF, Threshold)
+    emit binary, non-negative spikes, so a count of up to K spikes per step or a −θ spike
+    has no NIR form that snnc writes."""
+    k, signed = int(n.attr("max_spikes")), bool(n.attr("signed"))
+    if k == 1 and not signed:
+        return
+    variant = ("signed" if signed else "") + ("-burst" if signed and k > 1 else "burst" if k > 1 else "")
+    what = []
+    if k > 1:
+        what.append(f"up to {k} spikes in one step")
+    if signed:
+        what.append("negative (−θ) spikes")
+    raise ExportError(
+        f"node {n.name!r} (if_neuron) is a {variant}{':' + str(k) if k > 1 else ''} neuron ({' and '.join(what)}), which NIR cannot express: "
+        "its IF and Threshold nodes emit one binary, non-negative spike per step. "
+        "To export to NIR, convert the model with `snnc convert --neuron if` (the plain IF neuron)"
+    )
 
 
 def _sanitize(name: str) -> str:

@@ -519,14 +519,16 @@ def _argmax(xs, attrs, p):
 
 
 # --------------------------------------------------------------- SNN-only ops
+MAX_SPIKES = 255  # a burst neuron's largest count per step (an 8-bit graded-spike payload)
 _IF_CHUNK = 1 << 15  # neurons per chunk on CPU: v, θ and one step's input stay in L2
 
 
 def integrate_and_fire(v: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, spikes: torch.Tensor, spiked: torch.Tensor, subtract: bool) -> None:
-    """One step of the ``if_neuron`` equations, in place: ``v += z``; ``s = [v >= θ]``
-    written into ``spikes`` (0 / 1, float) and ``spiked`` (bool, same shape); then the
-    reset (``v -= θ·s``, or ``v = 0`` where it spiked). ``z`` and ``θ`` broadcast over ``v``.
-    The step form of :func:`_if_neuron`, for backends that advance one step at a time."""
+    """One step of the ``if_neuron`` equations for the plain neuron (``max_spikes = 1``,
+    unsigned), in place: ``v += z``; ``s = [v >= θ]`` written into ``spikes`` (0 / 1, float)
+    and ``spiked`` (bool, same shape); then the reset (``v -= θ·s``, or ``v = 0`` where it
+    spiked). ``z`` and ``θ`` broadcast over ``v``. The step form of :func:`_if_neuron`, for
+    backends that advance one step at a time (variants: :func:`integrate_and_fire_counts`)."""
     v.add_(z)
     torch.ge(v, theta, out=spiked)
     spikes.copy_(spiked)
@@ -536,24 +538,58 @@ def integrate_and_fire(v: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, sp
         v.masked_fill_(spiked, 0.0)
 
 
-def if_neuron_rate(z: torch.Tensor, theta: torch.Tensor, v_init: torch.Tensor, timesteps: int, *, straight_through: bool = False) -> torch.Tensor:
+def spike_counts_step(v: torch.Tensor, theta: torch.Tensor, emitted: torch.Tensor | None, max_spikes: int) -> torch.Tensor:
+    """The spike count of one step of the ``if_neuron`` variants, for a potential ``v`` that
+    has integrated this step's input: ``clip(floor(v/θ), lo, K)`` with ``K = max_spikes`` and
+    ``lo = -min(n, K)`` for a signed neuron that has emitted ``n = emitted`` spikes net so
+    far (``emitted`` is None: unsigned, ``lo = 0``). Returns float counts."""
+    q = torch.floor(v / theta)
+    if emitted is None:
+        return q.clamp_(0.0, float(max_spikes))
+    return torch.maximum(torch.minimum(q, torch.full_like(q, float(max_spikes))), -emitted.clamp(max=float(max_spikes)))
+
+
+def integrate_and_fire_counts(v: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, emitted: torch.Tensor | None, max_spikes: int, subtract: bool) -> torch.Tensor:
+    """One step of the general ``if_neuron`` equations (any ``max_spikes``, signed or not), in
+    place on ``v`` (and on ``emitted``, the net spike count so far, for a signed neuron):
+    ``v += z``; ``s = spike_counts_step(...)``; reset ``v -= θ·s`` (or ``v = 0`` where
+    ``s != 0``); returns the counts ``s`` (float). The step form the variants' backends use."""
+    v.add_(z)
+    s = spike_counts_step(v, theta, emitted, max_spikes)
+    if subtract:
+        v.sub_(s * theta)
+    else:
+        v.masked_fill_(s != 0, 0.0)
+    if emitted is not None:
+        emitted.add_(s)
+    return s
+
+
+def if_neuron_rate(z: torch.Tensor, theta: torch.Tensor, v_init: torch.Tensor, timesteps: int, *, straight_through: bool = False, max_spikes: int = 1) -> torch.Tensor:
     """The closed form of ``if_neuron`` (soft reset, θ-scaled spikes) for a current ``z``
     constant over ``timesteps`` steps: its time-averaged output
-    ``(θ/T) clip(floor((z T + v_init) / θ), 0, T)``: ``z`` clipped at θ and quantised to T
-    levels. With ``straight_through`` the floor passes gradients unchanged (calibration fits
-    weights through it)."""
+    ``(θ/T) clip(floor((z T + v_init) / θ), 0, K T)`` with ``K = max_spikes``: ``z`` clipped at
+    Kθ and quantised to K·T levels (a signed neuron never emits a negative spike on a
+    constant current, so the same form holds for it). With ``straight_through`` the floor
+    passes gradients unchanged (calibration fits weights through it)."""
     u = (z * timesteps + v_init) / theta
     u = u + (torch.floor(u) - u).detach() if straight_through else torch.floor(u)
-    return u.clamp(0, timesteps) * theta / timesteps
+    return u.clamp(0, timesteps * max_spikes) * theta / timesteps
 
 
 @stateful_op(
-    "if_neuron", ("neuron", "spiking"), (SNN,), shape=same_shape, attrs={"reset": "subtract", "spike_scale": "threshold"}, params=("threshold", "v_init")
+    "if_neuron",
+    ("neuron", "spiking"),
+    (SNN,),
+    shape=same_shape,
+    attrs={"reset": "subtract", "spike_scale": "threshold", "max_spikes": 1, "signed": False},
+    params=("threshold", "v_init"),
 )
 def _if_neuron(x_seq, attrs, p):
     """Integrate-and-fire neuron without leak, one per element of its input.
 
-    For steps t = 1..T with input current z(t)::
+    For steps t = 1..T with input current z(t), the plain neuron (``max_spikes`` = 1,
+    ``signed`` false)::
 
         v(t) = v(t-1) + z(t)
         s(t) = 1 if v(t) >= threshold else 0
@@ -564,10 +600,28 @@ def _if_neuron(x_seq, attrs, p):
 
     with v(0) = v_init. ``threshold`` (> 0) and ``v_init`` broadcast over the per-sample
     shape (a scalar, one value per channel ``[C, 1, 1]``, or one per neuron).
-    Step form: :func:`integrate_and_fire`; response to a constant current:
-    :func:`if_neuron_rate`.
+
+    **Variants** (low latency). With ``max_spikes`` = K > 1 (a *burst* neuron: up to K
+    spikes in one step, a graded spike of payload 0..K) and / or ``signed`` (a neuron that
+    takes back spikes it emitted too early with spikes of −threshold), the spike count is::
+
+        s(t) = clip(floor(v(t) / threshold), lo(t), K)
+        lo(t) = -min(n(t-1), K)  if signed,  else 0
+        n(t) = n(t-1) + s(t),  n(0) = 0        (net spikes emitted so far; never negative)
+
+    and the reset subtracts ``threshold * s(t)`` (soft) or zeroes v where s(t) != 0 (hard);
+    y(t) as above with s(t) the (possibly negative or > 1) count. A signed neuron's net
+    output n(t) never goes below zero, the ReLU's floor: it emits −threshold only to
+    correct an earlier over-estimate (its potential fell below 0 after firing), which a
+    plain neuron can never take back. On a current constant over T steps a burst neuron's
+    average output is quantised to K·T levels of threshold/T, up to K·threshold
+    (:func:`if_neuron_rate`); a signed neuron emits no negative spike and equals the plain one.
+    Step forms: :func:`integrate_and_fire` (plain), :func:`integrate_and_fire_counts`
+    (every variant); response to a constant current: :func:`if_neuron_rate`.
     """
     theta, v0 = p["threshold"], p["v_init"]
+    if attrs["max_spikes"] != 1 or attrs["signed"]:
+        return _if_neuron_variant(x_seq, attrs, theta, v0)
     T = x_seq.shape[0]
     shape = x_seq.shape[1:]  # [B, *neuron shape]
     device = x_seq.device
@@ -590,6 +644,40 @@ def _if_neuron(x_seq, attrs, p):
     if attrs["spike_scale"] == "threshold":
         y.mul_(theta)
     return y
+
+
+def _if_neuron_variant(x_seq: torch.Tensor, attrs: Attrs, theta: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """The ``if_neuron`` sequence of the burst / signed variants (:func:`integrate_and_fire_counts` per step)."""
+    T, shape = x_seq.shape[0], x_seq.shape[1:]
+    v = (torch.zeros(shape, device=x_seq.device) + v0).contiguous()
+    th = theta.expand(shape)
+    emitted = torch.zeros(shape, device=x_seq.device) if attrs["signed"] else None
+    y = torch.empty((T, *shape), device=x_seq.device)
+    subtract = attrs["reset"] == "subtract"
+    for t in range(T):
+        y[t] = integrate_and_fire_counts(v, x_seq[t], th, emitted, int(attrs["max_spikes"]), subtract)
+    if attrs["spike_scale"] == "threshold":
+        y.mul_(theta)
+    return y
+
+
+def neuron_variant(attrs: Attrs) -> str:
+    """An ``if_neuron``'s variant as ``snnc convert --neuron`` names it (``if``, ``signed``,
+    ``burst:K``, ``signed-burst:K``), from its attributes (missing ones: the defaults)."""
+    k, signed = int(attrs.get("max_spikes", 1)), bool(attrs.get("signed", False))
+    if k == 1:
+        return "signed" if signed else "if"
+    return f"{'signed-burst' if signed else 'burst'}:{k}"
+
+
+def unit_spikes(node_attrs: Attrs, y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Spikes in an ``if_neuron``'s output ``y`` counted as unit spikes (float64 sum): a
+    burst of k counts k, a −threshold spike counts 1. For the plain neuron this is the
+    number of non-zero entries."""
+    if node_attrs.get("max_spikes", 1) == 1 and not node_attrs.get("signed", False):
+        return torch.count_nonzero(y).to(torch.float64)
+    counts = y.abs() if node_attrs.get("spike_scale", "threshold") == "unit" else y.abs() / theta
+    return torch.round(counts).sum(dtype=torch.float64)
 
 
 def spiking_max_pool_gate(
@@ -894,5 +982,9 @@ def _argmax_check(shapes, attrs, params):
 def _if_neuron_check(shapes, attrs, params):
     _choice(attrs, "reset", ("subtract", "zero"))
     _choice(attrs, "spike_scale", ("threshold", "unit"))
+    k = attrs["max_spikes"]
+    if not _is_int(k) or not 1 <= k <= MAX_SPIKES:
+        _fail("attrs.max_spikes", f"must be an integer in [1, {MAX_SPIKES}], got {_short(k)}")
+    _flag(attrs, "signed")
     for key in ("threshold", "v_init"):
         _broadcasts(params, key, shapes[0])

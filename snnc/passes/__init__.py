@@ -7,7 +7,7 @@ pipeline string. Import order below is the registry's listing order.
 import math
 import re
 
-from snnc.defaults import DEFAULT_GRANULARITY, DEFAULT_MAXPOOL, DEFAULT_THRESHOLD
+from snnc.defaults import DEFAULT_BURST_SPIKES, DEFAULT_GRANULARITY, DEFAULT_MAXPOOL, DEFAULT_NEURON, DEFAULT_THRESHOLD
 from snnc.errors import PassError
 from snnc.passes import balance, calibrate, canonicalize, fold_bn, insert_if, normalize  # noqa: E402,F401  (registration)
 from snnc.passes.base import (
@@ -21,6 +21,7 @@ from snnc.passes.base import (
     registered_passes,
     run_passes,
 )
+from snnc.passes.insert_if import NEURONS, neuron_attrs
 
 DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if"
 
@@ -33,19 +34,48 @@ CALIBRATION_PIPELINES = {
 
 
 def default_pipeline(
-    threshold: str = DEFAULT_THRESHOLD, granularity: str = DEFAULT_GRANULARITY, maxpool: str = DEFAULT_MAXPOOL, calibration: str = "none"
+    threshold: str = DEFAULT_THRESHOLD,
+    granularity: str = DEFAULT_GRANULARITY,
+    maxpool: str = DEFAULT_MAXPOOL,
+    calibration: str = "none",
+    neuron: str = DEFAULT_NEURON,
 ) -> str:
     """The default pipeline with the user's threshold method (``max``, ``percentile:P``,
-    ``mse``) and calibration level (``none``, ``light``, ``advanced``)."""
+    ``mse``), calibration level (``none``, ``light``, ``advanced``) and neuron (``if``,
+    ``signed``, ``burst:K``, ``signed-burst:K``: :func:`parse_neuron`)."""
+    variant, spikes = parse_neuron(neuron)
     if calibration not in CALIBRATION_PIPELINES:
         raise PassError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATION_PIPELINES)}")
     opts = [*threshold_options(threshold), f"granularity={granularity}"]
     for name, value, choices in (("granularity", granularity, ("layer", "channel")), ("maxpool", maxpool, ("gate", "avg"))):
         if value not in choices:
             raise PassError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-    pipeline = f"canonicalize,fold-bn,balance-thresholds{{{' '.join(opts)}}},insert-if{{maxpool={maxpool}}}"
+    insert = [f"maxpool={maxpool}"]
+    if variant != "if":
+        insert.append(f"neuron={variant}")
+    if spikes > 1:
+        opts.append(f"spikes={spikes}")
+        insert.append(f"spikes={spikes}")
+    pipeline = f"canonicalize,fold-bn,balance-thresholds{{{' '.join(opts)}}},insert-if{{{' '.join(insert)}}}"
     extra = CALIBRATION_PIPELINES[calibration]
     return f"{pipeline},{extra}" if extra else pipeline
+
+
+def parse_neuron(neuron: str) -> tuple[str, int]:
+    """``(variant, K)`` of a ``--neuron`` value: ``if``, ``signed``, ``burst[:K]`` or
+    ``signed-burst[:K]`` (K = the most spikes per step, 2..255, default 4; 1 for the others)."""
+    text = neuron if isinstance(neuron, str) else repr(neuron)
+    m = re.fullmatch(r"(if|signed|burst|signed-burst)(?::([0-9]+))?", text)
+    if m is None or (m.group(2) is not None and m.group(1) in ("if", "signed")):
+        raise PassError(
+            f"neuron {text!r} is not one of: {', '.join(NEURONS)} (burst and signed-burst take :K, the most spikes per step, e.g. burst:4)"
+        )
+    name = m.group(1)
+    if name in ("if", "signed"):
+        return name, 1
+    spikes = int(m.group(2) or DEFAULT_BURST_SPIKES)
+    neuron_attrs(name, spikes)  # range check, one message
+    return name, spikes
 
 
 def threshold_options(threshold: str) -> list[str]:

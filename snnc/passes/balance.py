@@ -18,7 +18,12 @@ Methods (θ per layer, or per channel with ``granularity=channel``):
 * ``mse``: θ = argmin over θ_i = m (1 − 0.01 i), i = 0..94, of mean((a − Q_T(a; θ))²),
   with Q_T the quantiser the IF neuron implements at ``timesteps`` steps:
   Q_T(a; θ) = (θ/T) clip(floor(a T / θ + s), 0, T), s = 1/2 for the half-threshold start
-  (the default of insert-if) and 0 without it. The search depends on T.
+  (the default of insert-if) and 0 without it. The search depends on T. Calibrated for
+  several T (``snnc convert --timesteps 8,16,32``: one artifact for all of them), the
+  objective is the quantisation error summed over the listed T, Σ_T mean((a − Q_T(a; θ))²):
+  the one θ that serves every listed T best in the squared sense. Each term is about
+  θ²/(12 T²) for the part of the range below θ, so the smallest T weighs most, as its
+  error is the largest; the clipping error above θ is the same at every T.
 
 A ReLU with a finite ``max`` (ReLU6, Clip) never gets a threshold above that max. A
 channel that never activates on the calibration data gets its layer's threshold.
@@ -172,15 +177,19 @@ def quantise(a: np.ndarray, theta: float, timesteps: int, offset: float) -> np.n
     return if_neuron_rate(t, th, offset * th, timesteps).numpy()
 
 
-def mse_from_hist(hist: np.ndarray, hi: float, timesteps: int, offset: float, steps: int = 95) -> float:
-    """The θ = hi (1 − 0.01 i) minimising the quantisation MSE of the histogrammed values."""
+def mse_from_hist(hist: np.ndarray, hi: float, timesteps: int | tuple[int, ...], offset: float, steps: int = 95) -> float:
+    """The θ = hi (1 − 0.01 i) minimising the quantisation MSE of the histogrammed values
+    (summed over the T values when ``timesteps`` lists several)."""
     if hist.sum() <= 0 or hi <= 0:
         return 0.0
     a = _bin_centres(hi, len(hist))
+    steps_t = (timesteps,) if isinstance(timesteps, (int, np.integer)) else tuple(timesteps)
     best, best_err = hi, np.inf
     for i in range(steps):
         theta = hi * (1 - 0.01 * i)
-        err = float(np.dot(hist, (a - quantise(a, theta, timesteps, offset)) ** 2))
+        err = float(np.dot(hist, (a - quantise(a, theta, steps_t[0], offset)) ** 2))
+        for t in steps_t[1:]:
+            err += float(np.dot(hist, (a - quantise(a, theta, t, offset)) ** 2))
         if err < best_err - 1e-12 * abs(best_err if np.isfinite(best_err) else 0):
             best, best_err = theta, err
     return float(best)
@@ -200,6 +209,7 @@ class BalanceThresholds(Pass):
         granularity: str = choice(DEFAULT_GRANULARITY, "layer", "channel")
         bins: int = 4096
         half_start: bool = True  # the quantiser MSE assumes (match insert-if's v-init)
+        spikes: int = 1  # spikes per step of the neuron insert-if will create (burst: K): MSE quantises to K·T levels
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         o = self.options
@@ -224,7 +234,7 @@ class BalanceThresholds(Pass):
                     f"ReLU {node.name!r} computes non-finite values (inf or NaN) on the calibration samples: the network overflows "
                     "float32 on these inputs; check the model's weights and the data's scale"
                 )
-            layer_theta = self._choose(s.layer_hist, s.layer_max, ctx.timesteps)
+            layer_theta = self._choose(s.layer_hist, s.layer_max, ctx.calibrated_for)
             if layer_theta <= 0:
                 raise CalibrationError(
                     f"ReLU {node.name!r} never activates on the {len(x)} calibration samples, so no threshold can be "
@@ -232,7 +242,7 @@ class BalanceThresholds(Pass):
                 )
             if o.granularity == "channel":
                 theta = np.array(
-                    [self._choose(s.channel_hist[c] if s.channel_hist is not None else None, s.channel_max[c], ctx.timesteps) for c in range(len(s.channel_max))]
+                    [self._choose(s.channel_hist[c] if s.channel_hist is not None else None, s.channel_max[c], ctx.calibrated_for) for c in range(len(s.channel_max))]
                 )
                 dead = theta <= 0
                 theta[dead] = layer_theta
@@ -263,10 +273,10 @@ class BalanceThresholds(Pass):
         m = f"percentile:{o.percentile:g}" if o.method == "percentile" else o.method
         return f"{m}/{o.granularity}"
 
-    def _choose(self, hist: np.ndarray | None, hi: float, timesteps: int) -> float:
+    def _choose(self, hist: np.ndarray | None, hi: float, timesteps: tuple[int, ...]) -> float:
         o = self.options
         if o.method == "max" or hi <= 0:
             return float(hi)
         if o.method == "percentile":
             return percentile_from_hist(hist, hi, o.percentile)
-        return mse_from_hist(hist, hi, timesteps, 0.5 if o.half_start else 0.0)
+        return mse_from_hist(hist, hi, tuple(t * max(1, o.spikes) for t in timesteps), 0.5 if o.half_start else 0.0)

@@ -52,6 +52,9 @@ class PassContext:
 
     calib: np.ndarray | None = None
     timesteps: int = DEFAULT_TIMESTEPS
+    # Every T the calibration aims at ("anytime" inference: one artifact for several T;
+    # empty: just ``timesteps``). ``timesteps`` is then their largest, the artifact's default T.
+    timesteps_all: tuple[int, ...] = ()
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "cpu"
     seed: int = DEFAULT_SEED
@@ -71,6 +74,12 @@ class PassContext:
     store: str = "auto"
     store_memory: int = DEFAULT_STORE_MEMORY
     spill_dir: str | None = None
+
+    @property
+    def calibrated_for(self) -> tuple[int, ...]:
+        """The T values the T-dependent passes (balance-thresholds' MSE search, the
+        calibration passes) aim at, sorted: ``timesteps_all``, or ``(timesteps,)``."""
+        return tuple(sorted(set(self.timesteps_all))) if self.timesteps_all else (self.timesteps,)
 
     def record(self, pass_name: str, data: Any) -> None:
         """Store a pass's results under its name (``name#2`` for a second run)."""

@@ -17,7 +17,29 @@ calibrated, against the ANN's activation computed with the original weights:
   (θ/T)·clip(floor((zT + v0)/θ), 0, T), with a straight-through gradient for the floor;
   Adam with a cosine learning-rate schedule.
 
-All three calibrate for the T of the conversion (``--timesteps``). The SNN is simulated
+All three calibrate for the T of the conversion (``--timesteps``), or for several T at once
+(``--timesteps 8,16,32``: one "anytime" artifact; :attr:`PassContext.calibrated_for`). A
+spiking layer's output over the first t steps does not depend on how many steps follow,
+so the layer is simulated once, to the largest T, and the time averages r_T over the
+first T steps of that run are read off for every listed T (the simulation costs what a
+conversion for the largest T alone costs). Each correction then minimises the squared
+error summed over the listed T, under its own linear model of how the correction moves
+r_T:
+
+* ``calibrate-bias``: lowering the input current by c lowers r_T by c at every T (below
+  saturation), so Σ_T (e_T − c)² is least at c = the plain mean of the per-T errors e_T.
+* ``calibrate-potential``: raising v(0) by Δv adds Δv/θ spikes of θ over T steps, i.e.
+  raises r_T by Δv/T; Σ_T (d_T − Δv/T)², d_T = mean(a − r_T), is least at
+  Δv = Σ_T (d_T/T) / Σ_T T⁻² = Σ_T w_T (T·d_T) with w_T = T⁻² / Σ_T' T'⁻²: the weighted
+  mean of the per-T corrections T·d_T, the smallest T weighing most (at T = 8, 16, 32:
+  16/21, 4/21, 1/21), because one unit of v(0) moves its rate the most. One v(0) cannot
+  serve every T exactly: a surplus of Δv spikes is spread over T steps.
+* ``calibrate-weights``: the loss is the mean over the listed T of
+  ‖Q_T(W·x̄_T + b; θ, v0) − a‖², x̄_T the layer's input averaged over the first T steps
+  (each T its own input: the earlier layers' outputs differ with T), on the same
+  minibatches.
+
+With one T all of this reduces to the single-T formulas (bit for bit). The SNN is simulated
 one layer at a time over all calibration samples: the spike trains between layers are
 kept bit-packed (T·N bits per neuron), so each calibration pass costs two simulations
 of the network, independent of its depth; the ANN up to each layer is re-evaluated per
@@ -296,6 +318,47 @@ def _per_channel_sum(d: torch.Tensor) -> tuple[torch.Tensor, int]:
     return flat.double().sum(1), flat.shape[1]
 
 
+def averages(value: Timed, Ts: tuple[int, ...]) -> list[torch.Tensor]:
+    """The time averages of ``value`` over its first T steps, for each T of ``Ts`` (the
+    largest being the whole simulation): a spiking layer's first T steps do not depend on
+    how many follow, so one simulation to max(T) serves every listed T."""
+    if value.static:
+        return [value.data] * len(Ts)
+    steps = value.data.shape[0]
+    return [value.mean() if t >= steps else value.data[:t].mean(0) for t in Ts]
+
+
+def mean_correction(errs: list[np.ndarray]) -> np.ndarray:
+    """The constant c minimising Σ_T (e_T − c)² (per element): the mean of the per-T
+    errors (the error itself for one T)."""
+    return errs[0] if len(errs) == 1 else sum(errs) / len(errs)
+
+
+def potential_correction(Ts: tuple[int, ...], errs: list[np.ndarray]) -> np.ndarray:
+    """The v(0) increment Δv minimising Σ_T (d_T − Δv/T)², d_T = mean(a − r_T) at T:
+    Σ_T w_T·T·d_T with w_T = T⁻² / Σ_T' T'⁻² (T·d for one T, as before)."""
+    if len(Ts) == 1:
+        return Ts[0] * errs[0]
+    inv = np.array([1.0 / t**2 for t in Ts])
+    w = inv / inv.sum()
+    return sum(wk * t * d for wk, t, d in zip(w, Ts, errs))
+
+
+def _error_summaries(Ts: tuple[int, ...], before: list[ErrorStats], after: list[ErrorStats], group: Group) -> dict[str, Any]:
+    """A layer's record: SNN − ANN ``before`` and ``after`` the correction (one T), or over
+    all listed T together plus ``by_timesteps`` (several)."""
+    if len(Ts) == 1:
+        return {"before": before[0].summary(group), "after": after[0].summary(group)}
+    rows = {str(t): {"before": b.summary(group), "after": a.summary(group)} for t, b, a in zip(Ts, before, after)}
+
+    def pooled(side: str) -> dict[str, float]:  # every T has the same number of elements
+        mean = float(np.mean([r[side]["mean"] for r in rows.values()]))
+        rms = math.sqrt(float(np.mean([r[side]["rms"] ** 2 for r in rows.values()])))
+        return {"mean": mean, "rms": rms}
+
+    return {"before": pooled("before"), "after": pooled("after"), "by_timesteps": rows}
+
+
 def open_store(ctx: PassContext) -> SpillStore | None:
     """Where the calibration keeps the spike trains between layers (see PassContext.store)."""
     if ctx.store == "recompute":
@@ -347,7 +410,8 @@ class _Calibration(Pass):
             raise PassError(f"{self.name}: the ANN reference is missing; run it in the same pipeline as insert-if, after it")
         self.check(graph)
         x = ctx.require_calib(self.name)[: self.options.samples]
-        T = ctx.timesteps
+        self._Ts = Ts = ctx.calibrated_for
+        T = Ts[-1]  # simulated once to the largest T; the others are prefixes of that run
         group = ctx.group
         sent = group.bytes_reduced
         store = open_store(ctx)
@@ -357,7 +421,7 @@ class _Calibration(Pass):
             work = sum(2 if self.targets(s) else 1 for s in runner.segments) * len(local)
             layers = []
             t0 = time.perf_counter()
-            with ctx.progress(f"{self.name} (T={T})", work) as task:
+            with ctx.progress(f"{self.name} (T={','.join(map(str, Ts))})", work) as task:
                 for seg in runner.segments:
                     if not self.targets(seg):
                         for b in local:
@@ -365,26 +429,31 @@ class _Calibration(Pass):
                             task.advance(1)
                         runner.done(seg)
                         continue
-                    before = ErrorStats()
+                    before = [ErrorStats() for _ in Ts]
                     self.begin(seg, runner)
                     for b in local:
                         out, env = runner.batch(seg, b)
                         a = runner.ann_target(seg, b)
-                        r = out.mean()
-                        before.add(r - a)
-                        self.observe(seg, b, r, a, env)
+                        rs = averages(out, Ts)
+                        for stats, r in zip(before, rs):
+                            stats.add(r - a)
+                        self.observe(seg, b, rs, a, env)
                         task.advance(1)
                     where = self.update(graph, seg, ctx)
                     runner.refresh(seg)
-                    after = ErrorStats()
+                    after = [ErrorStats() for _ in Ts]
                     for b in local:
                         out, _ = runner.batch(seg, b)
-                        after.add(out.mean() - runner.ann_target(seg, b))
+                        a = runner.ann_target(seg, b)
+                        for stats, r in zip(after, averages(out, Ts)):
+                            stats.add(r - a)
                         runner.keep(seg, b, out)
                         task.advance(1)
                     runner.done(seg)
-                    layers.append({"layer": seg.node.name, "changed": where, "before": before.summary(group), "after": after.summary(group)})
+                    layers.append({"layer": seg.node.name, "changed": where, **_error_summaries(Ts, before, after, group)})
             record = {"timesteps": T, "samples": int(len(x)), "seconds": round(time.perf_counter() - t0, 3), "layers": layers}
+            if len(Ts) > 1:
+                record["calibrated_for"] = list(Ts)
             if group.distributed:
                 record["ranks"] = {"world": group.world, "bytes_reduced_per_rank": group.bytes_reduced - sent}
             if store is not None:
@@ -397,35 +466,42 @@ class _Calibration(Pass):
     # hooks -------------------------------------------------------------
     def begin(self, seg: _Segment, runner: LayerwiseRunner) -> None:
         """Start the statistics of one layer."""
-        self._acc: ExactSum | None = None
+        self._acc: dict[int, ExactSum] = {}
 
-    def observe(self, seg: _Segment, b: int, r: torch.Tensor, a: torch.Tensor, env: dict[int, Timed]) -> None:  # pragma: no cover - abstract
-        """Batch ``b``: SNN time-averaged output ``r``, ANN target ``a``, the segment's values."""
+    def observe(self, seg: _Segment, b: int, rs: list[torch.Tensor], a: torch.Tensor, env: dict[int, Timed]) -> None:  # pragma: no cover - abstract
+        """Batch ``b``: SNN time-averaged outputs ``rs`` (one per T of ``self._Ts``), ANN
+        target ``a``, the segment's values."""
         raise NotImplementedError
 
     def update(self, graph: Graph, seg: _Segment, ctx: PassContext) -> str:  # pragma: no cover - abstract
         """Apply the correction; return the name(s) of what changed."""
         raise NotImplementedError
 
-    def _add_sum(self, s: torch.Tensor, n: int) -> None:
-        if self._acc is None:
-            self._acc = ExactSum(tuple(s.shape))
-        self._acc.add(s, n)
+    def _add_sum(self, s: torch.Tensor, n: int, k: int = 0) -> None:
+        """Accumulate statistic ``s`` (of ``n`` elements) for the ``k``-th listed T."""
+        if k not in self._acc:
+            self._acc[k] = ExactSum(tuple(s.shape))
+        self._acc[k].add(s, n)
 
-    def _mean(self, ctx: PassContext, shape: tuple[int, ...]) -> np.ndarray:
-        """The mean of what :meth:`_add_sum` accumulated, over all ranks (``shape``: the
-        statistic's shape, for a rank that saw no batch)."""
-        acc = self._acc if self._acc is not None else ExactSum(shape)
+    def _mean(self, ctx: PassContext, shape: tuple[int, ...], k: int = 0) -> np.ndarray:
+        """The mean of what :meth:`_add_sum` accumulated for the ``k``-th T, over all ranks
+        (``shape``: the statistic's shape, for a rank that saw no batch)."""
+        acc = self._acc.get(k) or ExactSum(shape)
         acc.reduce(ctx.group)
         return acc.value() / max(1, acc.count)
+
+    def _means(self, ctx: PassContext, shape: tuple[int, ...]) -> list[np.ndarray]:
+        """:meth:`_mean` for every listed T, in order."""
+        return [self._mean(ctx, shape, k) for k in range(len(self._Ts))]
 
 
 @register_pass
 class CalibrateBias(_Calibration):
     """After calibrate-bias, each spiking layer's (and, with output=true, each readout's)
     mean SNN − ANN error per channel, measured on the calibration samples at the
-    conversion's T with all earlier layers calibrated, has been subtracted from its input
-    current. The graph stays in the SNN stage."""
+    conversion's T with all earlier layers calibrated (calibrated for several T: the mean
+    of the per-T errors), has been subtracted from its input current. The graph stays in
+    the SNN stage."""
 
     name = "calibrate-bias"
 
@@ -435,11 +511,12 @@ class CalibrateBias(_Calibration):
         output: bool = True
         layers: str = ""  # only these layers (names separated by ';'; empty: every layer)
 
-    def observe(self, seg, b, r, a, env) -> None:
-        self._add_sum(*_per_channel_sum(r - a))
+    def observe(self, seg, b, rs, a, env) -> None:
+        for k, r in enumerate(rs):
+            self._add_sum(*_per_channel_sum(r - a), k)
 
     def update(self, graph, seg, ctx) -> str:
-        err = self._mean(ctx, seg.node.output.shape[:1])
+        err = mean_correction(self._means(ctx, seg.node.output.shape[:1]))
         return shift_input_current(graph, seg.node, -err, name="calib_bias").name
 
 
@@ -447,8 +524,10 @@ class CalibrateBias(_Calibration):
 class CalibratePotential(_Calibration):
     """After calibrate-potential, each spiking neuron's initial potential has been raised
     by T times its mean ANN − SNN output error on the calibration samples (per channel, or
-    per neuron with granularity=neuron), with all earlier layers calibrated; readouts
-    (output=true) get the bias correction instead. The graph stays in the SNN stage."""
+    per neuron with granularity=neuron), with all earlier layers calibrated (calibrated for
+    several T: the mean of the per-T corrections T·d_T weighted by T⁻², the least-squares
+    compromise); readouts (output=true) get the bias correction instead. The graph stays
+    in the SNN stage."""
 
     name = "calibrate-potential"
 
@@ -462,20 +541,21 @@ class CalibratePotential(_Calibration):
     def _per_channel(self, seg: _Segment) -> bool:
         return seg.node.spec.has("readout") or self.options.granularity == "channel"
 
-    def observe(self, seg, b, r, a, env) -> None:
-        if self._per_channel(seg):
-            self._add_sum(*_per_channel_sum(a - r))
-        else:
-            self._add_sum((a - r).double().sum(0), r.shape[0])
+    def observe(self, seg, b, rs, a, env) -> None:
+        for k, r in enumerate(rs):
+            if self._per_channel(seg):
+                self._add_sum(*_per_channel_sum(a - r), k)
+            else:
+                self._add_sum((a - r).double().sum(0), r.shape[0], k)
 
     def update(self, graph, seg, ctx) -> str:
         node = seg.node
-        err = self._mean(ctx, node.output.shape[:1] if self._per_channel(seg) else node.output.shape)
+        errs = self._means(ctx, node.output.shape[:1] if self._per_channel(seg) else node.output.shape)
         if node.spec.has("readout"):
-            return shift_input_current(graph, node, err, name="calib_bias").name
+            return shift_input_current(graph, node, mean_correction(errs), name="calib_bias").name
         if self.options.granularity == "channel":
-            err = err.reshape(channel_shape(node.output))
-        node.set_param("v_init", node.params["v_init"] + ctx.timesteps * err)
+            errs = [err.reshape(channel_shape(node.output)) for err in errs]
+        node.set_param("v_init", node.params["v_init"] + potential_correction(self._Ts, errs))
         return node.name
 
 
@@ -485,7 +565,8 @@ class CalibrateWeights(_Calibration):
     minimise, by Adam with a cosine schedule and a straight-through floor, the squared
     error between the ANN activation and the IF neuron's response to the layer's
     time-averaged spiking input (the calibration samples at the conversion's T, earlier
-    layers calibrated). Biases, thresholds and potentials are unchanged. The graph stays
+    layers calibrated; calibrated for several T: the mean of that error over the T, each
+    T with its own time-averaged input). Biases, thresholds and potentials are unchanged. The graph stays
     in the SNN stage."""
 
     name = "calibrate-weights"
@@ -503,10 +584,21 @@ class CalibrateWeights(_Calibration):
         self._runner = runner
         self._store = runner.store if runner.store is not None else SpillStore(0)  # recompute mode: spill to disk
 
-    def observe(self, seg, b, r, a, env) -> None:
+    def observe(self, seg, b, rs, a, env) -> None:
         for v in seg.boundary:
-            self._store.put(("fit", id(v)), b, env[id(v)].mean().cpu().numpy())
+            value = env[id(v)]
+            for key, avg in zip(self._fit_keys(v, value.static), averages(value, self._Ts)):
+                self._store.put(("fit", key), b, avg.cpu().numpy())
         self._store.put(("fit", "target"), b, a.cpu().numpy())
+
+    def _fit_keys(self, v: Value, static: bool | None = None) -> list[Any]:
+        """The store keys of value ``v``'s time averages, one per listed T (a static value,
+        or a single T: one key, ``id(v)``, shared by every T)."""
+        if static is not None:
+            self._static[id(v)] = static
+        if len(self._Ts) == 1 or self._static.get(id(v), False):
+            return [id(v)] * len(self._Ts)
+        return [(id(v), t) for t in self._Ts]
 
     def _rows(self, key: Any, samples: list[int]) -> torch.Tensor:
         """The stored rows of the given (global) sample indices, in that order."""
@@ -546,18 +638,28 @@ class CalibrateWeights(_Calibration):
             n_samples = runner.samples
             mine = runner.local_samples()
             size = int(np.prod(node.output.shape))
+            Ts = self._Ts
             with torch.enable_grad():
                 for _ in range(o.iterations):
                     idx = torch.randint(0, n_samples, (min(o.batch, n_samples),), generator=gen)
                     held = [i for i in idx.tolist() if i in mine]
                     opt.zero_grad()
                     if held:
-                        env = {id(v): Timed(self._rows(id(v), held).to(runner.device), static=True) for v in seg.boundary}
-                        ex.walk(seg.nodes, env, free=False)
-                        z = env[id(node.inputs[0])].data
-                        y = if_neuron_rate(z, theta, v0, ctx.timesteps, straight_through=True) if neuron else z
                         target = self._rows("target", held).to(runner.device)
-                        loss = torch.sum((y - target) ** 2) / (len(idx) * size)
+                        rows: dict[Any, torch.Tensor] = {}
+                        losses = []
+                        for k, t in enumerate(Ts):
+                            env = {}
+                            for v in seg.boundary:
+                                key = self._fit_keys(v)[k]
+                                if key not in rows:
+                                    rows[key] = self._rows(key, held).to(runner.device)
+                                env[id(v)] = Timed(rows[key], static=True)
+                            ex.walk(seg.nodes, env, free=False)
+                            z = env[id(node.inputs[0])].data
+                            y = if_neuron_rate(z, theta, v0, t, straight_through=True, max_spikes=int(node.attr("max_spikes"))) if neuron else z
+                            losses.append(torch.sum((y - target) ** 2) / (len(idx) * size))
+                        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
                         loss.backward()
                     for w in weights:
                         if w.grad is None:
@@ -571,11 +673,12 @@ class CalibrateWeights(_Calibration):
                 self._trained.add(id(n))
             return ",".join(n.name for n in train)
         finally:
-            for k in [*(id(v) for v in seg.boundary), "target"]:
+            for k in {*(key for v in seg.boundary for key in self._fit_keys(v)), "target"}:
                 self._store.drop(("fit", k))
             if self._store is not runner.store:
                 self._store.close()
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         self._trained: set[int] = set()  # a node shared by two layers is fitted once
+        self._static: dict[int, bool] = {}  # boundary value id -> static (one time average for every T)
         return super().run(graph, ctx)

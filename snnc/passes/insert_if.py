@@ -7,6 +7,10 @@
   constant input current z this neuron's average output over T steps is
   (θ/T) floor(clip((zT + θ/2)/θ, 0, T)): the ReLU clipped at θ and quantised to T levels,
   rounded to the nearest level instead of floored (Deng & Gu 2021; QCFS 2022).
+* ``neuron=`` picks the neuron (:data:`NEURONS`): the plain IF neuron, or a low-latency
+  variant: ``signed`` (−θ spikes correct over-firing), ``burst`` (up to ``spikes`` = K spikes
+  per step, each θ/K, so the ReLU's range is quantised to K·T levels in T steps, at the cost
+  of up to K times the spikes) or ``signed-burst``.
 * Every ``max_pool`` becomes ``spiking_max_pool`` (rate-gated: see its op docstring) or,
   with ``maxpool=avg``, an ``avg_pool`` over the same windows — an explicit, documented
   change of the network's function, reported as a notice, never a silent one.
@@ -27,8 +31,28 @@ import numpy as np
 from snnc.defaults import DEFAULT_MAXPOOL
 from snnc.errors import PassError
 from snnc.ir.graph import Graph
+from snnc.ir.ops import MAX_SPIKES
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
+
+
+# The neuron variants insert-if can create (``neuron=``; see the ``if_neuron`` op's equations).
+NEURONS = {
+    "if": "plain integrate-and-fire: one binary spike per step at most",
+    "signed": "emits -threshold spikes to take back an earlier over-estimate (net output never below 0)",
+    "burst": "up to `spikes` spikes per step (a graded spike), threshold divided by `spikes`: K*T levels in T steps",
+    "signed-burst": "both: counts in [-min(n, K), K] per step",
+}
+
+
+def neuron_attrs(neuron: str, spikes: int) -> tuple[int, bool]:
+    """``(max_spikes, signed)`` of the ``if_neuron`` a neuron variant name stands for."""
+    if neuron not in NEURONS:
+        raise PassError(f"unknown neuron {neuron!r}; choose one of {', '.join(NEURONS)}")
+    burst = neuron in ("burst", "signed-burst")
+    if burst and not (isinstance(spikes, int) and 2 <= spikes <= MAX_SPIKES):
+        raise PassError(f"neuron {neuron!r}: spikes must be an integer in [2, {MAX_SPIKES}], got {spikes!r}")
+    return (spikes if burst else 1), neuron in ("signed", "signed-burst")
 
 
 @register_pass
@@ -44,21 +68,27 @@ class InsertIF(Pass):
         v_init: str = choice("half", "half", "zero", "bias")
         reset: str = choice("subtract", "subtract", "zero")
         maxpool: str = choice(DEFAULT_MAXPOOL, "gate", "avg")
+        neuron: str = choice("if", *NEURONS)
+        spikes: int = 4  # burst / signed-burst: the most spikes a neuron emits in one step
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         o = self.options
+        max_spikes, signed = neuron_attrs(o.neuron, o.spikes)
         ctx.ann_reference = graph.clone()
         ctx.ann_names = {}
         for node in list(graph.nodes):
             if node.op == "relu":
                 if "threshold" not in node.params:
                     raise PassError(f"insert-if: ReLU {node.name!r} has no threshold; run balance-thresholds first")
-                theta = node.params["threshold"]
+                theta = node.params["threshold"] / max_spikes  # K spikes of θ/K cover the ReLU's range [0, θ]
                 v0 = theta / 2 if o.v_init == "half" else np.zeros_like(theta)
+                attrs = {"reset": o.reset, "spike_scale": "threshold"}
+                if max_spikes != 1 or signed:
+                    attrs |= {"max_spikes": max_spikes, "signed": signed}
                 neuron = graph.add_node(
                     "if_neuron",
                     [node.inputs[0]],
-                    {"reset": o.reset, "spike_scale": "threshold"},
+                    attrs,
                     {"threshold": theta, "v_init": v0},
                     name=f"{node.name}_if",
                     shape=node.output.shape,

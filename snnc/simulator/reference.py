@@ -24,7 +24,7 @@ import torch
 from snnc.errors import DataError
 from snnc.ir.executor import Executor, Timed, check_input, run_batched
 from snnc.ir.graph import Graph, Node
-from snnc.ir.ops import ops_with
+from snnc.ir.ops import ops_with, unit_spikes
 from snnc.ir.verify import verify
 
 ENCODINGS = ("direct", "poisson")
@@ -82,7 +82,7 @@ class ReferenceSimulator(Executor):
 
         def seen(node: Node, out: Timed) -> None:
             if spike_counts is not None and node.op in neurons:
-                spike_counts[node.name] = spike_counts.get(node.name, 0.0) + float(torch.count_nonzero(out.data))
+                spike_counts[node.name] = spike_counts.get(node.name, 0.0) + neuron_spikes(node, out.data)
             if observe is not None and (watch is None or node in watch):
                 observe(node, out)
 
@@ -150,6 +150,16 @@ def simulate(
     task = progress(f"simulating T={T}", len(x)) if progress else None
     outs = run_batched(x, batch_size, lambda xb: sim.simulate(xb, steps, encoding=encoding, generator=gen, spike_counts=counts), task)
     return SimResult(outs, spike_rates(graph, counts, len(x), T), len(x))
+
+
+def neuron_spikes(node: Node, y: torch.Tensor) -> float:
+    """Unit spikes in a neuron layer's output ``y`` (a burst of k counts k, a negative spike
+    counts 1; :func:`snnc.ir.ops.unit_spikes`)."""
+    if node.attr("max_spikes") == 1 and not node.attr("signed"):
+        return float(torch.count_nonzero(y))
+    attrs = {k: node.attr(k) for k in ("max_spikes", "signed", "spike_scale")}
+    theta = torch.as_tensor(np.asarray(node.params["threshold"], dtype=np.float32), device=y.device)
+    return float(unit_spikes(attrs, y, theta))
 
 
 def spike_rates(graph: Graph, counts: dict[str, float], samples: int, timesteps: int) -> dict[str, float]:

@@ -14,6 +14,14 @@ LIF and Dense models implement them:
   where Lava's LIF resets to 0). ``bias = mant << exp`` with a 13-bit signed mantissa and a
   3-bit exponent; ``vth`` is a 17-bit unsigned mantissa. This is Lava's LIF with du = 4095
   (no current carried over) and dv = 0 (no leak), with subtractive reset.
+* the burst / signed neuron variants (``max_spikes`` = K > 1 and / or ``signed``) send
+  **graded spikes** whose payload is the signed spike count ``s`` (Loihi 2's graded spikes
+  carry an integer payload; snnc_lava.lower.GRADED_PAYLOAD_BITS): with the same current and
+  voltage, ``s = clip(floor(v / (vth << 6)), lo, K)``, ``lo = -min(n, K)`` for a signed
+  neuron that has sent ``n`` spikes net so far (else 0), then ``v -= s * (vth << 6)`` (soft
+  reset; hard: v = 0 where s != 0). This is the op's equation in integers (it fires at
+  ``v >= vth << 6``, where the plain neuron above keeps Loihi's ``v > vth << 6``). A synapse
+  multiplies the payload by its weight, as Lava's Dense does with ``num_message_bits > 0``.
 
 Integer convolutions run as float64 torch ops: every partial sum is an integer far below
 2^53, so the results are exact.
@@ -25,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnc.ir.ops import get_op, integrate_and_fire, spiking_max_pool_gate
+from snnc.ir.ops import get_op, integrate_and_fire, integrate_and_fire_counts, spiking_max_pool_gate
 
 V_MAX = 2**23  # 24-bit two's complement state
 
@@ -142,12 +150,18 @@ def _sum_pool(op: str, attrs: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 class NeuronKernel(Kernel):
-    """The IF neuron (see the module docstring for the fixed-point form)."""
+    """The IF neuron (see the module docstring for the fixed-point form). The burst / signed
+    variants step with :func:`~snnc.ir.ops.integrate_and_fire_counts` (float) or its integer
+    form, send their counts (graded spikes) and count unit spikes (``|s|``: a burst of k
+    counts k, a −θ spike 1), as the reference simulator's ``neuron_spikes``."""
 
     counts_spikes = True
 
     def __init__(self, spec):
         super().__init__(spec)
+        self.max_spikes = int(spec.get("max_spikes", 1))
+        self.signed = bool(spec.get("signed", False))
+        self.variant = self.max_spikes != 1 or self.signed
         self.has_input = spec["has_input"]
         self.port_weight = spec.get("port_weight")  # fixed: count input through elementwise synapses
         self.subtract = spec["reset"] == "subtract"
@@ -166,6 +180,8 @@ class NeuronKernel(Kernel):
         if not self.fixed:
             self.v = torch.from_numpy(self.v)
             self.spiked = torch.empty(self.v.shape, dtype=torch.bool)
+        if self.variant:
+            self.emitted = (np.zeros(self.v.shape, np.int64) if self.fixed else torch.zeros(self.v.shape)) if self.signed else None
         self.bias = _per_sample(self.spec.get("bias"), batch, self.B)
         self.valid = max(0, min(self.B, int(self.spec.get("samples", 1 << 62)) - batch * self.B))  # padding rows do not count
 
@@ -177,6 +193,8 @@ class NeuronKernel(Kernel):
                 a = shift(a * w, e)
             u = wrap24(np.left_shift(np.asarray(a, dtype=np.int64), 6))
             self.v = clip24(self.v + u + self.bias)
+            if self.variant:
+                return self._graded_step()
             s = self.v > self.vth
             if self.subtract:
                 self.v = self.v - s * self.vth
@@ -185,10 +203,30 @@ class NeuronKernel(Kernel):
             self.spike_total += float(s[: self.valid].sum())
             return s.astype(np.int64)
         z = torch.from_numpy(np.asarray((ins[0] if self.has_input else np.float32(0)) + self.bias, dtype=np.float32))
+        if self.variant:  # the op set's step form of the variants; counts out
+            s = integrate_and_fire_counts(self.v, z, self.theta, self.emitted, self.max_spikes, self.subtract)
+            self.spike_total += float(s[: self.valid].abs().sum(dtype=torch.float64))
+            return (s if self.unit else s * self.theta).numpy()
         s = torch.empty(self.v.shape)
         integrate_and_fire(self.v, z, self.theta, s, self.spiked, self.subtract)  # the op set's step form
         self.spike_total += float(s[: self.valid].sum())
         return (s if self.unit else s * self.theta).numpy()
+
+
+    def _graded_step(self) -> np.ndarray:
+        """Fixed point, burst / signed: the count (graded-spike payload) and the reset, after
+        the voltage has integrated this step's current."""
+        s = np.floor_divide(self.v, self.vth)
+        lo = -np.minimum(self.emitted, self.max_spikes) if self.signed else 0
+        s = np.clip(s, lo, self.max_spikes)
+        if self.subtract:
+            self.v = self.v - s * self.vth
+        else:
+            self.v = np.where(s != 0, 0, self.v)
+        if self.signed:
+            self.emitted = self.emitted + s
+        self.spike_total += float(np.abs(s[: self.valid]).sum())
+        return s.astype(np.int64)
 
 
 class ReadoutKernel(Kernel):

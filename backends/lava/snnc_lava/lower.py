@@ -12,7 +12,10 @@ processes compute only ``L``: their biases are zero and static inputs are absent
 
 * *counts*: spikes and what pooling, reshaping, concatenation and max pooling make of
   them, with a real per-channel scale sigma (a spike of a neuron with threshold θ and
-  θ-scaled spikes is worth θ; an average pool of k values is a sum with scale sigma / k);
+  θ-scaled spikes is worth θ; an average pool of k values is a sum with scale sigma / k)
+  and a largest count per element per step ``cmax`` (1 for a plain neuron's binary spikes;
+  K for a burst neuron's graded spikes, whose payload is its count, down to −K when it is
+  signed; k·cmax after summing k of them), which bounds the synaptic currents;
 * *currents*: synapse outputs in units of the receiving neuron's membrane (a-units:
   ``u = a << 6``).
 
@@ -36,6 +39,7 @@ from snnc.backend import LoweringTable, Rule
 from snnc.errors import BackendError
 from snnc.ir.executor import Executor, Timed, iter_batches, static_values
 from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.ops import neuron_variant
 V_LIMIT = 2**23 - 1  # 24-bit state
 VTH_MAX = 2**17 - 1  # 17-bit threshold mantissa
 BIAS_MAX = 4095 << 7  # 13-bit signed mantissa, 3-bit exponent
@@ -44,6 +48,12 @@ M_MAX = 127  # 8-bit signed weight mantissa (Lava stores 2m)
 # an IF neuron fires every step or never anyway): the scale does not depend on the data run.
 BIAS_HEADROOM = 8.0
 EXP_RANGE = range(-8, 8)
+# Loihi 2 graded spikes carry an integer payload of up to 24 bits (Lava's graded-spike
+# process models, lava.proc.graded, send on 24-bit ports, ``precision=24``, signed; its Dense
+# synapses take them with ``num_message_bits`` up to 24, the default in
+# lava.networks.gradedvecnetwork). The burst / signed neurons send their count s as that
+# payload: it must lie in [-2^23, 2^23 - 1].
+GRADED_PAYLOAD_BITS = 24
 
 
 class Unmappable(BackendError):
@@ -151,6 +161,24 @@ def _check_neuron(n: Node) -> str | None:
     return None if n.attr("reset") in ("subtract", "zero") else f"reset {n.attr('reset')!r}"
 
 
+def graded_payload_problem(n: Node, bits: int | None = None) -> str | None:
+    """Why the burst / signed neuron ``n``'s counts (0..K, or -K..K when signed) do not fit
+    a graded spike's signed payload of ``bits`` bits (default :data:`GRADED_PAYLOAD_BITS`,
+    two's complement: [-2^(bits-1), 2^(bits-1) - 1]), or None."""
+    k, signed = int(n.attr("max_spikes")), bool(n.attr("signed"))
+    if k == 1 and not signed:
+        return None  # binary spikes
+    bits = GRADED_PAYLOAD_BITS if bits is None else bits
+    top = 2 ** (bits - 1) - 1
+    if k > top:
+        rng = f"[-{top + 1}, {top}]"
+        return (
+            f"a {neuron_variant(n.attrs)} neuron sends counts up to {k}{' and down to -' + str(k) if signed else ''}, which do not fit "
+            f"a {bits}-bit graded-spike payload {rng} (Loihi 2); convert with a smaller burst (--neuron burst:K) or --neuron if"
+        )
+    return None
+
+
 @dataclass
 class _Lowering:
     """What the per-op rules read while planning processes."""
@@ -169,6 +197,7 @@ class _Lowering:
 def _plan_neuron(n: Node, lw: _Lowering) -> ProcPlan:
     common = lw.common(n)
     spec = {**lw.base, "kind": "neuron", "has_input": bool(common["inputs"]), "reset": n.attr("reset"), "shape": n.output.shape}
+    spec.update(max_spikes=int(n.attr("max_spikes")), signed=bool(n.attr("signed")))
     if lw.fx is not None:
         spec.update(lw.fx.neuron_spec(n))
     else:
@@ -369,8 +398,11 @@ class FixedPoint:
             if n.op == "readout":
                 continue  # a graph output; its input is handled as a layer
             if n.op == "if_neuron":
+                problem = graded_payload_problem(n)
+                if problem:
+                    self.fail(n, problem)
                 th = n.params["threshold"] if n.attr("spike_scale") == "threshold" else 1.0
-                self._count(n, _full(th, shape), 1.0)
+                self._count(n, _full(th, shape), float(n.attr("max_spikes")))  # |count| <= K per step
             elif n.op == "spiking_max_pool":
                 v = n.inputs[0]
                 if self.dom[id(v)] != "count" or _channel_vector(self.sigma[id(v)], v.shape) is None:
@@ -537,9 +569,11 @@ class FixedPoint:
         terms = self._terms(sink, 1.0 / theta) if has_input else []
         z, per_sample = self.statics[sink.name]
         b_norm = np.asarray(z, dtype=np.float64) / theta
+        k = int(sink.attr("max_spikes")) if sink.spec.has("neuron") else 1
         if per_sample:  # driven by the input: a fixed headroom, so the scale does not depend on the data
-            b_norm = np.clip(b_norm, -BIAS_HEADROOM, BIAS_HEADROOM)
-            s_max = BIAS_HEADROOM
+            headroom = max(BIAS_HEADROOM, 2.0 * k)  # a burst neuron uses currents up to K thresholds per step
+            b_norm = np.clip(b_norm, -headroom, headroom)
+            s_max = headroom
         else:
             s_max = float(np.abs(b_norm).max()) if b_norm.size else 0.0
         l1 = sum(_row_l1(t) * t.cmax for t in terms)
@@ -550,6 +584,10 @@ class FixedPoint:
             bounds.append(BIAS_MAX / 64 / s_max)  # bias fits 13-bit mantissa << 3-bit exponent
         if sink.spec.has("readout"):
             bounds.append(V_LIMIT / 64 / (self.T * (l1 + s_max) + 1e-12))  # the integral never saturates
+        if k > 1:  # the 24-bit voltage must hold a burst of K thresholds (and the residual)
+            bounds.append(V_LIMIT / 64 / (k + 1))
+            if V_LIMIT / 64 / (k + 1) < 1:
+                self.fail(sink, f"a burst of {k} thresholds does not fit the 24-bit membrane potential")
         vmax = min(bounds)
         while True:  # rounding can push mantissas up by half a step: recheck the current bound quantised
             vth, err = choose_vth([t.w for t in terms], vmax)

@@ -8,6 +8,10 @@ op of the SNN stage runs the op set's own executable form. Every node becomes on
   hard reset, per-layer / per-channel / per-neuron threshold) started at ``v_init``, whose
   binary spikes are scaled by the threshold when the op says so. Its multi-step forward is
   SpikingJelly's registered operator: native CUDA or Triton on a GPU, its CPU kernel here.
+  The burst and signed variants (``max_spikes`` > 1, ``signed``) have no SpikingJelly
+  neuron: they run the op set's sequence form (:class:`VariantNeuron`, an
+  :class:`OpParams` that also counts their spikes as unit spikes: a burst of k counts k, a
+  −θ spike counts 1, as the reference simulator's ``neuron_spikes``).
 * ``conv`` / ``conv_transpose`` / ``linear`` / ``avg_pool`` -> SpikingJelly's
   ``layer.Conv1d/2d``, ``ConvTranspose1d/2d``, ``Linear``, ``AvgPool1d/2d`` (weights copied)
   when their attributes map one to one;
@@ -36,6 +40,7 @@ from spikingjelly.activation_based.neuron import ActivationAwareIFNode
 from snnc.backend import LoweringTable, Rule
 from snnc.ir.executor import Executor, Timed
 from snnc.ir.graph import Graph, Node
+from snnc.ir.ops import unit_spikes
 
 
 def _buffer(a: np.ndarray) -> torch.Tensor:
@@ -131,6 +136,27 @@ class OpParams(nn.Module):
         return f"op={self.op} (snnc op set)"
 
 
+class VariantNeuron(OpParams):
+    """A burst / signed ``if_neuron`` (no SpikingJelly neuron emits counts or negative
+    spikes): the op set's sequence form, like the reference. ``spike_count`` accumulates its
+    unit spikes (:func:`snnc.ir.ops.unit_spikes`: a burst of k counts k, a −θ spike 1) while
+    ``count_spikes`` is set, as :class:`IFNeuron` counts its binary spikes."""
+
+    def __init__(self, node: Node):
+        super().__init__(node)
+        self.neuron_attrs = {k: node.attr(k) for k in ("max_spikes", "signed", "spike_scale")}
+        self.spike_count = 0.0
+        self.count_spikes = False
+
+    def count(self, y: torch.Tensor) -> None:
+        if self.count_spikes:
+            self.spike_count += float(unit_spikes(self.neuron_attrs, y, self.threshold))
+
+    def extra_repr(self) -> str:
+        a = self.neuron_attrs
+        return f"op={self.op} (snnc op set), max_spikes={a['max_spikes']}, signed={a['signed']}"
+
+
 # ------------------------------------------------------------------ the per-op table
 def _symmetric(pads, nd: int) -> list[int] | None:
     pads = list(pads) if pads else [0] * (2 * nd)
@@ -159,6 +185,10 @@ def _check_neuron(node: Node) -> str | None:
 
 
 def _neuron(node: Node) -> nn.Module:
+    if node.attr("max_spikes") != 1 or node.attr("signed"):
+        # Burst / signed neurons: SpikingJelly has no neuron emitting counts or negative
+        # spikes, so the op set's own sequence form runs them (equal to the reference).
+        return VariantNeuron(node)
     p = node.params
     return IFNeuron(p["threshold"], p["v_init"], node.output.shape, node.attr("reset"), node.attr("spike_scale"))
 
@@ -244,6 +274,10 @@ class _Runner(Executor):
 
     def run_node(self, node: Node, ins: list[Timed]) -> Timed:
         m = self.net.layer(node)
+        if isinstance(m, VariantNeuron):
+            out = super().run_node(node, ins)
+            m.count(out.data)
+            return out
         if isinstance(m, OpParams):
             return super().run_node(node, ins)
         T = self.timesteps
@@ -281,9 +315,11 @@ class SpikingJellyNetwork(nn.Module):
     def layer(self, node: Node) -> nn.Module:
         return self.layers[self._keys[node.name]]
 
-    def neurons(self) -> dict[str, IFNeuron]:
-        """The IF neuron modules by IR node name."""
-        return {name: self.layers[key] for name, key in self._keys.items() if isinstance(self.layers[key], IFNeuron)}
+    def neurons(self) -> dict[str, IFNeuron | VariantNeuron]:
+        """The IF neuron modules by IR node name (SpikingJelly neurons and the burst / signed
+        variants, which run the op set's form); each counts its spikes in ``spike_count``
+        (unit spikes) while ``count_spikes`` is set."""
+        return {name: self.layers[key] for name, key in self._keys.items() if isinstance(self.layers[key], (IFNeuron, VariantNeuron))}
 
     def sequence(self, x: torch.Tensor, timesteps: int | None = None) -> list[torch.Tensor]:
         """Readout after every step, ``[T, B, ...]`` per graph output."""
