@@ -4,7 +4,7 @@
     python -m examples.brain_tumour_224.evaluate                  # convert (when missing), then evaluate
 
 The conversion is the CLI command recorded in ``results/results.json`` (light calibration on a
-seeded subset of the calibration images: a ResNet-18 at 224² costs ≈ 13 s per calibration image
+seeded subset of the calibration images: a ResNet-18 at 224² costs ≈ 10 s per calibration image
 on 2 cores). The SNN is simulated once to the largest T (every smaller T is read off the same
 run) on a seeded random subset of the 444 test images (``examples.common.study.subset``): the
 reference simulator on ``--samples`` of them, the slower backends on subsets of those.
@@ -31,11 +31,11 @@ DATA = Path(".data/brain_tumour_224")
 ARTIFACT = Path("out/brain_tumour_224/tumour_resnet18_224.snn")
 
 
-def convert(model: Path, artifact: Path, calib: Path, samples: int, calibration: str, threshold: str, timesteps: int) -> dict:
+def convert(model: Path, artifact: Path, calib: Path, samples: int, calibration: str, threshold: str, timesteps: int, neuron: str = "if") -> dict:
     """Run ``snnc convert`` (the CLI next to this interpreter); returns the command and its wall time."""
     snnc = Path(sys.executable).with_name("snnc")
     cmd = [str(snnc), "convert", os.path.relpath(model), "-T", str(timesteps), "--calib", str(calib), "--calib-samples", str(samples),
-           "--calibration", calibration, "--threshold", threshold, "-o", str(artifact),
+           "--calibration", calibration, "--threshold", threshold, "--neuron", neuron, "-o", str(artifact),
            "--report", str(artifact.with_suffix(".report.json")), "--no-progress"]  # fmt: skip
     artifact.parent.mkdir(parents=True, exist_ok=True)
     print("$", shlex.join(cmd), flush=True)
@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=MODEL, help="ONNX file (its .json next to it: the ANN's full-test numbers)")
     p.add_argument("--artifact", type=Path, default=ARTIFACT, help="converted model (converted first when missing)")
     p.add_argument("--data", type=Path, default=DATA, help="folder of examples.brain_tumour_224.data's .npz files")
-    p.add_argument("--calib-samples", type=int, default=64)
+    p.add_argument("--calib-samples", type=int, default=128, help="calibration images (calib.npz holds 128)")
+    p.add_argument("--neuron", default="if", help="snnc convert --neuron (if, signed, burst:K, signed-burst:K)")
     p.add_argument("--calibration", default="light")
     p.add_argument("--threshold", default="percentile:99.5")
     p.add_argument("--timesteps", default="8,16,32")
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     steps = tuple(int(t) for t in args.timesteps.split(","))
     conversion = None
     if not args.artifact.exists():
-        conversion = convert(args.model, args.artifact, args.data / "calib.npz", args.calib_samples, args.calibration, args.threshold, max(steps))
+        conversion = convert(args.model, args.artifact, args.data / "calib.npz", args.calib_samples, args.calibration, args.threshold, max(steps), args.neuron)
     test = load_npz(args.data / "test.npz", required=("x", "y"), what="test split")
     idx = subset(len(test["y"]), args.samples or len(test["y"]))
     trained = json.loads(args.model.with_suffix(".json").read_text())
