@@ -138,3 +138,10 @@ def test_cli_rejects_an_unknown_neuron(digits_model, tmp_path):
     assert not (tmp_path / "m.snn").exists()
     with pytest.raises(Exception, match="insert-if"):
         snnc.convert(str(digits_model.onnx_path), calib=digits_model.x_train, passes="canonicalize,fold-bn,balance-thresholds,insert-if", neuron="signed")
+
+
+def test_advanced_calibration_at_one_step_warns(digits_model):
+    m = snnc.convert(str(digits_model.onnx_path), calib=digits_model.x_train, timesteps=1, calib_samples=64, calibration="advanced", check=False)
+    assert any("calibrate-weights at T=1" in n for n in m.provenance["notices"]), m.provenance.get("notices")
+    m2 = snnc.convert(str(digits_model.onnx_path), calib=digits_model.x_train, timesteps=2, calib_samples=64, calibration="advanced", check=False)
+    assert not any("calibrate-weights at T=1" in n for n in m2.provenance.get("notices", []))

@@ -681,4 +681,10 @@ class CalibrateWeights(_Calibration):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         self._trained: set[int] = set()  # a node shared by two layers is fitted once
         self._static: dict[int, bool] = {}  # boundary value id -> static (one time average for every T)
+        if 1 in ctx.calibrated_for:
+            ctx.notices.append(
+                "calibrate-weights at T=1 fits weights through a one-level quantiser, which was measured to hurt "
+                "(Fashion-MNIST VGG-BN: 29.70 % against 72.85 % with light calibration, benchmarks/low_latency); "
+                "at T=1 prefer --calibration light, or a burst neuron (--neuron burst:4: 90.15 %)"
+            )
         return super().run(graph, ctx)
