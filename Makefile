@@ -60,15 +60,17 @@ $(DATA): examples/fashion_mnist/data.py | setup
 # The demo: the Br35H brain-MRI tumour classifier, from its shipped ONNX file. Light
 # calibration with 99.5th-percentile thresholds: within 1 point of the ANN at T = 32 and fast
 # (examples/brain_tumour/README.md compares it with the default, advanced calibration).
-# One artifact calibrated for T = 8, 16 and 32 (anytime inference; simulated once to T = 32,
-# so about the time of a T = 32 conversion); eval and report run it at those T.
+# Calibrated for T = 32: one artifact calibrated for 8,16,32 (--timesteps 8,16,32) was measured
+# worse here (test accuracy 84.0 / 91.2 / 85.4 % at T = 8 / 16 / 32 against 57.9 / 94.1 / 97.3 %),
+# so the demo keeps the T it is best at; eval and report show it at 8, 16 and 32.
 TUMOUR := .data/brain_tumour
 # calib.npz is the last file data.py writes; the demo needs no Fashion-MNIST (no apt-get).
 $(TUMOUR)/calib.npz: examples/brain_tumour/data.py | $(STAMP)
 	$(PY) -m examples.brain_tumour.data $(TUMOUR)
 
 demo: $(TUMOUR)/calib.npz
-	$(VENV)/bin/snnc convert examples/brain_tumour/models/tumour_cnn.onnx --timesteps 8,16,32 \
+	mkdir -p $(DEMO_DIR)
+	$(VENV)/bin/snnc convert examples/brain_tumour/models/tumour_cnn.onnx --timesteps 32 \
 		--calib $(TUMOUR)/calib.npz --calibration light --threshold percentile:99.5 -o $(DEMO_DIR)/tumour_cnn.snn --report $(DEMO_DIR)/tumour_cnn.report.json
 	$(VENV)/bin/snnc eval $(DEMO_DIR)/tumour_cnn.snn --data $(TUMOUR)/test.npz --timesteps 8,16,32
 	$(VENV)/bin/snnc report $(DEMO_DIR)/tumour_cnn.snn --data $(TUMOUR)/test.npz --timesteps 8,16,32 -o $(DEMO_DIR)/tumour_cnn.report

@@ -113,17 +113,34 @@ def _base(data: bytes) -> _Base:
     return _BASES[key]
 
 
+# Every zip member gets this timestamp, so a seed gives the same bytes whenever it runs
+# (zipfile and np.savez stamp members with the current time otherwise).
+_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def _member(name: str, method: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = method
+    return info
+
+
 def _zip(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=method) as zf:
         for name, data in members:
-            zf.writestr(name, data)
+            zf.writestr(_member(name, method), data)
     return buf.getvalue()
 
 
 def _npz(arrays: dict[str, Any], compressed: bool = False) -> bytes:
+    """An NPZ file as ``np.savez`` / ``np.savez_compressed`` writes it (object arrays
+    pickled, as numpy does), with fixed member timestamps."""
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
     buf = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            with zf.open(_member(f"{key}.npy", method), "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=True)
     return buf.getvalue()
 
 
@@ -412,8 +429,7 @@ def _arrays_variant(rng, b) -> tuple[str, dict[str, Any], bool]:
 
 def _npz_arrays(rng, b):
     desc, arrays, pickled = _arrays_variant(rng, b)
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # object arrays are pickled: the loader must refuse them
+    weights = _npz({k: np.asarray(v) for k, v in arrays.items()})  # object arrays are pickled: the loader must refuse them
     reseal = rng.random() < 0.5 and not pickled
     manifest = b.manifest
     if reseal:
@@ -421,7 +437,7 @@ def _npz_arrays(rng, b):
             manifest = _reseal(b.manifest, {k: np.asarray(v) for k, v in arrays.items()})
         except (TypeError, ValueError):
             reseal = False
-    return f"npz:{'resealed ' if reseal else ''}{desc}", _artifact(manifest, buf.getvalue())
+    return f"npz:{'resealed ' if reseal else ''}{desc}", _artifact(manifest, weights)
 
 
 def _npz_container(rng, b):
