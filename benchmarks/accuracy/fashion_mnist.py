@@ -117,9 +117,10 @@ def run_snnc(model, calib, x, y, steps, **options) -> dict:
 
 
 # ---------------------------------------------------------- SpikingJelly
-@torch.no_grad()
-def run_spikingjelly(module, recipe_name, calib, x, y, steps, batch=250) -> dict:
-    from spikingjelly.activation_based import ann2snn, functional
+def spikingjelly_convert(module, recipe_name, calib):
+    """SpikingJelly 2.0's ann2snn conversion of ``module`` with one of its recipes (by name),
+    on ``calib``; returns the SNN."""
+    from spikingjelly.activation_based import ann2snn
     from spikingjelly.activation_based.ann2snn.recipes import LocalThresholdBalancingRecipe, RateCodingRecipe
 
     loader = [(torch.from_numpy(calib[i : i + 128]),) for i in range(0, len(calib), 128)]
@@ -129,27 +130,44 @@ def run_spikingjelly(module, recipe_name, calib, x, y, steps, batch=250) -> dict
         "RateCoding 99.9% channel-wise, half threshold": lambda: RateCodingRecipe(loader, mode="99.9%", channel_wise=True, half_threshold=True),
         "LocalThresholdBalancing": lambda: LocalThresholdBalancingRecipe(loader),
     }
-    t0 = time.perf_counter()
-    snn = ann2snn.Converter(recipe=recipes[recipe_name](), device="cpu").convert(copy.deepcopy(module)).eval()
-    t_convert = time.perf_counter() - t0
-    # Did the converter insert any spiking neuron at all? (functional relu: it may not)
-    neurons = sum(1 for m in snn.modules() if "Node" in type(m).__name__)
-    T = max(steps)
+    return ann2snn.Converter(recipe=recipes[recipe_name](), device="cpu").convert(copy.deepcopy(module)).eval()
+
+
+@torch.no_grad()
+def spikingjelly_scores(snn, x, y, ann_pred, steps, batch=250, on_step=None) -> tuple[dict, dict]:
+    """Correct predictions and ANN agreements (counts) of a SpikingJelly SNN after each T of
+    ``steps``, from one run to max(T) per batch (outputs summed over steps); ``on_step(t)``
+    is called before each step."""
+    from spikingjelly.activation_based import functional
+
     correct = {t: 0 for t in steps}
     agree = {t: 0 for t in steps}
-    ann_pred = np.concatenate([module(torch.from_numpy(x[i : i + batch])).argmax(1).numpy() for i in range(0, len(x), batch)])
-    t0 = time.perf_counter()
     for i in range(0, len(x), batch):
         xb = torch.from_numpy(x[i : i + batch])
         functional.reset_net(snn)
         acc = None
-        for t in range(1, T + 1):
+        for t in range(1, max(steps) + 1):
+            if on_step is not None:
+                on_step(t)
             out = snn(xb)
             acc = out if acc is None else acc + out
             if t in correct:
                 pred = acc.argmax(1).numpy()
                 correct[t] += int((pred == y[i : i + batch]).sum())
                 agree[t] += int((pred == ann_pred[i : i + batch]).sum())
+    return correct, agree
+
+
+@torch.no_grad()
+def run_spikingjelly(module, recipe_name, calib, x, y, steps, batch=250) -> dict:
+    t0 = time.perf_counter()
+    snn = spikingjelly_convert(module, recipe_name, calib)
+    t_convert = time.perf_counter() - t0
+    # Did the converter insert any spiking neuron at all? (functional relu: it may not)
+    neurons = sum(1 for m in snn.modules() if "Node" in type(m).__name__)
+    ann_pred = np.concatenate([module(torch.from_numpy(x[i : i + batch])).argmax(1).numpy() for i in range(0, len(x), batch)])
+    t0 = time.perf_counter()
+    correct, agree = spikingjelly_scores(snn, x, y, ann_pred, steps, batch)
     return {
         "accuracy": {t: correct[t] / len(x) for t in steps},
         "agreement": {t: agree[t] / len(x) for t in steps},

@@ -30,7 +30,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import snnc  # noqa: E402
-from benchmarks.accuracy.fashion_mnist import common_setup, load_torch, with_relu_modules  # noqa: E402
+from benchmarks.accuracy.fashion_mnist import common_setup, load_torch, spikingjelly_convert, spikingjelly_scores, with_relu_modules  # noqa: E402
 from snnc.analysis.energy import count_spikes, estimate_energy  # noqa: E402
 
 MODELS_DIR = ROOT / "examples" / "fashion_mnist" / "models"
@@ -95,14 +94,8 @@ def spikingjelly_rows(module, calib, x, y, steps, ann_pred, sm_ref, batch: int =
     """SpikingJelly's best recipe at every T of ``steps`` from one run to max(T); spikes
     counted per IF node, mapped onto snnc's neuron layers in graph order (same ANN, same
     ReLUs) for the cost estimate."""
-    from spikingjelly.activation_based import ann2snn, functional
-    from spikingjelly.activation_based.ann2snn.recipes import RateCodingRecipe
-
-    loader = [(torch.from_numpy(calib[i : i + 128]),) for i in range(0, len(calib), 128)]
-    snn = ann2snn.Converter(recipe=RateCodingRecipe(loader, mode="99.9%", channel_wise=True, half_threshold=True), device="cpu")
-    snn = snn.convert(copy.deepcopy(module)).eval()
+    snn = spikingjelly_convert(module, SJ_RECIPE, calib)
     nodes = [m for m in snn.modules() if "IFNode" in type(m).__name__]
-    T = max(steps)
     counts = {t: [0.0] * len(nodes) for t in steps}
     sizes = [0] * len(nodes)
     step = {"t": 0}
@@ -117,20 +110,7 @@ def spikingjelly_rows(module, calib, x, y, steps, ann_pred, sm_ref, batch: int =
         return fn
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(nodes)]
-    correct = {t: 0 for t in steps}
-    agree = {t: 0 for t in steps}
-    for i in range(0, len(x), batch):
-        xb = torch.from_numpy(x[i : i + batch])
-        functional.reset_net(snn)
-        acc = None
-        for t in range(1, T + 1):
-            step["t"] = t
-            out = snn(xb)
-            acc = out if acc is None else acc + out
-            if t in correct:
-                pred = acc.argmax(1).numpy()
-                correct[t] += int((pred == y[i : i + batch]).sum())
-                agree[t] += int((pred == ann_pred[i : i + batch]).sum())
+    correct, agree = spikingjelly_scores(snn, x, y, ann_pred, steps, batch, on_step=lambda t: step.update(t=t))
     for h in handles:
         h.remove()
     ours = sm_ref.snn.having("neuron")

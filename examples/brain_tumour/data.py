@@ -128,10 +128,15 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for s, path in paths.items():
+    print_written(paths)
+    return 0
+
+
+def print_written(paths: dict) -> None:
+    """One line per written split: its path, images and how many have a tumour."""
+    for path in paths.values():
         with np.load(path) as z:
             print(f"wrote {path}: {len(z['y'])} images, {int(z['y'].sum())} with tumour")
-    return 0
 
 
 if __name__ == "__main__":

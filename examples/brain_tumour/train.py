@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from examples.brain_tumour.data import load_splits
 from examples.brain_tumour.model import TumourCNN
+from examples.common.export import export_onnx
 from examples.common.macs import count_macs
 from examples.common.study import binary_auc
-from examples.common.export import export_onnx
 from examples.fashion_mnist.train import ort_check
 from snnc.utils.io import write_json
 
@@ -31,11 +31,11 @@ HERE = Path(__file__).resolve().parent
 NAME = "tumour_cnn"
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random shift (zero padding 4), horizontal flip and brightness ×[0.8, 1.2] per image."""
+def augment(x: torch.Tensor, gen: torch.Generator, shift: int = 4) -> torch.Tensor:
+    """Random shift (zero padding ``shift``), horizontal flip and brightness ×[0.8, 1.2] per image."""
     n, _, h, w = x.shape
-    xp = F.pad(x, (4, 4, 4, 4))
-    offs = torch.randint(0, 9, (n, 2), generator=gen).tolist()
+    xp = F.pad(x, (shift,) * 4)
+    offs = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen).tolist()
     x = torch.stack([xp[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs)])
     flip = torch.rand(n, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples.brain_tumour.data import load_br35h, split_indices
+from examples.brain_tumour.data import load_br35h, print_written, split_indices
 
 SIZE = 224
 DATA_DIR = Path(".data/brain_tumour_224")
@@ -74,9 +74,7 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for s, path in paths.items():
-        with np.load(path) as z:
-            print(f"wrote {path}: {len(z['y'])} images, {int(z['y'].sum())} with tumour")
+    print_written(paths)
     return 0
 
 

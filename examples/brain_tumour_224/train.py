@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from examples.brain_tumour.train import augment
 from examples.brain_tumour_224.data import DATA_DIR, cached_splits
 from examples.common.export import export_onnx
 from examples.common.imagenet import resnet18
@@ -35,18 +36,6 @@ from snnc.utils.io import write_json
 HERE = Path(__file__).resolve().parent
 NAME = "tumour_resnet18_224"
 SIZE = 224
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, shift: int = 16) -> torch.Tensor:
-    """Random shift (zero padding ``shift``), horizontal flip and brightness ×[0.8, 1.2] per image."""
-    n, _, h, w = x.shape
-    xp = F.pad(x, (shift,) * 4)
-    offs = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen).tolist()
-    x = torch.stack([xp[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs)])
-    flip = torch.rand(n, generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    gain = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
-    return (x * gain).clamp(0, 1)
 
 
 @torch.no_grad()

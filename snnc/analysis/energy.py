@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from snnc.errors import DataError
 from snnc.ir.executor import Executor, static_values
 from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.ops import unit_spike_entries
 
 ANALOG_INPUT_MODES = ("once", "per_step")
 
@@ -636,9 +637,7 @@ def spike_units(y: torch.Tensor, unit: tuple[torch.Tensor | None, int] | None) -
     spikes); the plain neuron's non-zero entries (``unit`` None, see :func:`_spike_unit`)."""
     if unit is None:
         return (y != 0).to(torch.float64)
-    theta, _ = unit
-    mag = y.abs() if theta is None else y.abs() / theta.to(y.device)
-    return torch.round(mag).to(torch.float64)
+    return unit_spike_entries(y, unit[0])
 
 
 def count_spikes(

@@ -676,8 +676,14 @@ def unit_spikes(node_attrs: Attrs, y: torch.Tensor, theta: torch.Tensor) -> torc
     number of non-zero entries."""
     if node_attrs.get("max_spikes", 1) == 1 and not node_attrs.get("signed", False):
         return torch.count_nonzero(y).to(torch.float64)
-    counts = y.abs() if node_attrs.get("spike_scale", "threshold") == "unit" else y.abs() / theta
-    return torch.round(counts).sum(dtype=torch.float64)
+    return unit_spike_entries(y, None if node_attrs.get("spike_scale", "threshold") == "unit" else theta).sum()
+
+
+def unit_spike_entries(y: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
+    """Per entry of a burst / signed neuron's output ``y``, its unit spikes (float64):
+    ``round(|y| / θ)``, or ``round(|y|)`` for unit-scale spikes (``theta`` None)."""
+    mag = y.abs() if theta is None else y.abs() / theta.to(y.device)
+    return torch.round(mag).to(torch.float64)
 
 
 def spiking_max_pool_gate(
