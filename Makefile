@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing bench-scale bench-low-latency fuzz
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing bench-scale bench-low-latency bench-transformer fuzz
 
 setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
@@ -149,6 +149,14 @@ $(FT_DATA): examples/fashion_mnist/data.py | setup
 	$(PY) -m examples.fashion_mnist.data .data/fashion_mnist --calib 1024 --test 2000 --train 20000
 bench-low-latency: data $(FT_DATA)
 	$(PY) benchmarks/low_latency/run.py --finetune-data $(FT_DATA)
+
+# Issue 18: the Fashion-MNIST ViT converted by snnc (payload sweep, expectation vs accumulate) and by
+# SpikingJelly 2.0's transformer recipes (float and with messages quantised to b bits), on the first 2000
+# test images; results in benchmarks/transformer/results/ (about 15 + 30 min on 2 cores).
+bench-transformer: data
+	$(PY) benchmarks/transformer/run.py --samples 2000 --calib-samples 512
+	$(PY) benchmarks/transformer/sj_recipes.py --samples 2000 --threads 1 --quantize-bits 2,3,4,6,8
+	$(PY) benchmarks/transformer/run.py --plot-only
 
 # Issue 15's long fuzz: 5,000 seeded mutants of an ONNX model and 5,000 of a .snn artifact through
 # the front door; any traceback, hang or dead worker fails it (results in benchmarks/fuzz/results/).

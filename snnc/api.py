@@ -29,6 +29,7 @@ from snnc.defaults import (
     DEFAULT_CALIBRATION,
     DEFAULT_EVAL_TIMESTEPS,
     DEFAULT_GRANULARITY,
+    DEFAULT_MESSAGE_BITS,
     DEFAULT_NEURON,
     DEFAULT_MAXPOOL,
     DEFAULT_SEED,
@@ -73,6 +74,7 @@ def convert(
     maxpool: str = DEFAULT_MAXPOOL,
     calibration: str = DEFAULT_CALIBRATION,
     neuron: str = DEFAULT_NEURON,
+    message_bits: int = DEFAULT_MESSAGE_BITS,
     passes: str | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -96,7 +98,9 @@ def convert(
     artifact calibrated for every listed T, whose default T is the largest; the list is kept
     as :attr:`SpikingModel.calibrated_for`); ``neuron`` picks the spiking neuron (``if``, or a
     low-latency variant: ``signed``, ``burst:K``, ``signed-burst:K``; see the ``if_neuron``
-    op); ``passes`` replaces the whole pipeline (calibration and neuron included).
+    op); ``message_bits`` is the signed payload of every graded spike of an attention network
+    (transformers: see :mod:`snnc.passes.messages`); ``passes`` replaces the whole pipeline
+    (calibration and neuron included).
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the passes run. ``store`` says
     where the layer-wise calibration keeps the spike trains between layers (see
@@ -121,7 +125,9 @@ def convert(
             raise DataError(f"{name} must be a callable or None, got {type(fn).__name__}")
     if passes is not None and neuron != DEFAULT_NEURON:
         raise DataError(f"neuron={neuron!r} sets the default pipeline's neuron; with passes=..., write it as insert-if{{neuron=...}}")
-    pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration, neuron)
+    if passes is not None and message_bits != DEFAULT_MESSAGE_BITS:
+        raise DataError(f"message_bits={message_bits!r} sets the default pipeline's; with passes=..., write it as insert-if{{message_bits=...}}")
+    pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration, neuron, message_bits)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
     x_cal = select_calibration(calibration_data(calib), calib_samples, seed)
     imported = import_model(model, input_shape=x_cal.shape[1:])

@@ -29,7 +29,7 @@ import numpy as np
 from snnc.errors import BackendError
 from snnc.ir.executor import Timed
 from snnc.ir.graph import Graph, Node
-from snnc.ir.ops import SNN
+from snnc.ir.ops import SNN, TEMPORAL_TARGET
 from snnc.simulator.reference import SimResult, check_timesteps, default_batch_size, encode, keep_freed_memory, simulate, spike_rates
 
 __all__ = [
@@ -88,6 +88,8 @@ class LoweringTable:
             return "not an SNN-stage op"
         rule = self.rule(node)
         if rule is None:
+            if node.op in TEMPORAL_TARGET:
+                return f"no {self.backend} process runs it; a target needs a {TEMPORAL_TARGET[node.op]}"
             return f"no {self.backend} lowering for op {node.op!r}"
         return rule.check(node)
 

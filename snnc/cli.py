@@ -38,6 +38,7 @@ from snnc.defaults import (
     DEFAULT_FINETUNE_VAL_FRACTION,
     DEFAULT_GRANULARITY,
     DEFAULT_MAXPOOL,
+    DEFAULT_MESSAGE_BITS,
     DEFAULT_NEURON,
     DEFAULT_NIR_DT,
     DEFAULT_REPORT_TIMESTEPS,
@@ -258,6 +259,13 @@ RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may 
     show_default=True,
     help="Spiking neuron: if (binary spikes), or a low-latency variant: signed (-threshold spikes take back over-firing), burst:K (up to K spikes per step), signed-burst:K. Variants spend more spikes for accuracy at small T.",
 )
+@click.option(
+    "--message-bits",
+    type=click.IntRange(2, 9),
+    default=DEFAULT_MESSAGE_BITS,
+    show_default=True,
+    help="Attention networks (transformers): the signed payload of every graded spike between layers, in bits (at most one message per neuron per step).",
+)
 @click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")
 @click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
@@ -269,7 +277,7 @@ RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may 
 @click.option("--energy-profile", "energy_profiles", multiple=True, help="Energy profile(s) for the operations/energy table, repeatable or comma-separated: cmos45nm, cmos45nm-int8, loihi (default: cmos45nm,loihi).")
 @scale_options
 @click.pass_context
-def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, neuron, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles, device, store, spill_dir, check_samples):
+def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, neuron, message_bits, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles, device, store, spill_dir, check_samples):
     """Convert MODEL (an ONNX file) into a spiking network artifact (.snn).
 
     Several processes share the work when launched by torchrun, e.g.
@@ -309,6 +317,7 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
                 maxpool=maxpool,
                 calibration=calibration,
                 neuron=neuron,
+                message_bits=message_bits,
                 passes=passes,
                 calib_samples=calib_samples,
                 batch_size=batch_size,

@@ -8,6 +8,7 @@ DEFAULT_GRANULARITY = "channel"
 DEFAULT_MAXPOOL = "gate"
 DEFAULT_NEURON = "if"  # snnc convert --neuron: the plain IF neuron (variants: signed, burst:K, signed-burst:K)
 DEFAULT_BURST_SPIKES = 4  # burst:K without K
+DEFAULT_MESSAGE_BITS = 8  # attention networks: the signed payload of every graded spike (snnc convert --message-bits)
 DEFAULT_BATCH_SIZE = 128  # samples per batch of the ANN statistics passes
 DEFAULT_SEED = 0
 DEFAULT_CALIB_SAMPLES = 1024

@@ -156,3 +156,51 @@ OP_CASES = [
 ]  # fmt: skip
 
 
+
+
+def tiny_vit(seed: int = 0, *, dim: int = 8, heads: int = 2, tokens: int = 4, act: str = "gelu") -> Graph:
+    """A pre-LN ViT on [1, 8, 8] images, as the importers produce it: 4×4 patch conv,
+    tokens [N, D] with a class token and position embedding, one attention block
+    (qkv linear, per-head split, Q K^T scaled, softmax, A V, projection, residual) and a
+    GELU (or ReLU) MLP block, final layer norm, class token, linear head (3 classes)."""
+    r = rng(seed)
+    g = Graph("tiny_vit")
+    n, hd = tokens + 1, dim // heads
+    x = g.add_input("x", (1, 8, 8))
+    h = g.add_node("conv", [x], {"strides": [4, 4]}, conv_params(r, dim, 1, k=4), "patch").output
+    h = g.add_node("reshape", [h], {"shape": [dim, tokens]}, name="flat").output
+    h = g.add_node("transpose", [h], {"perm": [0, 2, 1]}, name="tokens").output
+    h = g.add_node("concat_constant", [h], {"axis": 1}, {"value": r.normal(0, 0.5, (1, dim))}, "cls").output
+    h = g.add_node("affine", [h], {}, {"scale": np.ones(1), "shift": r.normal(0, 0.3, (n, dim))}, "pos").output
+
+    def ln(v, name):
+        return g.add_node("layer_norm", [v], {}, {"scale": r.uniform(0.5, 1.5, dim), "bias": r.normal(0, 0.1, dim)}, name).output
+
+    def lin(v, fin, fout, name):
+        return g.add_node("linear", [v], {}, {"weight": r.normal(0, 1 / np.sqrt(fin), (fout, fin)), "bias": r.normal(0, 0.1, fout)}, name).output
+
+    a = ln(h, "norm1")
+    qkv = lin(a, dim, 3 * dim, "qkv")
+    qkv = g.add_node("reshape", [qkv], {"shape": [n, 3, heads, hd]}, name="qkv_split").output
+    qkv = g.add_node("transpose", [qkv], {"perm": [0, 2, 3, 1, 4]}, name="qkv_heads").output  # [3, H, N, hd]
+    q, k, v = (g.add_node("select", [qkv], {"axis": 1, "index": i}, name=f"{c}").output for i, c in enumerate("qkv"))
+    kt = g.add_node("transpose", [k], {"perm": [0, 1, 3, 2]}, name="kt").output
+    s = g.add_node("matmul", [q, kt], name="scores").output
+    s = g.add_node("affine", [s], {}, {"scale": np.array(hd**-0.5), "shift": np.zeros(1)}, "scale").output
+    p = g.add_node("softmax", [s], {"axis": -1}, name="attn").output
+    o = g.add_node("matmul", [p, v], name="av").output
+    o = g.add_node("transpose", [o], {"perm": [0, 2, 1, 3]}, name="merge").output
+    o = g.add_node("reshape", [o], {"shape": [n, dim]}, name="merge_flat").output
+    o = lin(o, dim, dim, "proj")
+    h = g.add_node("add", [h, o], name="res1").output
+    m = lin(ln(h, "norm2"), dim, 2 * dim, "fc1")
+    m = g.add_node("gelu" if act == "gelu" else "relu", [m], name="act").output
+    m = lin(m, 2 * dim, dim, "fc2")
+    h = g.add_node("add", [h, m], name="res2").output
+    h = ln(h, "norm")
+    h = g.add_node("select", [h], {"axis": 1, "index": 0}, name="cls_out").output
+    h = lin(h, dim, 3, "head")
+    g.set_outputs([h])
+    infer_shapes(g)
+    verify(g)
+    return g

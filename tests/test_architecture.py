@@ -121,7 +121,9 @@ def test_only_the_executor_and_listed_modules_execute_ops():
 
 def test_op_categories_come_from_the_declarations():
     assert ops_with("synaptic") == {"conv", "conv_transpose", "linear"}
-    assert {n for n, s in snnc.ir.all_ops().items() if s.stateful} == {"if_neuron", "spiking_max_pool", "readout"}
+    temporal = {f"temporal_{n}" for n in ops_with("nonlinear")}
+    assert ops_with("temporal") == temporal == {"temporal_layer_norm", "temporal_softmax", "temporal_gelu", "temporal_silu", "temporal_matmul"}
+    assert {n for n, s in snnc.ir.all_ops().items() if s.stateful} == {"if_neuron", "spiking_max_pool", "readout"} | temporal
     assert ops_with("spiking") == {"if_neuron", "spiking_max_pool"}
     for spec in snnc.ir.all_ops().values():
         assert spec.traits <= set(TRAITS)

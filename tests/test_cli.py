@@ -180,6 +180,6 @@ def test_unsupported_op_names_op_node_and_remedy(tmp_path):
     np.savez(tmp_path / "c.npz", x=np.random.rand(10, 4).astype(np.float32))
     res = CliRunner(env=WIDE).invoke(main, ["convert", str(tmp_path / "sig.onnx"), "--calib", str(tmp_path / "c.npz"), "-o", str(tmp_path / "m.snn")])
     assert res.exit_code == 2
-    assert _error(res).startswith("error: unsupported op 'Sigmoid' at node 'act' (import): Sigmoid is a non-ReLU non-linearity")
-    assert "Replace it by ReLU" in _error(res)
+    assert _error(res).startswith("error: unsupported op 'Sigmoid' at node 'act' (import): this Sigmoid is not part of SiLU")
+    assert "Replace it by one of those" in _error(res) and "neurons approximate ReLU" in _error(res)
     assert not (tmp_path / "m.snn").exists()

@@ -23,8 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from snnc.errors import DataError, SnncError, UnsupportedOpError
-from snnc.frontends.check import check_import
 from snnc.frontends.onnx import import_onnx, onnx_reference
+from _onnx_models import check_against_onnxruntime, ops
 from snnc.ir import Graph, run_ann
 
 TOL = 1e-5
@@ -33,16 +33,7 @@ TOL = 1e-5
 # ==================================================================== helpers
 def check(model: onnx.ModelProto | str, *, n: int = 5, seed: int = 0) -> Graph:
     """Import ``model`` and check the IR against onnxruntime on random inputs."""
-    graph = import_onnx(model)
-    x = np.random.default_rng(seed).standard_normal((n, *graph.inputs[0].shape)).astype(np.float32)
-    ref = onnx_reference(model, graph.meta["output_sources"], num_threads=1)
-    check_import(graph, ref, x, reference_name="onnxruntime", atol=TOL, rtol=TOL)
-    return graph
-
-
-def ops(graph: Graph) -> Counter:
-    """Op histogram, ignoring the structural ops canonicalize removes."""
-    return Counter(n.op for n in graph.nodes if n.op not in ("identity", "dropout"))
+    return check_against_onnxruntime(model, tol=TOL, n=n, seed=seed)
 
 
 def make_model(
@@ -862,10 +853,16 @@ def test_cast_between_float_types_is_identity():
     assert [n.op for n in graph.nodes] == ["identity"]
 
 
-def test_slice_of_an_activation_is_rejected():
+def test_slice_of_the_batch_axis_is_rejected():
     node = helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="crop")
-    with pytest.raises(UnsupportedOpError, match="'Slice' at node 'crop'.*snnc supports"):
-        import_onnx(make_model([node], ["N", 3, 8], {"s": i64(1), "e": i64(5), "a": i64(2)}))
+    with pytest.raises(UnsupportedOpError, match="slices the batch axis"):
+        import_onnx(make_model([node], ["N", 3, 8], {"s": i64(1), "e": i64(5), "a": i64(0)}))
+
+
+def test_slice_of_an_activation_imports_as_slice():
+    node = helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="crop")
+    graph = import_onnx(make_model([node], ["N", 3, 8], {"s": i64(1), "e": i64(5), "a": i64(2)}))
+    assert [n.op for n in graph.nodes] == ["slice"] and graph.outputs[0].shape == (3, 4)
 
 
 # ============================================================== skl2onnx classifier

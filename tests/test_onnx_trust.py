@@ -176,7 +176,7 @@ def _huge_pads(m, d):
 
 
 def _softmax_inside(m, d):
-    sm = helper.make_node("Softmax", ["r4"], ["r4s"], name="inner_softmax", axis=1)
+    sm = helper.make_node("Softmax", ["r4"], ["r4s"], name="inner_softmax", axis=0)
     m.graph.node.insert(list(m.graph.node).index(node(m, "relu4")) + 1, sm)
     node(m, "out_matmul").input[0] = "r4s"
 
@@ -235,7 +235,7 @@ CASES: dict[str, tuple[Callable, type[SnncError], str]] = {
     "fixed_huge_batch": (_fixed_huge_batch, DataError, "fixed batch size of 1,000,000,000,000"),
     "huge_input": (_huge_input, DataError, "per-sample input 'x' would have 1,000,000,000,000 elements"),
     "huge_pads": (_huge_pads, DataError, "Conv at node 'conv1' would produce a per-sample tensor of"),
-    "softmax_inside": (_softmax_inside, UnsupportedOpError, "softmax is only supported as the final output post-processing"),
+    "softmax_inside": (_softmax_inside, UnsupportedOpError, "holds the batch axis"),
     "invalid_utf8_name": (_invalid_utf8, DataError, "is not valid UTF-8 text"),
     "truncated_file": (_truncated_file, DataError, "is not a readable ONNX model"),
     "not_onnx": (_not_onnx, DataError, "is not a readable ONNX model"),

@@ -19,30 +19,15 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from _torch_models import TOL, Net, import_and_check, ops, sample
 
 from snnc.errors import DataError, UnsupportedOpError
 from snnc.frontends.check import check_import
 from snnc.frontends.torch_fx import import_torch, torch_reference
 from snnc.ir.graph import Graph
-from snnc.ir.verify import verify
-
-TOL = 1e-5
 
 
 # --------------------------------------------------------------------------- helpers
-class Net(nn.Module):
-    """A tiny model whose forward is ``fn(self, x)`` over the given layers."""
-
-    def __init__(self, fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], **layers: nn.Module):
-        super().__init__()
-        self.fn = fn
-        for name, layer in layers.items():
-            self.add_module(name, layer)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(self, x)
-
-
 def seq(*layers: nn.Module) -> nn.Module:
     return nn.Sequential(*layers)
 
@@ -60,26 +45,10 @@ def randomize_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-def sample(shape: tuple[int, ...], batch: int = 3, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
-
-
-def import_and_check(model: nn.Module, shape: tuple[int, ...], *, batch: int = 3) -> Graph:
-    """Import ``model``, then require the IR to compute what torch computes."""
-    graph = import_torch(model, shape)
-    verify(graph)
-    check_import(graph, torch_reference(model), sample(shape, batch), reference_name="torch", atol=TOL, rtol=TOL)
-    return graph
-
-
 def as_traced_module(model: nn.Module) -> nn.Module:
     """Wrap a bare torch.nn layer in a Sequential: fx traces *into* the root module's
     forward, so only a wrapped layer reaches the importer as a call_module."""
     return model if isinstance(model, (Net, nn.Sequential)) else seq(model)
-
-
-def ops(graph: Graph) -> list[str]:
-    return [n.op for n in graph.nodes]
 
 
 def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
@@ -574,14 +543,14 @@ def _unsupported(fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], **layers
 UNSUPPORTED = [
     # (id, model, input shape, op_type, node, text in the hint)
     ("sigmoid", _unsupported(lambda m, x: torch.sigmoid(x)), (4,), "call_function torch.sigmoid", "sigmoid", "ReLU"),
-    ("gelu_module", seq(nn.Linear(4, 4), nn.GELU()), (4,), "call_module nn.GELU", "1", "ReLU"),
+    ("mish_module", seq(nn.Linear(4, 4), nn.Mish()), (4,), "call_module nn.Mish", "1", "ReLU"),
     ("lstm", _unsupported(lambda m, x: m.rnn(x)[0], rnn=nn.LSTM(4, 4)), (3, 4), "call_module nn.LSTM", "rnn", "recurrent"),
     ("tanh_method", _unsupported(lambda m, x: x.tanh()), (4,), "call_method Tensor.tanh", "tanh", "ReLU"),
-    ("layer_norm", seq(nn.LayerNorm(4)), (4,), "call_module nn.LayerNorm", "0", "BatchNorm"),
+    ("group_norm", seq(nn.GroupNorm(2, 4)), (4, 3), "call_module nn.GroupNorm", "0", "BatchNorm"),
     ("product_of_activations", _unsupported(lambda m, x: x * x), (4,), "call_function operator.mul", "mul", "two activations"),
     ("division_by_activation", _unsupported(lambda m, x: 1 / x), (4,), "call_function operator.truediv", "truediv", "dividing"),
-    ("slicing", _unsupported(lambda m, x: x[:, :2]), (4,), "call_function operator.getitem", "getitem", "slicing"),
-    ("softmax_inside", _unsupported(lambda m, x: m.fc(F.softmax(x, dim=1)), fc=nn.Linear(4, 2)), (4,), "call_function F.softmax", "softmax", "final output"),
+    ("batch_indexing", _unsupported(lambda m, x: x[0]), (4,), "call_function operator.getitem", "getitem", "batch axis"),
+    ("log_softmax_inside", _unsupported(lambda m, x: m.fc(F.log_softmax(x, dim=1)), fc=nn.Linear(4, 2)), (4,), "call_function F.log_softmax", "log_softmax", "no converter"),
     ("clamp_negative_min", _unsupported(lambda m, x: x.clamp(-1, 1)), (4,), "call_method Tensor.clamp", "clamp", "min=0"),
     ("leaky_hardtanh", _unsupported(lambda m, x: F.hardtanh(x)), (4,), "call_function F.hardtanh", "hardtanh", "min=0"),
     ("max_pool_indices", nn.MaxPool2d(2, return_indices=True), (1, 4, 4), "call_module nn.MaxPool2d", "", "return_indices"),
@@ -645,12 +614,14 @@ def test_unsupported_error_message_golden() -> None:
     # The hint comes from the table the ONNX frontend shares (snnc.frontends.common): the
     # same wording as for ONNX's Sigmoid, ending with what this frontend supports.
     assert str(info.value) == (
-        "unsupported op 'call_function torch.sigmoid' at node 'sigmoid' (import): torch.sigmoid is a non-ReLU "
-        "non-linearity; rate-coded spiking neurons approximate ReLU (nn.ReLU; ReLU6 or clamp(min=0) also work) only. "
-        "Replace it by ReLU and fine-tune the network, or open an issue with the model attached. snnc supports: "
+        "unsupported op 'call_function torch.sigmoid' at node 'sigmoid' (import): torch.sigmoid is a non-linearity "
+        "snnc has no spiking form for: neurons approximate ReLU (nn.ReLU; ReLU6 or clamp(min=0) also work), and GELU, "
+        "SiLU, softmax and LayerNorm convert as temporal ops (docs/transformers.md). Replace it by one of those and "
+        "fine-tune the network, or open an issue with the model attached. snnc supports: "
         "Conv1d/2d, ConvTranspose1d/2d, Linear, BatchNorm1d/2d, ReLU/ReLU6/clamp(min=0), Avg/Max/AdaptiveAvgPool, "
         "mean over spatial axes, Flatten/view/reshape, add, arithmetic with constants, cat, nearest Upsample, "
-        "Identity, Dropout and a final Softmax"
+        "Identity, Dropout, Softmax, and for transformers LayerNorm, GELU/SiLU, matmul of two tensors, "
+        "transpose/permute, indexing with ints and slices, MultiheadAttention and TransformerEncoder(Layer)"
     )
 
 

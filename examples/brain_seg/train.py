@@ -32,6 +32,7 @@ from examples.brain_seg.model import UNet  # noqa: E402
 from examples.common.export import export_onnx  # noqa: E402
 from examples.common.macs import count_macs  # noqa: E402
 from examples.common.study import dice_per_class  # noqa: E402
+from examples.common.training import set_determinism  # noqa: E402
 from snnc.utils.io import write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,11 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args(argv)
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
-    torch.set_flush_denormal(True)
+    set_determinism(args.seed, args.threads, numpy_seed=True, flush_denormal=True)
     os.makedirs(args.out, exist_ok=True)
 
     xs, ys = [], []

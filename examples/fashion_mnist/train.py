@@ -33,8 +33,9 @@ if __package__ in (None, ""):  # run as a script: make `examples.fashion_mnist` 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from examples.fashion_mnist.data import load_fashion_mnist  # noqa: E402
-from examples.common.export import check_single_file, export_onnx  # noqa: E402
+from examples.common.export import export_dynamo, export_onnx, save_safetensors  # noqa: E402
 from examples.common.macs import count_macs  # noqa: E402
+from examples.common.training import set_determinism, train_epoch  # noqa: E402
 from examples.fashion_mnist.models import build_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,15 +68,6 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.
     return torch.cat(outs)
 
 
-def make_single_file(path: str) -> None:
-    """Re-save ``path`` with all tensors inline (in case an exporter used external data)."""
-    import onnx
-
-    m = onnx.load(path)  # pulls in external data if any
-    onnx.save_model(m, path, save_as_external_data=False)
-    check_single_file(path)
-
-
 def ort_check(path: str, x: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict:
     import onnx
     import onnxruntime as ort
@@ -99,47 +91,28 @@ def ort_check(path: str, x: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict:
     }
 
 
-def export_all(model, name: str, out_dir: str, x_test: torch.Tensor, y_test: torch.Tensor) -> dict:
-    from safetensors.torch import save_file
+def ort_summary(r: dict) -> str:
+    """One line of an :func:`ort_check` result that has its ``file`` set."""
+    return (
+        f"{r['file']}: opset {r['opset']} input {r['input_shape']} "
+        f"ORT vs torch max abs diff {r['max_abs_diff']:.3g} (batch 7: {r['max_abs_diff_batch7']:.3g}), "
+        f"argmax agree {r['argmax_agree']:.4f}, ORT acc {r['accuracy']:.4f}, {r['bytes']} bytes"
+    )
 
+
+def export_all(model, name: str, out_dir: str, x_test: torch.Tensor, y_test: torch.Tensor) -> dict:
     model = model.eval().to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(2, 1, 28, 28)
     results = {}
 
-    st_path = os.path.join(out_dir, f"{name}.safetensors")
-    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, st_path, metadata={"model": name, "config": json.dumps(model._snnc_config)})
-    os.chmod(st_path, 0o644)  # safetensors creates the file 0600
-    results["safetensors_bytes"] = os.path.getsize(st_path)
+    metadata = {"model": name, "config": json.dumps(model._snnc_config)}
+    results["safetensors_bytes"] = save_safetensors(model, os.path.join(out_dir, f"{name}.safetensors"), metadata)
 
     legacy = os.path.join(out_dir, f"{name}.onnx")
     export_onnx(model, dummy, legacy)
 
     dyn = os.path.join(out_dir, f"{name}_dynamo.onnx")
-    dyn_note = "dynamic batch"
-    try:
-        prog = torch.onnx.export(
-            model,
-            (dummy,),
-            dyn,
-            dynamo=True,
-            input_names=["x"],
-            output_names=["logits"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-            external_data=False,
-        )
-    except Exception as e:  # pragma: no cover - fallback path
-        print(f"dynamo export with dynamic batch failed ({type(e).__name__}: {e}); exporting static", flush=True)
-        dyn_note = "static batch (dynamic export failed)"
-        prog = torch.onnx.export(
-            model, (dummy,), dyn, dynamo=True, input_names=["x"], output_names=["logits"], external_data=False
-        )
-    del prog
-    for leftover in (dyn + ".data",):
-        if os.path.exists(leftover):
-            make_single_file(dyn)
-            os.remove(leftover)
-    check_single_file(dyn)
+    dyn_note = export_dynamo(model, dummy, dyn)
 
     with torch.no_grad():
         ref = model(x_test).numpy()
@@ -153,12 +126,7 @@ def export_all(model, name: str, out_dir: str, x_test: torch.Tensor, y_test: tor
             raise RuntimeError(f"onnxruntime check of {path} failed: {e}") from e
         r["file"] = os.path.basename(path)
         results[key] = r
-        print(
-            f"{os.path.basename(path)}: opset {r['opset']} input {r['input_shape']} "
-            f"ORT vs torch max abs diff {r['max_abs_diff']:.3g} (batch 7: {r['max_abs_diff_batch7']:.3g}), "
-            f"argmax agree {r['argmax_agree']:.4f}, ORT acc {r['accuracy']:.4f}, {r['bytes']} bytes",
-            flush=True,
-        )
+        print(ort_summary(r), flush=True)
     results["onnx_dynamo"]["note"] = dyn_note
     return results
 
@@ -178,11 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args(argv)
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
-    torch.set_flush_denormal(True)
+    set_determinism(args.seed, args.threads, numpy_seed=True, flush_denormal=True)
 
     name = args.name or args.model
     epochs = args.epochs if args.epochs is not None else DEFAULTS[args.model]["epochs"]
@@ -206,31 +170,15 @@ def main(argv=None) -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
     gen = torch.Generator().manual_seed(args.seed)
 
+    def prepare(xb: torch.Tensor) -> torch.Tensor:
+        if not args.no_augment:
+            xb = augment(xb, gen)
+        return xb.contiguous(memory_format=torch.channels_last)
+
     t0 = time.time()
     for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x_tr), generator=gen)
-        tot_loss, correct, seen = 0.0, 0, 0
-        for i in range(0, len(x_tr), args.batch_size):
-            idx = perm[i : i + args.batch_size]
-            xb, yb = x_tr[idx], y_tr[idx]
-            if not args.no_augment:
-                xb = augment(xb, gen)
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot_loss += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(yb)
-        print(
-            f"epoch {epoch + 1}/{epochs} loss {tot_loss / seen:.4f} train acc {correct / seen:.4f} "
-            f"elapsed {time.time() - t0:.0f}s",
-            flush=True,
-        )
+        loss, acc, _ = train_epoch(model, x_tr, y_tr, opt, gen, args.batch_size, sched=sched, transform=prepare)
+        print(f"epoch {epoch + 1}/{epochs} loss {loss:.4f} train acc {acc:.4f} elapsed {time.time() - t0:.0f}s", flush=True)
     train_time = time.time() - t0
 
     pred = predict(model, x_te).argmax(1)

@@ -19,7 +19,15 @@ side by side on the same samples, layer by layer, and measures:
   quantisation-free but keeps its threshold (replaced by the ANN's activation clipped at θ).
   The first says how much accuracy the layer loses; the split says why: the part recovered
   without changing θ is the finite-T (quantisation) loss, the rest is the clipping loss;
-* residual adds whose inputs carry very different spike amplitudes (thresholds).
+* residual adds whose inputs carry very different spike amplitudes (thresholds);
+* attention networks (:mod:`snnc.passes.messages`): the bipolar message neurons are spiking
+  layers like the others, compared with the ANN value they carry (``ann_names``), their
+  saturation, clipping and silence measured on |value| (they carry signed values), their
+  messages (steps with a non-zero graded spike) counted next to their unit spikes. Each
+  ``temporal`` op gets a row of its own (``temporal_ops``): the ANN op it replaced, what a
+  target needs to run it (:data:`snnc.ir.ops.TEMPORAL_TARGET`), and the error of its
+  time-averaged output against the ANN op's; the spike diagnostics and ablations do not apply
+  to it (it emits a current, not spikes) and its row says so.
 
 :func:`findings` turns these into plain-language advice ranked by the accuracy at stake.
 """
@@ -40,7 +48,7 @@ from snnc.defaults import DEFAULT_ABLATION_SAMPLES, DEFAULT_REPORT_TIMESTEPS
 from snnc.errors import DataError
 from snnc.ir.executor import Interpreter, Timed, check_input, iter_batches
 from snnc.ir.graph import Graph, Node, Value
-from snnc.ir.ops import neuron_variant
+from snnc.ir.ops import TEMPORAL_TARGET, neuron_variant
 from snnc.metrics import accuracy, check_labels, predictions
 from snnc.model import as_batch
 from snnc.simulator.budget import check_run_budget
@@ -48,6 +56,7 @@ from snnc.simulator.reference import ReferenceSimulator, check_timesteps, defaul
 
 RESIDUAL_MIX_RATIO = 2.0  # an add whose inputs' spike amplitudes differ by more than this is reported
 TARGET_FRACTION = 0.99  # "the smallest T reaching 99 % of the ANN's accuracy"
+TEMPORAL_ERROR = 0.1  # a temporal op whose output is this far (relative RMS) from the ANN op's is reported
 
 
 @dataclass
@@ -65,32 +74,46 @@ class _LayerStats:
     err_sq: float = 0.0
     ann_sq: float = 0.0
     count_map: torch.Tensor | None = None  # spikes per neuron, summed over samples
+    message_map: torch.Tensor | None = None  # messages (steps with a non-zero output) per neuron, summed over samples
+    messages: float = 0.0
 
-    def add(self, counts: torch.Tensor, snn_avg: torch.Tensor, ann: torch.Tensor | None, theta: torch.Tensor, T: int, max_spikes: int = 1, net: torch.Tensor | None = None) -> None:
+    def add(
+        self, counts: torch.Tensor, snn_avg: torch.Tensor, ann: torch.Tensor | None, theta: torch.Tensor, T: int, max_spikes: int = 1,
+        net: torch.Tensor | None = None, *, bipolar: bool = False, messages: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
         """``counts``: unit spikes per neuron in T steps (a burst of k counts k, a −θ spike
         1); ``net``: the net count (positive minus negative spikes; default ``counts``);
         a neuron is saturated at ``max_spikes`` spikes net every step, and its ANN
-        activation is clipped above ``max_spikes · θ``."""
+        activation is clipped above ``max_spikes · θ``. A ``bipolar`` neuron carries signed
+        values: saturated at ±K every step, clipped where |ANN| > K·θ, silent where it never
+        spikes although |ANN| ≥ θ/T. ``messages``: steps with a non-zero output per neuron
+        (one graded message each; default ``counts``)."""
         net = counts if net is None else net
+        messages = counts if messages is None else messages
         self.samples += counts.shape[0]
         self.spikes += float(counts.sum(dtype=torch.float64))
+        self.messages += float(messages.sum(dtype=torch.float64))
         per_neuron = counts.sum(0, dtype=torch.float64)
         self.count_map = per_neuron if self.count_map is None else self.count_map + per_neuron
-        self.saturated += float((net >= max_spikes * T).sum())
+        per_neuron = messages.sum(0, dtype=torch.float64)
+        self.message_map = per_neuron if self.message_map is None else self.message_map + per_neuron
+        self.saturated += float(((net.abs() if bipolar else net) >= max_spikes * T).sum())
         self.no_spike += float((counts == 0).sum())
         if ann is not None:
+            mag = ann.abs() if bipolar else ann
             # silent: no spike although the ANN's activation is worth at least one in T steps
-            self.silent += float(((counts == 0) & (ann >= theta / T)).sum())
+            self.silent += float(((counts == 0) & (mag >= theta / T)).sum())
             err = (snn_avg - ann).double()
             self.err_sum += float(err.sum())
             self.err_sq += float((err * err).sum())
             self.ann_sq += float((ann.double() ** 2).sum())
-            self.clipped += float((ann > max_spikes * theta).sum())
+            self.clipped += float((mag > max_spikes * theta).sum())
 
     def summary(self, T: int, has_ann: bool) -> dict[str, Any]:
         n = max(1, self.neurons * self.samples)
         out = {
             "spike_rate": self.spikes / (n * T),
+            "message_rate": self.messages / (n * T),
             "saturated": self.saturated / n,
             "no_spike": self.no_spike / n,
         }
@@ -110,6 +133,29 @@ class _LayerStats:
         return out
 
 
+@dataclass
+class _ErrorStats:
+    """Streaming SNN − ANN error sums of a temporal op's time-averaged output."""
+
+    elements: int
+    samples: int = 0
+    err_sum: float = 0.0
+    err_sq: float = 0.0
+    ann_sq: float = 0.0
+
+    def add(self, snn_avg: torch.Tensor, ann: torch.Tensor) -> None:
+        self.samples += snn_avg.shape[0]
+        err = (snn_avg - ann).double()
+        self.err_sum += float(err.sum())
+        self.err_sq += float((err * err).sum())
+        self.ann_sq += float((ann.double() ** 2).sum())
+
+    def summary(self) -> dict[str, Any]:
+        n = max(1, self.elements * self.samples)
+        rms, ann_rms = math.sqrt(self.err_sq / n), math.sqrt(self.ann_sq / n)
+        return {"error_mean": self.err_sum / n, "error_rms": rms, "ann_rms": ann_rms, "relative_rms": rms / ann_rms if ann_rms > 0 else None}
+
+
 class Probe:
     """Runs a converted model's SNN and ANN side by side, one batch at a time.
 
@@ -124,8 +170,10 @@ class Probe:
         self.sim = ReferenceSimulator(self.snn, device)
         self.interp = Interpreter(self.ann, device)
         self.layers: list[Node] = [n for n in self.snn.nodes if n.spec.has("neuron")]
+        self.temporal: list[Node] = [n for n in self.snn.nodes if n.spec.has("temporal")]
         self.ann_of: dict[str, str] = ann_counterparts(model)
-        self._watch = [self.ann.node(a) for a in self.ann_of.values()]
+        self.ann_of_temporal: dict[str, str] = temporal_counterparts(model)
+        self._watch = [self.ann.node(a) for a in dict.fromkeys([*self.ann_of.values(), *self.ann_of_temporal.values()])]
         self._index = {n.name: i for i, n in enumerate(self.snn.nodes) if n.name in self.ann_of}
 
     def ann_batch(self, xb: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -149,7 +197,7 @@ class Probe:
 
         ``replace={layer: "exact" | "clip"}`` substitutes the ANN's activation of those spiking
         layers (clipped at the threshold for ``"clip"``) for their spikes, as a constant current.
-        ``observe(node, Timed)`` is called with every neuron layer's output. A run without
+        ``observe(node, Timed)`` is called with every neuron layer's and temporal op's output. A run without
         ``replace`` fills ``snapshots`` (layer -> the values live just before it); a run with
         ``replace`` given the snapshots starts at the replaced layer instead of the input.
         """
@@ -167,17 +215,21 @@ class Probe:
                 if node.name in self._index:
                     snapshots[node.name] = dict(live)
 
-        seen = None if observe is None else (lambda node, out: observe(node, out) if node.spec.has("neuron") else None)
+        seen = None if observe is None else (lambda node, out: observe(node, out) if node.spec.has("neuron") or node.spec.has("temporal") else None)
         inputs = () if env is not None else (self.sim.encode(xb, T),)
         outs = self.sim.run(*inputs, timesteps=T, env=env, start=start, before=before, observe=seen, replace=values)
         return readout_at(outs[0], steps)
 
     def _substitute(self, node: Node, act: torch.Tensor, mode: str) -> torch.Tensor:
         """The ANN activation in place of spikes θ·s(t) (``diagnose`` refuses unit spikes),
-        clipped at the most the neuron emits per step (K·θ for a burst of up to K)."""
+        clipped at the most the neuron emits per step (K·θ for a burst of up to K; ±K·θ for a
+        bipolar neuron, which carries signed values)."""
         if mode != "clip":
             return act
-        return torch.minimum(act, self.sim.param(node, "threshold") * int(node.attr("max_spikes")))
+        top = self.sim.param(node, "threshold") * int(node.attr("max_spikes"))
+        if node.attr("bipolar"):
+            return torch.maximum(torch.minimum(act, top), -top)
+        return torch.minimum(act, top)
 
 
 def ann_counterparts(model) -> dict[str, str]:
@@ -192,6 +244,20 @@ def ann_counterparts(model) -> dict[str, str]:
         a = ann_nodes.get(name) if name else None
         if a is not None and a.output.shape == n.output.shape:
             out[n.name] = name
+    return out
+
+
+def temporal_counterparts(model) -> dict[str, str]:
+    """``temporal_<op>`` node name -> the ANN ``<op>`` node it replaced (``insert-if`` names it
+    ``<ann name>_t``), for those found in the ANN with the same op and shape."""
+    ann_nodes = {n.name: n for n in model.ann.nodes}
+    out = {}
+    for n in model.snn.nodes:
+        if not n.spec.has("temporal") or not n.name.endswith("_t"):
+            continue
+        a = ann_nodes.get(n.name[: -len("_t")])
+        if a is not None and f"temporal_{a.op}" == n.op and a.output.shape == n.output.shape:
+            out[n.name] = a.name
     return out
 
 
@@ -237,6 +303,7 @@ def diagnose(
     if batch_size is None:
         batch_size = default_batch_size(T, model.snn)
     stats = {n.name: _LayerStats(int(np.prod(n.output.shape))) for n in probe.layers}
+    tstats = {n.name: _ErrorStats(int(np.prod(n.output.shape))) for n in probe.temporal if n.name in probe.ann_of_temporal}
     thetas = {n.name: probe.sim.param(n, "threshold") for n in probe.layers}
     snn_out: dict[int, list[np.ndarray]] = {t: [] for t in steps}
     ann_out: list[np.ndarray] = []
@@ -247,16 +314,21 @@ def diagnose(
         ann_out.append(ann_y.cpu().numpy())
 
         def observe(node: Node, out: Timed) -> None:
-            seq = out.data[:at]
+            seq = out.dense(at)[:at] if out.static else out.data[:at]
+            avg = seq.sum(0) / at
+            if not node.spec.has("neuron"):  # a temporal op: the error of its time-averaged output
+                if node.name in tstats:
+                    tstats[node.name].add(avg, acts[probe.ann_of_temporal[node.name]])
+                return
             k = int(node.attr("max_spikes"))
-            if k == 1 and not node.attr("signed"):
+            messages = (seq != 0).sum(0, dtype=torch.float64)  # one message per step with a non-zero output
+            if k == 1 and not node.attr("signed") and not node.attr("bipolar"):
                 counts, net = (seq != 0).sum(0), None
-            else:  # burst / signed: unit spikes (a burst of k is k), net = positive minus negative
+            else:  # burst / signed / bipolar: unit spikes (a burst of k is k), net = positive minus negative
                 signed_counts = torch.round(seq / thetas[node.name]).sum(0, dtype=torch.float64)
                 counts, net = torch.round(seq.abs() / thetas[node.name]).sum(0, dtype=torch.float64), signed_counts
-            avg = seq.sum(0) / at
             a = acts.get(probe.ann_of.get(node.name, ""))
-            stats[node.name].add(counts, avg, a, thetas[node.name], at, k, net)
+            stats[node.name].add(counts, avg, a, thetas[node.name], at, k, net, bipolar=bool(node.attr("bipolar")), messages=messages)
 
         res = probe.snn_batch(xb, steps, observe=observe)
         for t in steps:
@@ -292,9 +364,11 @@ def diagnose(
         "target": {"fraction": TARGET_FRACTION, "accuracy": target, "smallest_T": min(reaching) if reaching else None},
         "layers": layers,
         "ablation": None if ablation is None else {k: v for k, v in ablation.items() if k != "layers"},
+        "temporal_ops": _temporal_rows(model, probe, tstats),
         "residual_adds": residual_adds(model.snn),
-        # per-neuron spike rates at ``at`` (arrays; the report turns them into exact operation counts)
+        # per-neuron spike and message rates at ``at`` (arrays; the report turns them into exact operation counts)
         "rate_maps": {k: (v.count_map / (v.samples * at)).numpy() for k, v in stats.items() if v.count_map is not None},
+        "message_maps": {k: (v.message_map / (v.samples * at)).numpy() for k, v in stats.items() if v.message_map is not None},
         "calibration": model.provenance.get("calibration"),
         "pipeline": model.provenance.get("pipeline"),
     }
@@ -323,9 +397,41 @@ def _layer_rows(model, probe: Probe, stats: dict[str, _LayerStats], at: int) -> 
             "reset": n.attr("reset"),
             "neuron": neuron_variant(n.attrs),
             "max_spikes": int(n.attr("max_spikes")),
+            "bipolar": bool(n.attr("bipolar")),
             **stats[n.name].summary(at, ann_name is not None),
             "passes": passes.get(n.name, []),
+            "notes": [],
         }
+        if ann_name is None:
+            row["notes"].append("no ANN counterpart of the same shape: error, clipping, silence and ablation do not apply")
+        rows.append(row)
+    return rows
+
+
+def _temporal_rows(model, probe: Probe, tstats: dict[str, _ErrorStats]) -> list[dict[str, Any]]:
+    """One row per temporal op: what it replaced, what a target needs to run it
+    (:data:`snnc.ir.ops.TEMPORAL_TARGET`), and the error of its time-averaged output against
+    the ANN op; spike diagnostics and ablations do not apply (it emits a current, not spikes)."""
+    rows = []
+    for n in probe.temporal:
+        ann_name = probe.ann_of_temporal.get(n.name)
+        feeds = [u.name for u in n.output.users]
+        row = {
+            "layer": n.name,
+            "op": n.op,
+            "mode": n.attr("mode"),
+            "ann_layer": ann_name,
+            "shape": list(n.output.shape),
+            "inputs": [v.name for v in n.inputs],
+            "feeds": feeds,
+            "target": TEMPORAL_TARGET.get(n.op, "no target requirement is recorded for this op"),
+            "not_applicable": "spike rate, saturation, silence, clipping and ablation: a temporal op emits a current (the change of its "
+            "running total), which the neuron after it turns into spikes; see that neuron's row",
+        }
+        if ann_name is not None and n.name in tstats:
+            row.update(tstats[n.name].summary())
+        else:
+            row["notes"] = ["no ANN counterpart of the same op and shape: its error is not measured"]
         rows.append(row)
     return rows
 
@@ -516,10 +622,15 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
             f"removes {100 * share:.0f} % of the output error (ablation on {abl['samples']} samples)."
         )
         if c > q and c > 0:
+            raise_it = (
+                "Raise its threshold: θ = P(|a|) / K of the value it carries, so a higher message percentile "
+                "(insert-if{message_percentile=...}), or more --message-bits (a larger K at the same resolution)."
+                if r.get("bipolar")
+                else "Raise its threshold: a higher percentile (--threshold percentile:99.9) or --threshold mse."
+            )
             advice = (
                 f"Most of it is clipping ({100 * c:.1f} points): θ clips {_pct(r.get('clipped', 0))} of its ANN activations and "
-                f"{_pct(r['saturated'])} of its neurons saturate. Raise its threshold: a higher percentile "
-                "(--threshold percentile:99.9) or --threshold mse."
+                f"{_pct(r['saturated'])} of its neurons saturate. {raise_it}"
             )
             kind = "clipping"
         else:
@@ -548,6 +659,22 @@ def findings(diag: dict[str, Any], benchmark: dict[str, Any] | None = None) -> l
                         "text": f"layer {r['layer']} saturates {_pct(r['saturated'])} of its neurons (a spike at every step): raise its percentile or use --threshold mse.",
                     }
                 )
+
+    # Temporal ops whose time-averaged output is far from the ANN op's (their cost shows in the neuron after them).
+    for r in diag.get("temporal_ops", []):
+        rel = r.get("relative_rms")
+        if rel is not None and rel >= TEMPORAL_ERROR:
+            out.append(
+                {
+                    "kind": "temporal",
+                    "layer": r["layer"],
+                    "impact": None,
+                    "text": (
+                        f"temporal op {r['layer']} ({r['op']}, mode {r['mode']}) is {100 * rel:.0f} % (RMS) off the ANN's {r['ann_layer']} at T={at}: "
+                        "its inputs' running means are still far from their limits; more timesteps, or finer messages (--message-bits), reduce it."
+                    ),
+                }
+            )
 
     # 2. Residual adds mixing spike amplitudes.
     for a in diag.get("residual_adds", []):

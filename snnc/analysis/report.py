@@ -52,6 +52,7 @@ def build_report(
     and energy, and the conversion's provenance."""
     diag = diagnose(model, x, y, timesteps=timesteps, at=at, ablation_samples=ablation_samples, batch_size=batch_size, seed=seed, progress=progress)
     rate_maps = diag.pop("rate_maps")
+    message_maps = diag.pop("message_maps", None)
     prov = model.provenance
     rep: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -64,17 +65,17 @@ def build_report(
         "converted_for": model.timesteps,
         "diagnostics": diag,
         "findings": findings(diag, benchmark_gains()),
-        "energy": _energy(model, rate_maps, diag["at"]),
+        "energy": _energy(model, rate_maps, diag["at"], message_maps),
     }
     return rep
 
 
-def _energy(model, rate_maps: dict[str, np.ndarray], at: int) -> dict[str, Any]:
-    """Operations and energy at the analysed T, from the per-neuron spike rates measured on
-    the report's data (exact counts; docs/energy.md)."""
+def _energy(model, rate_maps: dict[str, np.ndarray], at: int, message_maps: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Operations and energy at the analysed T, from the per-neuron spike and message rates
+    measured on the report's data (exact counts; docs/energy.md)."""
     from snnc.analysis.energy import estimate_energy
 
-    return estimate_energy(model, rate_maps, at)
+    return estimate_energy(model, rate_maps, at, message_rates=message_maps)
 
 
 # ------------------------------------------------------------------------ plots
@@ -156,9 +157,12 @@ def _plots(rep: dict[str, Any], out: Path) -> dict[str, str]:
     if rows:
 
         def operations(ax, xs):
-            ax.bar(xs - 0.2, [r["ann_macs"] / 1e6 for r in rows], 0.4, label="ANN MACs")
+            ax.bar(xs - 0.2, [(r["ann_macs"] + r.get("ann_host_ops", 0)) / 1e6 for r in rows], 0.4, label="ANN MACs (host rows: ANN ops)")
             snn = [(r["snn_synops"] + r.get("snn_dense_macs", 0)) / 1e6 for r in rows]
+            graded = [(r.get("graded_synops", 0) + r.get("host_ops", 0)) / 1e6 for r in rows]
             ax.bar(xs + 0.2, snn, 0.4, label=f"SNN synaptic ops + dense MACs (T={diag['at']})")
+            if any(graded):
+                ax.bar(xs + 0.2, graded, 0.4, bottom=snn, label=f"SNN graded synaptic ops / host ops, MACs (T={diag['at']})")
 
         per_layer("energy", [_short(r["layer"]) for r in rows], "millions per sample", operations, grid_axis="y")
     return made
@@ -167,7 +171,7 @@ def _plots(rep: dict[str, Any], out: Path) -> dict[str, str]:
 def _energy_rows(en: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not en:
         return []
-    return [r for r in en.get("layers", []) if r.get("kind") in ("synapse", "elementwise")]
+    return [r for r in en.get("layers", []) if r.get("kind") in ("synapse", "elementwise", "host")]
 
 
 def _save(fig, path: Path) -> str:
@@ -284,12 +288,38 @@ def render_html(rep: dict[str, Any], plots: dict[str, str]) -> str:
         "on this data, with every earlier layer spiking.</p>"
         + (
             "<p class='muted'>Neuron: <b>burst:K</b> emits up to K spikes of θ in one step (saturated: K every step; clipped: above K·θ), "
-            "<b>signed</b> also emits −θ spikes that take back earlier ones. Spike rates count unit spikes: a burst of k is k spikes, "
-            "a −θ spike is one (docs/energy.md).</p>"
+            "<b>signed</b> also emits −θ spikes that take back earlier ones, <b>bipolar:K</b> (attention networks) carries a signed value "
+            "as one graded spike of −K..K per step (saturated: ±K every step; clipped: |ANN| above K·θ; silent: |ANN| at least θ/T). "
+            "Spike rates count unit spikes: a burst of k is k spikes, a −θ spike is one (docs/energy.md).</p>"
             if variants
             else ""
         )
     )
+    noted = [[r["layer"], "; ".join(r["notes"])] for r in diag["layers"] if r.get("notes")]
+    if noted:
+        parts.append("<h3>Diagnostics that do not apply</h3>" + _table(["layer", "why"], noted, left=2))
+    temporal = diag.get("temporal_ops") or []
+    if temporal:
+        parts.append(f"<h2 id='temporal'>Temporal ops (attention networks) at T={diag['at']}</h2>")
+        parts.append(
+            "<p class='muted'>Each nonlinear op of the ANN (layer norm, softmax, GELU / SiLU, products of two computed tensors) runs as its "
+            "temporal counterpart: it evaluates the op on the running means of its input spike trains and emits the change of its running "
+            "total as a current, which the bipolar neuron after it turns into graded spikes. Spike rate, saturation, silence, clipping and "
+            "ablation do not apply to it (see the neuron it feeds); its error is its time-averaged output against the ANN op's.</p>"
+        )
+        parts.append(
+            _table(
+                ["op node", "op", "mode", "replaces (ANN)", "feeds", "what a target needs", "spike diagnostics", "error mean", "error RMS", "RMS / ANN RMS %"],
+                [
+                    [
+                        r["layer"], r["op"], r["mode"], r.get("ann_layer") or "–", ", ".join(r["feeds"]), r["target"], "n/a: emits a current",
+                        _num(r.get("error_mean"), "+.4f"), _num(r.get("error_rms"), ".4f"), _pct(r.get("relative_rms")),
+                    ]  # fmt: skip
+                    for r in temporal
+                ],
+                left=7,
+            )
+        )
     stage_rows = []
     for r in diag["layers"]:
         if r["passes"]:
@@ -354,23 +384,48 @@ def _energy_html(en: dict[str, Any] | None, plots: dict[str, str], at: int) -> s
     if "energy" in plots:
         out.append(f"<img src='{plots['energy']}' alt='ANN MACs vs SNN synaptic operations per layer'>")
     rows = []
-    for r in en.get("layers", []):
+    layers = en.get("layers", [])
+    graded = any(r.get("graded_synops") for r in layers)
+    host = any(r.get("kind") == "host" for r in layers)
+    for r in layers:
         e = r.get("energy", {})
+        extra = []
+        if graded:
+            extra += [_fmt(r.get("graded_synops")), _fmt(r.get("messages")) if r.get("graded") else "–", _num(r.get("message_rate"), ".3f")]
+        if host:
+            extra += [_fmt(r.get("host_ops")) if r.get("kind") == "host" else "–", _fmt(r.get("ann_host_ops")) if r.get("kind") == "host" else "–"]
         rows.append(
             [r["layer"], r["kind"], _fmt(r.get("ann_macs")), _fmt(r.get("snn_synops")), _fmt(r.get("snn_dense_macs")), _fmt(r.get("neuron_updates")), _num(r.get("input_rate"), ".3f")]
+            + extra
             + [_fmt((e.get(p) or {}).get("snn_nj")) for p in profiles]
         )
-    out.append(_table(["layer", "kind", "ANN MACs", "SNN synaptic ops", "SNN dense MACs", "neuron updates", "input spike rate"] + [f"SNN nJ ({p})" for p in profiles], rows, left=2))
+    heads = ["layer", "kind", "ANN MACs", "SNN synaptic ops", "SNN dense MACs", "neuron updates", "input spike rate"]
+    if graded:
+        heads += ["graded synaptic ops (MACs)", "messages", "message rate"]
+    if host:
+        heads += ["SNN host ops", "ANN host ops"]
+    out.append(_table(heads + [f"SNN nJ ({p})" for p in profiles], rows, left=2))
     tot = en.get("totals", {})
     trows = []
     for p in profiles:
         e = (tot.get("energy") or {}).get(p) or {}
-        trows.append([p, _fmt(e.get("ann_nj")), _fmt(e.get("snn_nj")), _num(e.get("ratio"), ".2f")])
+        trows.append([p, _fmt(e.get("ann_nj")), _fmt(e.get("snn_nj")), _num(e.get("ratio"), ".2f")] + ([_pct(e.get("host_fraction"))] if host else []))
     out.append(
         f"<p>Totals: ANN {_fmt(tot.get('ann_macs'))} MACs; SNN {_fmt(tot.get('snn_synops'))} synaptic operations "
         f"({_num(tot.get('synops_per_ann_mac'), '.2f')} per ANN MAC), {_fmt(tot.get('snn_dense_macs'))} dense MACs, {_fmt(tot.get('neuron_updates'))} neuron updates.</p>"
     )
-    out.append(_table(["profile", "ANN nJ", "SNN nJ", "SNN / ANN"], trows))
+    if graded:
+        out.append(
+            f"<p>Graded messages: {_fmt(tot.get('messages'))} messages ({_fmt(tot.get('spikes'))} unit spikes); {_fmt(tot.get('graded_synops'))} graded "
+            f"synaptic operations ({_num(tot.get('graded_synops_per_ann_mac'), '.2f')} per ANN MAC), each a multiply-accumulate of the payload "
+            "by the weight, priced as a MAC.</p>"
+        )
+    if host:
+        out.append(
+            f"<p>Host ops (temporal ops, host-side or programmable-neuron work, priced as MACs): SNN {_fmt(tot.get('host_ops'))}, "
+            f"ANN {_fmt(tot.get('ann_host_ops'))} (its matmuls, layer norms, softmaxes and GELU / SiLU); not in the synaptic totals.</p>"
+        )
+    out.append(_table(["profile", "ANN nJ", "SNN nJ", "SNN / ANN"] + (["host ops % of SNN"] if host else []), trows))
     prow = []
     for name in profiles:
         p = en["profiles"][name]

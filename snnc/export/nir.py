@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from snnc.defaults import DEFAULT_NIR_DT
 from snnc.errors import ExportError, UnsupportedOpError
 from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.ops import TEMPORAL_TARGET, neuron_variant
 from snnc.ir.verify import verify
 
 EXPORT_FORMATS = ("nir",)
@@ -73,6 +74,11 @@ _UNSUPPORTED_HINTS = {
     "upsample": "NIR 1.0 has no upsampling primitive; a model with Upsample/Resize cannot be exported to NIR",
     "conv_transpose": "NIR 1.0 has no transposed convolution; a model with ConvTranspose cannot be exported to NIR",
     "pad": "NIR 1.0 has no padding primitive; pad inside the convolution that reads the value (its padding) and re-convert",
+    "transpose": "NIR 1.0 has no transpose (token layouts of attention networks); an attention network cannot be exported to NIR",
+    "slice": "NIR 1.0 has no slicing primitive; an attention network cannot be exported to NIR",
+    "select": "NIR 1.0 has no indexing primitive; an attention network cannot be exported to NIR",
+    "concat_constant": "NIR has no concatenation; a model with a class token cannot be exported to NIR",
+    **{op: f"NIR has no node for it: a target needs a {need}" for op, need in TEMPORAL_TARGET.items()},
 }
 
 
@@ -675,10 +681,10 @@ def _refuse_variant(n: Node) -> None:
     """An ExportError for a burst / signed ``if_neuron``: NIR's spiking nodes (IF, Threshold)
     emit binary, non-negative spikes, so a count of up to K spikes per step or a −θ spike
     has no NIR form that snnc writes."""
-    k, signed = int(n.attr("max_spikes")), bool(n.attr("signed"))
+    k, signed = int(n.attr("max_spikes")), bool(n.attr("signed")) or bool(n.attr("bipolar"))
     if k == 1 and not signed:
         return
-    variant = ("signed" if signed else "") + ("-burst" if signed and k > 1 else "burst" if k > 1 else "")
+    variant = neuron_variant(n.attrs).split(":")[0]
     what = []
     if k > 1:
         what.append(f"up to {k} spikes in one step")

@@ -125,15 +125,22 @@ def unsupported_hint(op_type: str, *, relu: str, supported: str) -> str:
     subject = op_type.split(" ")[-1]
     if tokens & _ACTIVATIONS:
         why = (
-            f"{subject} is a non-ReLU non-linearity; rate-coded spiking neurons approximate ReLU ({relu}) only. "
-            "Replace it by ReLU and fine-tune the network"
+            f"{subject} is a non-linearity snnc has no spiking form for: neurons approximate ReLU ({relu}), and GELU, SiLU, "
+            "softmax and LayerNorm convert as temporal ops (docs/transformers.md). Replace it by one of those and fine-tune "
+            "the network"
         )
     elif tokens & _RECURRENT:
         why = f"{subject} is a recurrent layer or control flow (recurrence), which has no counterpart in snnc's feed-forward IR"
     elif tokens & _PRODUCTS:
-        why = "products of two activations have no spiking equivalent; snnc converts feed-forward CNNs and MLPs"
+        why = (
+            f"{subject}: snnc converts products of two activations written as matrix products (matmul, bmm, @: attention's "
+            "Q K^T and A V), not in this form"
+        )
     elif any("norm" in t for t in tokens):
-        why = "only BatchNorm with running statistics is supported (it folds into the preceding layer)"
+        why = (
+            "only BatchNorm with running statistics (it folds into the preceding layer) and LayerNorm over the last axis "
+            "are supported"
+        )
     else:
         why = f"snnc has no converter for {subject}; replace it by supported ops or move it out of the model"
     return f"{why}, or open an issue with the model attached. snnc supports: {supported}"

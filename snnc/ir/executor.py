@@ -12,7 +12,8 @@ runner, the NIR check and the backends' fallbacks and static parts. The executor
   T steps, or ``[B, ...]`` when it does not (*static*: the direct-coded input and everything
   computed from it alone). Stateless ops on static inputs are computed once (**folding**);
   on time-varying ones they run on all steps at once as a ``[T*B, ...]`` batch; stateful ops
-  run their ``sequence`` form over ``[T, B, ...]``, or their ``constant`` form when a
+  run their ``sequence`` form over ``[T, B, ...]`` (a list of them for a stateful op of
+  several inputs), or their ``constant`` form when a
   time-invariant input gives a time-invariant output. Without ``timesteps`` (the ANN stage)
   every value is static and a stateful op is an error;
 * **batching**: :func:`iter_batches` and :func:`run_batched` stream an array through it.
@@ -218,6 +219,8 @@ class Executor:
         spec = node.spec
         T = self._require_timesteps(node)
         x = ins[0]
+        if spec.arity != 1:  # several inputs (a temporal matmul): the sequence form takes the list
+            return Timed(spec.sequence([v.dense(T) for v in ins], self.attrs(node), self.params(node)), static=False)
         if x.static and spec.constant is not None:
             return Timed(spec.constant(x.data, self.attrs(node), self.params(node)), static=True)
         return Timed(spec.sequence(x.dense(T), self.attrs(node), self.params(node)), static=False)

@@ -74,6 +74,11 @@ TRAITS: dict[str, str] = {
     "max_pool": "a max pooling (ANN) or its spiking approximation",
     "structural": "computes nothing (y = x); removed by canonicalize",
     "postproc": "output post-processing (softmax, argmax) stripped by canonicalize",
+    "nonlinear": "a non-ReLU nonlinearity of the ANN (layer normalisation, softmax inside the network, GELU / SiLU, the product "
+    "of two computed tensors): insert-if replaces it with its `temporal` counterpart followed by a neuron",
+    "bilinear": "the product of two computed tensors (attention's Q K^T and A V): linear in each input alone, not in both",
+    "temporal": "the SNN counterpart of a nonlinear op: evaluates the op on the running means of its input spike trains and "
+    "emits the change of the op's running total (expectation compensation), which the neuron after it turns into spikes",
 }
 
 Compute = Callable[[list[torch.Tensor], Attrs, Params], torch.Tensor]
@@ -505,9 +510,10 @@ def _dropout(xs, attrs, p):
     return xs[0]
 
 
-@op("softmax", ("postproc",), (ANN,), attrs={"axis": 1})
+@op("softmax", ("postproc", "nonlinear"), (ANN,), attrs={"axis": 1})
 def _softmax(xs, attrs, p):
-    """Softmax over ``axis``; output post-processing, stripped by canonicalize."""
+    """Softmax over ``axis``. At a graph output it is post-processing, stripped by
+    canonicalize; inside the network (attention weights) insert-if makes it temporal."""
     return torch.softmax(xs[0], dim=attrs["axis"])
 
 
@@ -516,6 +522,75 @@ def _argmax(xs, attrs, p):
     """Index of the maximum over ``axis`` (as float); output post-processing, stripped by
     canonicalize."""
     return torch.argmax(xs[0], dim=attrs["axis"], keepdim=bool(attrs["keepdims"])).to(xs[0].dtype)
+
+
+# ---------------------------------------------------- token layouts and attention
+# Transformers carry ``[B, N, D]`` token sequences next to channel-first images; these ops
+# move axes explicitly (the batch axis always stays first) and add the nonlinear ops of an
+# attention network. The nonlinear ones run in the ANN stage only; insert-if replaces each
+# with its ``temporal`` counterpart (below) and a neuron.
+@op("transpose", ("linear", "preserves_amplitude"), (ANN, SNN), attrs={"perm": REQUIRED})
+def _transpose(xs, attrs, p):
+    """Permutation of the axes, ``y = x.permute(perm)``; ``perm`` counts the batch axis, which
+    stays first (``perm[0] = 0``): ONNX Transpose, torch ``permute`` / ``transpose``."""
+    return xs[0].permute(*attrs["perm"])
+
+
+@op("slice", ("linear", "preserves_amplitude"), (ANN, SNN), attrs={"axis": REQUIRED, "start": 0, "end": REQUIRED, "step": 1})
+def _slice(xs, attrs, p):
+    """Elements ``start, start + step, ... < end`` along ``axis`` (>= 1; 0 <= start < end <=
+    the axis' size, step >= 1): ONNX Slice / Split, torch indexing with a range."""
+    idx = [slice(None)] * xs[0].dim()
+    idx[attrs["axis"]] = slice(attrs["start"], attrs["end"], attrs["step"])
+    return xs[0][tuple(idx)]
+
+
+@op("select", ("linear", "preserves_amplitude"), (ANN, SNN), attrs={"axis": REQUIRED, "index": REQUIRED})
+def _select(xs, attrs, p):
+    """Element ``index`` along ``axis`` (>= 1), the axis removed: ONNX Gather with a scalar
+    index, torch ``x[:, 0]`` (a ViT's class token)."""
+    return xs[0].select(attrs["axis"], attrs["index"])
+
+
+@op("concat_constant", ("linear",), (ANN, SNN), attrs={"axis": 1, "position": "before"}, params=("value",))
+def _concat_constant(xs, attrs, p):
+    """Concatenation with a constant along ``axis``: ``y = concat([value, x])`` (``position``
+    "before") or ``concat([x, value])`` ("after"); ``value`` has the per-sample shape of x
+    except along ``axis`` and is the same for every sample (a ViT's class token)."""
+    x = xs[0]
+    c = p["value"].to(x.dtype).unsqueeze(0).expand(x.shape[0], *p["value"].shape)
+    parts = [c, x] if attrs["position"] == "before" else [x, c]
+    return torch.cat(parts, dim=attrs["axis"])
+
+
+@op("matmul", ("nonlinear", "bilinear"), (ANN,), arity=2)
+def _matmul(xs, attrs, p):
+    """Matrix product of two computed tensors over their last two axes, broadcast over the
+    others: ``y = a @ b`` with per-sample shapes ``[..., n, k]`` and ``[..., k, m]`` (attention's
+    Q K^T and A V). A product with a constant matrix imports as ``linear`` instead."""
+    return torch.matmul(xs[0], xs[1])
+
+
+@op("layer_norm", ("nonlinear",), (ANN,), attrs={"epsilon": 1e-5}, params=("scale", "bias"))
+def _layer_norm(xs, attrs, p):
+    """Layer normalisation over the last axis (D features):
+    ``y = (x - mean(x)) / sqrt(var(x) + epsilon) * scale + bias`` with ``scale``, ``bias`` of
+    shape ``[D]`` (ONNX LayerNormalization with axis -1 and its decomposed exports, nn.LayerNorm)."""
+    x = xs[0]
+    return F.layer_norm(x, (x.shape[-1],), p["scale"].to(x.dtype), p["bias"].to(x.dtype), attrs["epsilon"])
+
+
+@op("gelu", ("nonlinear",), (ANN,), attrs={"approximate": "none"})
+def _gelu(xs, attrs, p):
+    """Gaussian error linear unit, ``y = x Φ(x)`` (``approximate`` "none": the erf form) or its
+    tanh approximation (``approximate`` "tanh")."""
+    return F.gelu(xs[0], approximate=attrs["approximate"])
+
+
+@op("silu", ("nonlinear",), (ANN,))
+def _silu(xs, attrs, p):
+    """Sigmoid linear unit (swish), ``y = x * sigmoid(x)``."""
+    return F.silu(xs[0])
 
 
 # --------------------------------------------------------------- SNN-only ops
@@ -538,24 +613,28 @@ def integrate_and_fire(v: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, sp
         v.masked_fill_(spiked, 0.0)
 
 
-def spike_counts_step(v: torch.Tensor, theta: torch.Tensor, emitted: torch.Tensor | None, max_spikes: int) -> torch.Tensor:
+def spike_counts_step(v: torch.Tensor, theta: torch.Tensor, emitted: torch.Tensor | None, max_spikes: int, bipolar: bool = False) -> torch.Tensor:
     """The spike count of one step of the ``if_neuron`` variants, for a potential ``v`` that
     has integrated this step's input: ``clip(floor(v/θ), lo, K)`` with ``K = max_spikes`` and
     ``lo = -min(n, K)`` for a signed neuron that has emitted ``n = emitted`` spikes net so
-    far (``emitted`` is None: unsigned, ``lo = 0``). Returns float counts."""
+    far (``emitted`` is None: unsigned, ``lo = 0``; ``bipolar``: ``lo = -K``). Returns float counts."""
     q = torch.floor(v / theta)
+    if bipolar:
+        return q.clamp_(-float(max_spikes), float(max_spikes))
     if emitted is None:
         return q.clamp_(0.0, float(max_spikes))
     return torch.maximum(torch.minimum(q, torch.full_like(q, float(max_spikes))), -emitted.clamp(max=float(max_spikes)))
 
 
-def integrate_and_fire_counts(v: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, emitted: torch.Tensor | None, max_spikes: int, subtract: bool) -> torch.Tensor:
-    """One step of the general ``if_neuron`` equations (any ``max_spikes``, signed or not), in
-    place on ``v`` (and on ``emitted``, the net spike count so far, for a signed neuron):
-    ``v += z``; ``s = spike_counts_step(...)``; reset ``v -= θ·s`` (or ``v = 0`` where
+def integrate_and_fire_counts(
+    v: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, emitted: torch.Tensor | None, max_spikes: int, subtract: bool, bipolar: bool = False
+) -> torch.Tensor:
+    """One step of the general ``if_neuron`` equations (any ``max_spikes``, signed, bipolar or
+    not), in place on ``v`` (and on ``emitted``, the net spike count so far, for a signed
+    neuron): ``v += z``; ``s = spike_counts_step(...)``; reset ``v -= θ·s`` (or ``v = 0`` where
     ``s != 0``); returns the counts ``s`` (float). The step form the variants' backends use."""
     v.add_(z)
-    s = spike_counts_step(v, theta, emitted, max_spikes)
+    s = spike_counts_step(v, theta, emitted, max_spikes, bipolar)
     if subtract:
         v.sub_(s * theta)
     else:
@@ -582,7 +661,7 @@ def if_neuron_rate(z: torch.Tensor, theta: torch.Tensor, v_init: torch.Tensor, t
     ("neuron", "spiking"),
     (SNN,),
     shape=same_shape,
-    attrs={"reset": "subtract", "spike_scale": "threshold", "max_spikes": 1, "signed": False},
+    attrs={"reset": "subtract", "spike_scale": "threshold", "max_spikes": 1, "signed": False, "bipolar": False},
     params=("threshold", "v_init"),
 )
 def _if_neuron(x_seq, attrs, p):
@@ -616,11 +695,16 @@ def _if_neuron(x_seq, attrs, p):
     plain neuron can never take back. On a current constant over T steps a burst neuron's
     average output is quantised to K·T levels of threshold/T, up to K·threshold
     (:func:`if_neuron_rate`); a signed neuron emits no negative spike and equals the plain one.
+
+    A ``bipolar`` neuron (for signed values: the residual stream, queries and keys, the
+    outputs of ``temporal`` ops) has ``lo(t) = -K`` at every step: its net output may be
+    negative, and with K = 2^(b-1) - 1 each step's count is one graded spike of a b-bit signed
+    payload.
     Step forms: :func:`integrate_and_fire` (plain), :func:`integrate_and_fire_counts`
     (every variant); response to a constant current: :func:`if_neuron_rate`.
     """
     theta, v0 = p["threshold"], p["v_init"]
-    if attrs["max_spikes"] != 1 or attrs["signed"]:
+    if attrs["max_spikes"] != 1 or attrs["signed"] or attrs["bipolar"]:
         return _if_neuron_variant(x_seq, attrs, theta, v0)
     T = x_seq.shape[0]
     shape = x_seq.shape[1:]  # [B, *neuron shape]
@@ -651,11 +735,12 @@ def _if_neuron_variant(x_seq: torch.Tensor, attrs: Attrs, theta: torch.Tensor, v
     T, shape = x_seq.shape[0], x_seq.shape[1:]
     v = (torch.zeros(shape, device=x_seq.device) + v0).contiguous()
     th = theta.expand(shape)
-    emitted = torch.zeros(shape, device=x_seq.device) if attrs["signed"] else None
+    bipolar = bool(attrs["bipolar"])
+    emitted = torch.zeros(shape, device=x_seq.device) if attrs["signed"] and not bipolar else None
     y = torch.empty((T, *shape), device=x_seq.device)
     subtract = attrs["reset"] == "subtract"
     for t in range(T):
-        y[t] = integrate_and_fire_counts(v, x_seq[t], th, emitted, int(attrs["max_spikes"]), subtract)
+        y[t] = integrate_and_fire_counts(v, x_seq[t], th, emitted, int(attrs["max_spikes"]), subtract, bipolar)
     if attrs["spike_scale"] == "threshold":
         y.mul_(theta)
     return y
@@ -663,8 +748,10 @@ def _if_neuron_variant(x_seq: torch.Tensor, attrs: Attrs, theta: torch.Tensor, v
 
 def neuron_variant(attrs: Attrs) -> str:
     """An ``if_neuron``'s variant as ``snnc convert --neuron`` names it (``if``, ``signed``,
-    ``burst:K``, ``signed-burst:K``), from its attributes (missing ones: the defaults)."""
+    ``burst:K``, ``signed-burst:K``, ``bipolar:K``), from its attributes (missing ones: the defaults)."""
     k, signed = int(attrs.get("max_spikes", 1)), bool(attrs.get("signed", False))
+    if attrs.get("bipolar", False):
+        return f"bipolar:{k}"
     if k == 1:
         return "signed" if signed else "if"
     return f"{'signed-burst' if signed else 'burst'}:{k}"
@@ -674,7 +761,7 @@ def unit_spikes(node_attrs: Attrs, y: torch.Tensor, theta: torch.Tensor) -> torc
     """Spikes in an ``if_neuron``'s output ``y`` counted as unit spikes (float64 sum): a
     burst of k counts k, a −threshold spike counts 1. For the plain neuron this is the
     number of non-zero entries."""
-    if node_attrs.get("max_spikes", 1) == 1 and not node_attrs.get("signed", False):
+    if node_attrs.get("max_spikes", 1) == 1 and not node_attrs.get("signed", False) and not node_attrs.get("bipolar", False):
         return torch.count_nonzero(y).to(torch.float64)
     return unit_spike_entries(y, None if node_attrs.get("spike_scale", "threshold") == "unit" else theta).sum()
 
@@ -992,5 +1079,174 @@ def _if_neuron_check(shapes, attrs, params):
     if not _is_int(k) or not 1 <= k <= MAX_SPIKES:
         _fail("attrs.max_spikes", f"must be an integer in [1, {MAX_SPIKES}], got {_short(k)}")
     _flag(attrs, "signed")
+    _flag(attrs, "bipolar")
     for key in ("threshold", "v_init"):
         _broadcasts(params, key, shapes[0])
+
+
+# ------------------------------------------------------------------- temporal ops
+TEMPORAL_MODES = ("expectation", "accumulate")
+
+
+# What a neuromorphic target needs to run each temporal op (``snnc check`` and the report say it).
+TEMPORAL_TARGET = {
+    "temporal_gelu": "programmable neuron: accumulates its input and applies GELU to the running mean (a lookup table on "
+    "Loihi 2's microcoded neurons); host-side elsewhere",
+    "temporal_silu": "programmable neuron: accumulates its input and applies SiLU to the running mean (a lookup table); "
+    "host-side elsewhere",
+    "temporal_layer_norm": "host-side (or near-memory) op: mean and variance over a token's features need every feature of "
+    "the token and a division / square root",
+    "temporal_softmax": "host-side op: exponentials and a normalisation over a row of attention scores",
+    "temporal_matmul": "host-side op: the product of two spike trains (Q K^T, A V) needs synapses whose weights change "
+    "every step; a neuromorphic core holds fixed weights",
+}
+
+
+def temporal_name(op_name: str) -> str:
+    """The SNN counterpart of a ``nonlinear`` op: ``temporal_<op>``."""
+    return f"temporal_{op_name}"
+
+
+def temporal_totals(xs: Sequence[torch.Tensor], fn: Callable[[list[torch.Tensor]], torch.Tensor], mode: str) -> torch.Tensor:
+    """The running totals ``Y(t)`` of a ``temporal`` op on input sequences ``xs`` (each
+    ``[T, B, ...]``): ``t f(S(t)/t)`` (``expectation``) or ``T f(S(t)/T)`` (``accumulate``),
+    with ``S(t)`` the running sums; ``fn`` is the op on ``[N, ...]`` batches."""
+    T, B = xs[0].shape[0], xs[0].shape[1]
+    steps = torch.arange(1, T + 1, device=xs[0].device, dtype=xs[0].dtype)
+    sums = [torch.cumsum(x, dim=0) for x in xs]
+    if mode == "expectation":
+        means = [s / steps.view(-1, *([1] * (s.dim() - 1))) for s in sums]
+    else:
+        means = [s / T for s in sums]
+    f = fn([m.reshape(T * B, *m.shape[2:]) for m in means])
+    f = f.reshape(T, B, *f.shape[1:])
+    scale = steps if mode == "expectation" else torch.full_like(steps, float(T))
+    return f * scale.view(-1, *([1] * (f.dim() - 1)))
+
+
+def _register_temporal(base_name: str) -> None:
+    base = get_op(base_name)
+
+    def sequence(x_seq, attrs, p):
+        xs = list(x_seq) if isinstance(x_seq, (list, tuple)) else [x_seq]
+        inner = {k: v for k, v in attrs.items() if k != "mode"}
+        totals = temporal_totals(xs, lambda ms: base.compute(ms, inner, p), attrs["mode"])
+        return torch.diff(totals, dim=0, prepend=torch.zeros_like(totals[:1]))
+
+    sequence.__doc__ = f"""The spiking counterpart of ``{base_name}`` (its meaning: the ``{base_name}`` op).
+
+    With ``S(t)`` the running sum of each input over steps 1..t, the op's running total is::
+
+        Y(t) = t * {base_name}(S(t) / t)      mode "expectation" (expectation compensation)
+        Y(t) = T * {base_name}(S(t) / T)      mode "accumulate"  (the sum so far, as if complete)
+
+    and its output at step t is ``Y(t) - Y(t-1)`` (Y(0) = 0): the time average of the output up
+    to t is {base_name} of the inputs' time averages (expectation), or reaches it at t = T
+    (accumulate, as in SpikeZIP-TF). A neuron after it emits that running total as spikes.
+    Attributes and parameters: those of ``{base_name}``, plus ``mode``."""
+    register_op(
+        OpSpec(
+            name=temporal_name(base_name),
+            doc=sequence.__doc__,
+            traits=frozenset({"temporal"} | ({"bilinear"} if base.has("bilinear") else set())),
+            stages=frozenset({SNN}),
+            arity=base.arity,
+            attrs={**base.attrs, "mode": "expectation"},
+            params=base.params,
+            optional_params=base.optional_params,
+            sequence=sequence,
+            shape=(lambda shapes, attrs: _temporal_shape(base, shapes, attrs)),
+            check=(lambda shapes, attrs, params: _temporal_check(base, shapes, attrs, params)),
+        )
+    )
+
+
+def _temporal_shape(base: OpSpec, shapes: list[Shape], attrs: Attrs) -> Shape:
+    if base.name == "matmul":
+        return _matmul_shape(shapes)
+    return tuple(shapes[0])
+
+
+def _matmul_shape(shapes: list[Shape]) -> Shape:
+    a, b = shapes
+    lead = np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    return (*lead, a[-2], b[-1])
+
+
+def _temporal_check(base: OpSpec, shapes, attrs, params) -> None:
+    _choice(attrs, "mode", TEMPORAL_MODES)
+    if base.check is not None:
+        base.check(shapes, {k: v for k, v in attrs.items() if k != "mode"}, params)
+
+
+def _axis(attrs: Attrs, key: str, rank: int) -> int:
+    """``attrs[key]``: a per-sample axis counted with the batch (1..rank)."""
+    a = attrs[key]
+    if not _is_int(a) or not 1 <= a <= rank:
+        _fail(f"attrs.{key}", f"expected an integer from 1 to {rank} (axis 0 is the batch), got {_short(a)}")
+    return a
+
+
+@op_check("transpose")
+def _transpose_check(shapes, attrs, params):
+    perm, rank = attrs["perm"], len(shapes[0]) + 1
+    if not isinstance(perm, list) or sorted(perm) != list(range(rank)) or not all(_is_int(i) for i in perm) or perm[0] != 0:
+        _fail("attrs.perm", f"expected a permutation of 0..{rank - 1} keeping the batch axis first (perm[0] = 0), got {_short(perm)}")
+
+
+@op_check("slice")
+def _slice_check(shapes, attrs, params):
+    axis = _axis(attrs, "axis", len(shapes[0]))
+    size = shapes[0][axis - 1]
+    start, end, step = attrs["start"], attrs["end"], attrs["step"]
+    if not (_is_int(start) and _is_int(end) and 0 <= start < end <= size):
+        _fail("attrs.end" if _is_int(start) and 0 <= start < size else "attrs.start", f"expected 0 <= start < end <= {size}, got start {_short(start)}, end {_short(end)}")
+    if not _is_int(step) or step < 1:
+        _fail("attrs.step", f"expected an integer >= 1, got {_short(step)}")
+
+
+@op_check("select")
+def _select_check(shapes, attrs, params):
+    axis = _axis(attrs, "axis", len(shapes[0]))
+    index, size = attrs["index"], shapes[0][axis - 1]
+    if not _is_int(index) or not 0 <= index < size:
+        _fail("attrs.index", f"expected an integer in [0, {size - 1}], got {_short(index)}")
+
+
+@op_check("concat_constant")
+def _concat_constant_check(shapes, attrs, params):
+    axis = _axis(attrs, "axis", len(shapes[0]))
+    _choice(attrs, "position", ("before", "after"))
+    v = params["value"]
+    if len(v) != len(shapes[0]) or any(a != b for i, (a, b) in enumerate(zip(v, shapes[0])) if i != axis - 1):
+        _fail("params.value", f"shape {list(v)} must equal the input's {list(shapes[0])} on every axis but {axis}")
+
+
+@op_check("matmul")
+def _matmul_check(shapes, attrs, params):
+    a, b = shapes
+    if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
+        _fail("inputs", f"matmul takes [..., n, k] and [..., k, m] per sample, got {list(a)} and {list(b)}")
+    try:
+        np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    except ValueError:
+        _fail("inputs", f"matmul: leading axes {list(a[:-2])} and {list(b[:-2])} do not broadcast")
+
+
+@op_check("layer_norm")
+def _layer_norm_check(shapes, attrs, params):
+    if not shapes[0]:
+        _fail("inputs", "layer_norm takes at least one axis per sample")
+    if not (_is_number(attrs["epsilon"]) and attrs["epsilon"] >= 0):
+        _fail("attrs.epsilon", f"expected a finite number >= 0, got {_short(attrs['epsilon'])}")
+    for key in ("scale", "bias"):
+        _param_shape(params, key, (shapes[0][-1],), "the last axis")
+
+
+@op_check("gelu")
+def _gelu_check(shapes, attrs, params):
+    _choice(attrs, "approximate", ("none", "tanh"))
+
+
+for _name in sorted(ops_with("nonlinear")):
+    _register_temporal(_name)

@@ -7,7 +7,7 @@ pipeline string. Import order below is the registry's listing order.
 import math
 import re
 
-from snnc.defaults import DEFAULT_BURST_SPIKES, DEFAULT_GRANULARITY, DEFAULT_MAXPOOL, DEFAULT_NEURON, DEFAULT_THRESHOLD
+from snnc.defaults import DEFAULT_BURST_SPIKES, DEFAULT_GRANULARITY, DEFAULT_MAXPOOL, DEFAULT_MESSAGE_BITS, DEFAULT_NEURON, DEFAULT_THRESHOLD
 from snnc.errors import PassError
 from snnc.passes import balance, calibrate, canonicalize, fold_bn, insert_if, normalize  # noqa: E402,F401  (registration)
 from snnc.passes.base import (
@@ -22,6 +22,7 @@ from snnc.passes.base import (
     run_passes,
 )
 from snnc.passes.insert_if import NEURONS, neuron_attrs
+from snnc.passes.messages import payload_spikes
 
 DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if"
 
@@ -39,11 +40,14 @@ def default_pipeline(
     maxpool: str = DEFAULT_MAXPOOL,
     calibration: str = "none",
     neuron: str = DEFAULT_NEURON,
+    message_bits: int = DEFAULT_MESSAGE_BITS,
 ) -> str:
     """The default pipeline with the user's threshold method (``max``, ``percentile:P``,
-    ``mse``), calibration level (``none``, ``light``, ``advanced``) and neuron (``if``,
-    ``signed``, ``burst:K``, ``signed-burst:K``: :func:`parse_neuron`)."""
+    ``mse``), calibration level (``none``, ``light``, ``advanced``), neuron (``if``,
+    ``signed``, ``burst:K``, ``signed-burst:K``: :func:`parse_neuron`) and, for attention
+    networks, the payload of every message in bits (:mod:`snnc.passes.messages`)."""
     variant, spikes = parse_neuron(neuron)
+    payload_spikes(message_bits)  # range check, one message
     if calibration not in CALIBRATION_PIPELINES:
         raise PassError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATION_PIPELINES)}")
     opts = [*threshold_options(threshold), f"granularity={granularity}"]
@@ -56,6 +60,8 @@ def default_pipeline(
     if spikes > 1:
         opts.append(f"spikes={spikes}")
         insert.append(f"spikes={spikes}")
+    if message_bits != DEFAULT_MESSAGE_BITS:
+        insert.append(f"message_bits={message_bits}")
     pipeline = f"canonicalize,fold-bn,balance-thresholds{{{' '.join(opts)}}},insert-if{{{' '.join(insert)}}}"
     extra = CALIBRATION_PIPELINES[calibration]
     return f"{pipeline},{extra}" if extra else pipeline

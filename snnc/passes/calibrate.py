@@ -262,6 +262,8 @@ class LayerwiseRunner:
         value id)."""
         env = self._boundary(seg, b)
         z = self.current(seg, env)
+        if len(seg.node.inputs) > 1:  # a stateful op of several inputs (temporal matmul)
+            return self.sim.run_node(seg.node, [env[id(v)] for v in seg.node.inputs]), env
         if seg.node.spec.has("readout"):
             # A readout's output after T steps is the time average of its input current:
             # hand back the current, whose average the passes take.
@@ -386,7 +388,9 @@ class _Calibration(Pass):
         if only:
             return seg.node.name in only
         if seg.node.spec.has("neuron"):
-            return True
+            # the graded messages of an attention network (bipolar neurons) are not
+            # calibrated: their quantisation error is below the layer-wise passes' reach
+            return not seg.node.attr("bipolar")
         return seg.node.spec.has("readout") and self.options.output
 
     def _only(self) -> set[str]:

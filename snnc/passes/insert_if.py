@@ -14,6 +14,9 @@
 * Every ``max_pool`` becomes ``spiking_max_pool`` (rate-gated: see its op docstring) or,
   with ``maxpool=avg``, an ``avg_pool`` over the same windows — an explicit, documented
   change of the network's function, reported as a notice, never a silent one.
+* An attention network (with ``nonlinear`` ops: layer normalisation, softmax, GELU, products
+  of computed tensors) is converted so that every message is a graded spike of at most
+  ``message_bits`` bits: temporal ops and bipolar neurons (:mod:`snnc.passes.messages`).
 * Every graph output gets a ``readout``: the output layer does not spike; it integrates
   its input and the prediction is the time average.
 * Average pooling, residual ``add``, ``concat``, reshape, upsampling and transposed
@@ -28,12 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snnc.defaults import DEFAULT_MAXPOOL
+from snnc.defaults import DEFAULT_MAXPOOL, DEFAULT_MESSAGE_BITS
 from snnc.errors import PassError
 from snnc.ir.graph import Graph
 from snnc.ir.ops import MAX_SPIKES
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
+from snnc.passes.messages import convert_messages, has_nonlinear, payload_spikes
 
 
 # The neuron variants insert-if can create (``neuron=``; see the ``if_neuron`` op's equations).
@@ -70,12 +74,27 @@ class InsertIF(Pass):
         maxpool: str = choice(DEFAULT_MAXPOOL, "gate", "avg")
         neuron: str = choice("if", *NEURONS)
         spikes: int = 4  # burst / signed-burst: the most spikes a neuron emits in one step
+        # attention networks (snnc.passes.messages): the signed payload of every message, the
+        # temporal ops' mode and the percentile of |a| the message neurons' range covers
+        message_bits: int = DEFAULT_MESSAGE_BITS
+        mode: str = choice("expectation", "expectation", "accumulate")
+        message_percentile: float = 99.99
+        message_threshold: str = choice("percentile", "percentile", "mse")
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         o = self.options
         max_spikes, signed = neuron_attrs(o.neuron, o.spikes)
         ctx.ann_reference = graph.clone()
         ctx.ann_names = {}
+        attention = has_nonlinear(graph)
+        if attention and o.neuron == "if" and graph.find("relu"):
+            # every other message of an attention network is a graded spike: its ReLUs send
+            # the same payload (unsigned) rather than binary spikes
+            max_spikes = payload_spikes(o.message_bits)
+            ctx.notices.append(
+                f"attention network: ReLUs become burst neurons of up to {max_spikes} spikes per step, the payload of "
+                f"every other message ({o.message_bits}-bit graded spikes)"
+            )
         for node in list(graph.nodes):
             if node.op == "relu":
                 if "threshold" not in node.params:
@@ -102,6 +121,14 @@ class InsertIF(Pass):
                     shift_input_current(graph, neuron, delta, name="half_step")
             elif node.op == "max_pool":
                 self._convert_maxpool(graph, node, ctx)
+        if attention:
+            ctx.record(
+                "insert-if",
+                convert_messages(
+                    graph, ctx, bits=o.message_bits, mode=o.mode, percentile=o.message_percentile, v_init=o.v_init, reset=o.reset,
+                    threshold=o.message_threshold,
+                ),
+            )
         for out in list(graph.outputs):
             readout = graph.add_node("readout", [out], name=f"{out.name}_readout", shape=out.shape)
             graph.set_outputs(readout.output if o is out else o for o in graph.outputs)

@@ -155,9 +155,9 @@ def simulate(
 def neuron_spikes(node: Node, y: torch.Tensor) -> float:
     """Unit spikes in a neuron layer's output ``y`` (a burst of k counts k, a negative spike
     counts 1; :func:`snnc.ir.ops.unit_spikes`)."""
-    if node.attr("max_spikes") == 1 and not node.attr("signed"):
+    if node.attr("max_spikes") == 1 and not node.attr("signed") and not node.attr("bipolar"):
         return float(torch.count_nonzero(y))
-    attrs = {k: node.attr(k) for k in ("max_spikes", "signed", "spike_scale")}
+    attrs = {k: node.attr(k) for k in ("max_spikes", "signed", "bipolar", "spike_scale")}
     theta = torch.as_tensor(np.asarray(node.params["threshold"], dtype=np.float32), device=y.device)
     return float(unit_spikes(attrs, y, theta))
 

@@ -158,6 +158,8 @@ def _check_ports(n: Node) -> str | None:
 
 
 def _check_neuron(n: Node) -> str | None:
+    if n.attr("bipolar"):
+        return "bipolar neurons (the graded messages of an attention network) have no Lava lowering yet; run it on reference or spikingjelly"
     return None if n.attr("reset") in ("subtract", "zero") else f"reset {n.attr('reset')!r}"
 
 

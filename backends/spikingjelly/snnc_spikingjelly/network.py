@@ -144,7 +144,7 @@ class VariantNeuron(OpParams):
 
     def __init__(self, node: Node):
         super().__init__(node)
-        self.neuron_attrs = {k: node.attr(k) for k in ("max_spikes", "signed", "spike_scale")}
+        self.neuron_attrs = {k: node.attr(k) for k in ("max_spikes", "signed", "bipolar", "spike_scale")}
         self.spike_count = 0.0
         self.count_spikes = False
 
@@ -185,8 +185,8 @@ def _check_neuron(node: Node) -> str | None:
 
 
 def _neuron(node: Node) -> nn.Module:
-    if node.attr("max_spikes") != 1 or node.attr("signed"):
-        # Burst / signed neurons: SpikingJelly has no neuron emitting counts or negative
+    if node.attr("max_spikes") != 1 or node.attr("signed") or node.attr("bipolar"):
+        # Burst / signed / bipolar neurons: SpikingJelly has no neuron emitting counts or negative
         # spikes, so the op set's own sequence form runs them (equal to the reference).
         return VariantNeuron(node)
     p = node.params

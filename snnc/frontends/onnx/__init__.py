@@ -46,13 +46,24 @@ when they are ``b * S + offset`` with the same in-range offsets for every sample
 sizes, and the offsets are the identity order, the chain is a per-sample reshape. A Reshape
 restoring the batch axis of a whole-batch flatten is one too.
 
+**Transformers.** Before converting, decomposed GELU (erf and tanh forms), SiLU and
+LayerNormalization are recognised and fused into ``gelu`` / ``silu`` / ``layer_norm``
+(:mod:`.patterns`). Tensors whose batch axis an exporter moves (``nn.MultiheadAttention``'s
+``[N, batch * heads, d]``, a permute of stacked q, k, v) are kept as layout views of
+batch-first IR values and followed through Reshape, Transpose, Gather, Slice, Split,
+element-wise ops, MatMul, Softmax and LayerNormalization until the batch is first again
+(:mod:`.layout`). ``Expand`` of a constant to ``[batch, ...]`` folds to a constant repeated
+over the batch, which Concat with a computed tensor turns into ``concat_constant`` (a ViT's
+class token).
+
 **Algebra of the folds done while converting** (everything else maps one ONNX node to one
 IR node):
 
 * ``Gemm``: ``Y = alpha * A @ op(B) + beta * C`` with ``transA = 0`` is ``linear`` with
   ``weight = alpha * op(B).T`` and ``bias = beta * C`` (zeros when C is absent).
-* ``MatMul(x, W)`` is ``linear`` with ``weight = W.T``; when its only reader is
-  ``Add(·, b)`` with a constant ``b`` varying along the last axis only, ``b`` becomes the bias.
+* ``MatMul(x, W)`` is ``linear`` with ``weight = W.T`` (over the last axis, any rank); when
+  its only reader is ``Add(·, b)`` with a constant ``b`` varying along the last axis only,
+  ``b`` becomes the bias. ``MatMul(a, b)`` of two computed tensors is ``matmul``.
 * ``x + c``, ``x - c``, ``c - x``, ``x * c``, ``x / c`` with a constant ``c`` are ``affine``
   with (scale, shift) = (1, c), (1, -c), (-1, c), (c, 0), (1/c, 0); ``x - y`` of two tensors is
   ``add`` with ``coeffs = [1, -1]``.

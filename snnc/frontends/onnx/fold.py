@@ -18,7 +18,8 @@ from onnx import numpy_helper
 
 from snnc.errors import UnsupportedOpError
 from snnc.frontends.onnx.converters import unsupported_hint
-from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, node_label, reject, slice_shape, symbolic_reject
+from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, BatchConstant, node_label, reject, slice_shape, symbolic_reject
+from snnc.frontends.onnx.trust import MAX_ELEMENTS, too_big
 
 # Each folder evaluates one node on constant inputs (numpy arrays, None for absent
 # optional inputs) and returns its outputs. Shape tensors may hold the BATCH sentinel.
@@ -156,10 +157,21 @@ def _fold_constant_of_shape(node: onnx.NodeProto, inputs: list[Any], attrs: dict
     return [np.full(tuple(int(d) for d in inputs[0].reshape(-1)), value.reshape(-1)[0], dtype=value.dtype)]
 
 
-def _fold_expand(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:
-    _require_static(node, inputs[1])
+def _fold_expand(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[Any]:
     x, shape = inputs
-    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(d) for d in shape.reshape(-1)))).copy()]
+    dims = [int(d) for d in np.asarray(shape).reshape(-1)]
+    x = np.asarray(x)
+    rank = max(x.ndim, len(dims))
+    batch_first = len(dims) == rank and dims[0] == BATCH and (x.ndim < rank or x.shape[0] == 1)
+    if batch_first and not np.any(_symbolic(np.array(dims[1:]))):
+        # A constant broadcast to the batch (cls.expand(B, -1, -1)): one sample, repeated.
+        sample = np.broadcast_shapes(x.shape, (1, *dims[1:]))
+        if math.prod(sample) > MAX_ELEMENTS:
+            what = f"the output of Expand node {node_label(node)!r} (computed while folding constants), per sample"
+            raise too_big(what, math.prod(sample), sample)
+        return [BatchConstant(np.broadcast_to(x, sample)[0].copy())]
+    _require_static(node, shape)
+    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(dims))).copy()]
 
 
 def _fold_reshape(node: onnx.NodeProto, inputs: list[Any], attrs: dict[str, Any]) -> list[np.ndarray]:

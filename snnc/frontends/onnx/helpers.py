@@ -44,7 +44,22 @@ class BatchFlat:
         self.error = error
 
 
-Tensor = Value | np.ndarray  # what an ONNX tensor name maps to while importing (or a BatchDependent / BatchFlat)
+class BatchConstant:
+    """A constant repeated over the batch: ``Expand(c, [batch, ...])`` of an initializer (a
+    ViT's class token ``cls.expand(B, -1, -1)``). Every sample equals ``value`` (the
+    per-sample shape); Concat with a computed tensor makes it ``concat_constant``, and
+    arithmetic treats it as a per-sample constant."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = np.asarray(value)
+
+    @property
+    def full(self) -> np.ndarray:
+        """The tensor as one sample with its batch axis: ``[1, *value.shape]``."""
+        return self.value[None]
+
+
+Tensor = Value | np.ndarray  # what an ONNX tensor name maps to while importing (or a BatchDependent / BatchFlat / BatchConstant / Laid)
 Source = str | os.PathLike | onnx.ModelProto
 
 DEFAULT_DOMAINS = ("", "ai.onnx")

@@ -23,6 +23,7 @@ from snnc.frontends.onnx.helpers import (
     DEFAULT_DOMAINS,
     FLOAT_TYPES,
     UNKNOWN,
+    BatchConstant,
     BatchDependent,
     BatchFlat,
     BatchSymbolic,
@@ -33,7 +34,10 @@ from snnc.frontends.onnx.helpers import (
     node_label,
     sanitize,
 )
+import snnc.frontends.onnx.layout as layout
+from snnc.frontends.onnx.layout import Laid
 from snnc.frontends.onnx.load import needed_nodes, select_outputs
+from snnc.frontends.onnx.patterns import Fusion, emit_fusion, find_fusions
 from snnc.frontends.onnx.trust import MAX_ELEMENTS, non_finite, output_size, too_big, type_name
 from snnc.ir.graph import Graph, Value
 
@@ -46,6 +50,13 @@ _EXTRA_OUTPUTS = {
     "Dropout": "the dropout mask",
 }
 
+
+# Ops whose converters return one tensor per output (a list).
+_MULTI_OUTPUT = {"Split"}
+
+# Ops folded on one sample of a constant repeated over the batch (BatchConstant): each acts
+# on every sample alike when it keeps the batch axis first (checked on the result).
+_PER_SAMPLE_FOLDS = {"Add", "Cast", "CastLike", "Concat", "Div", "Identity", "Mul", "Neg", "Sub", "Transpose"}
 
 # A model whose input declares a fixed batch is evaluated (by onnxruntime) in chunks of it.
 MAX_FIXED_BATCH = 65536
@@ -83,6 +94,11 @@ class Importer:
         self.folded: Counter[str] = Counter()
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         self.producer: dict[str, onnx.NodeProto] = {}
+        # Decomposed ops (GELU, SiLU, LayerNormalization) found before converting, keyed by
+        # the id of their first node; notes on near misses, keyed by node id.
+        self.fusions: dict[int, Fusion] = {}
+        self.pattern_notes: dict[int, str] = {}
+        self.fused_patterns: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ driver
     def run(self) -> Graph:
@@ -104,14 +120,22 @@ class Importer:
             # Types, dims and data lengths were checked on load (trust.check_tensors).
             self.env[init.name] = numpy_helper.to_array(init)
         self._add_input()
-        for node in nodes:
-            if id(node) in self.absorbed:
-                continue
-            if all(self._is_const(i) for i in node.input if i):
-                self._fold(node)
-            else:
-                self._convert(node)
-        self._set_outputs()
+        find_fusions(self, nodes)
+        with layout.batch_of_one(self.fixed_batch == 1):
+            for node in nodes:
+                if id(node) in self.absorbed:
+                    continue
+                fusion = self.fusions.get(id(node))
+                if fusion is not None:
+                    emit_fusion(self, fusion)
+                elif all(self._is_const(i) for i in node.input if i):
+                    self._fold(node)
+                else:
+                    self._convert(node)
+            self._set_outputs()
+        # Layout and pattern rewrites may leave nodes nothing reads (a view materialised
+        # and then not used, the first ops of a pattern converted before it was fused).
+        self.graph.remove_dead_nodes()
         self._summarise(skipped)
         return self.graph
 
@@ -159,6 +183,9 @@ class Importer:
             v = self.env.get(name)
             if isinstance(v, (BatchDependent, BatchFlat)):
                 raise v.error
+            if isinstance(v, Laid):
+                producer = self.producer.get(name) or onnx.helper.make_node("Identity", [name], [name])
+                v = layout.materialize(self, v, producer, f"the graph output {name!r}")
             if not isinstance(v, Value):
                 raise constant_output(repr(name))
             outs.append(v)  # distinct: sources are distinct and every converter emits a new node
@@ -170,6 +197,9 @@ class Importer:
             self.notices.append(f"folded {sum(self.folded.values())} node(s) computing constants ({ops})")
         if self.fused:
             self.notices.append(f"fused MatMul + Add into linear: {', '.join(self.fused)}")
+        if self.fused_patterns:
+            ops = ", ".join(f"{op}×{n}" for op, n in sorted(self.fused_patterns.items()))
+            self.notices.append(f"fused decomposed ops into single IR ops: {ops}")
         if skipped:
             ops = ", ".join(f"{op}×{n}" for op, n in sorted(Counter(n.op_type for n in skipped).items()))
             self.notices.append(f"ignored {len(skipped)} node(s) no kept output depends on ({ops})")
@@ -177,11 +207,13 @@ class Importer:
     # ------------------------------------------------------------ environment
     def _is_const(self, name: str) -> bool:
         # A batch-dependent tensor counts as a constant: folding propagates it.
-        return isinstance(self.lookup(name, deferred=True), (np.ndarray, BatchDependent))
+        return isinstance(self.lookup(name, deferred=True, laid=True), (np.ndarray, BatchDependent, BatchConstant))
 
-    def lookup(self, name: str, *, deferred: bool = False) -> Tensor:
+    def lookup(self, name: str, *, deferred: bool = False, laid: bool = False, reader: onnx.NodeProto | None = None) -> Tensor:
         """The tensor ``name``. A :class:`BatchDependent` / :class:`BatchFlat` tensor raises
-        its error unless ``deferred`` (for the consumers that handle them)."""
+        its error unless ``deferred`` (for the consumers that handle them); a
+        :class:`~snnc.frontends.onnx.layout.Laid` view is materialised as a batch-first
+        value (for ``reader``) unless ``laid``."""
         try:
             t = self.env[name]
         except KeyError:
@@ -191,7 +223,18 @@ class Importer:
             ) from None
         if not deferred and isinstance(t, (BatchDependent, BatchFlat)):
             raise t.error
+        if isinstance(t, Laid) and not laid:
+            node = reader or self.producer.get(name) or onnx.helper.make_node("Identity", [name], [name])
+            return layout.materialize(self, t, node)
         return t
+
+    def laid(self, node: onnx.NodeProto, index: int = 0) -> Value | Laid:
+        """Input ``index`` of ``node``, computed from the model input: a batch-first value
+        or a :class:`~snnc.frontends.onnx.layout.Laid` view (for the layout-aware converters)."""
+        t = self.lookup(node.input[index], laid=True)
+        if not isinstance(t, (Value, Laid)):
+            self.value(node, index)  # raises the constant-input error
+        return t  # type: ignore[return-value]
 
     def eval_at_batch(self, name: str, batch: int) -> np.ndarray | None:
         """Tensor ``name`` (computed from constants and the batch size only) for a concrete
@@ -207,6 +250,9 @@ class Importer:
             if t in memo:
                 return memo[t]
             v = self.env.get(t)
+            if isinstance(v, BatchConstant):
+                memo[t] = np.broadcast_to(v.full, (batch, *v.value.shape)).copy()
+                return memo[t]
             if isinstance(v, np.ndarray) and not (v.dtype.kind in "iuf" and np.any(v == UNKNOWN)):
                 out = np.where(v == BATCH, batch, v).astype(v.dtype) if is_symbolic(v) else v
                 memo[t] = out
@@ -236,8 +282,11 @@ class Importer:
         return ev(name)
 
     def value(self, node: onnx.NodeProto, index: int = 0) -> Value:
-        """Input ``index`` of ``node``, which must be computed from the model input."""
-        t = self.lookup(node.input[index])
+        """Input ``index`` of ``node``, which must be computed from the model input (a
+        layout view is materialised as a batch-first value, or refused naming ``node``)."""
+        t = self.lookup(node.input[index], laid=True)
+        if isinstance(t, Laid):
+            return layout.materialize(self, t, node)
         if not isinstance(t, Value):
             raise UnsupportedOpError(
                 node.op_type,
@@ -252,7 +301,13 @@ class Importer:
         ``integer``: shapes, axes, pads)."""
         if index >= len(node.input) or not node.input[index]:
             raise UnsupportedOpError(node.op_type, node_label(node), f"its {what} (input {index}) is missing")
-        t = self.lookup(node.input[index])
+        t = self.lookup(node.input[index], laid=True)
+        if isinstance(t, BatchConstant):
+            raise UnsupportedOpError(
+                node.op_type,
+                node_label(node),
+                f"its {what} is a constant expanded over the batch (Expand to [batch, ...]); snnc needs a plain constant here",
+            )
         if not isinstance(t, np.ndarray):
             raise UnsupportedOpError(
                 node.op_type,
@@ -326,6 +381,10 @@ class Importer:
     def _fold(self, node: onnx.NodeProto) -> None:
         inputs = [self.lookup(i, deferred=True) if i else None for i in node.input]
         pending = next((i for i in inputs if isinstance(i, BatchDependent)), None)
+        if pending is None and any(isinstance(i, BatchConstant) for i in inputs):
+            pending = self._fold_batch_constant(node, inputs)
+            if pending is None:
+                return
         if pending is not None:
             # Computed from a batch-dependent tensor: batch-dependent too.
             for name in node.output:
@@ -342,8 +401,39 @@ class Importer:
             return
         for name, arr in zip(node.output, outputs):
             if name:
-                self.env[name] = np.asarray(arr)
+                self.env[name] = arr if isinstance(arr, BatchConstant) else np.asarray(arr)
         self.folded[node.op_type] += 1
+
+    def _fold_batch_constant(self, node: onnx.NodeProto, inputs: list[Any]) -> BatchDependent | None:
+        """Fold ``node`` reading a constant repeated over the batch: ``Shape`` of it, or an op
+        in :data:`_PER_SAMPLE_FOLDS` evaluated on one sample (the result must keep a batch
+        axis of 1, so it is repeated over the batch too). Other ops make the result
+        batch-dependent (returned)."""
+        label = node_label(node)
+        if node.op_type == "Shape":
+            bc = inputs[0]
+            shape = np.array([BATCH, *bc.value.shape], np.int64)
+            self.env[node.output[0]] = shape[slice(node_attrs(node).get("start", 0), node_attrs(node).get("end"))]
+            self.folded[node.op_type] += 1
+            return None
+        error = UnsupportedOpError(
+            node.op_type, label, "it computes on a constant expanded over the batch (Expand to [batch, ...]); snnc cannot fold it"
+        )
+        if node.op_type not in _PER_SAMPLE_FOLDS or any(is_symbolic(i) for i in inputs if isinstance(i, np.ndarray)):
+            return BatchDependent(error)
+        attrs = node_attrs(node)
+        one = [i.full if isinstance(i, BatchConstant) else i for i in inputs]
+        rank = max(np.ndim(i) for i in one if i is not None)
+        if (node.op_type == "Transpose" and list(attrs.get("perm") or [1])[0] != 0) or (
+            node.op_type == "Concat" and int(attrs.get("axis", 0)) % max(rank, 1) == 0
+        ):
+            return BatchDependent(error)
+        outputs = self._evaluate(node, one)
+        if not outputs or outputs[0].ndim == 0 or outputs[0].shape[0] != 1:
+            return BatchDependent(error)
+        self.env[node.output[0]] = BatchConstant(outputs[0][0])
+        self.folded[node.op_type] += 1
+        return None
 
     def _evaluate(self, node: onnx.NodeProto, inputs: list[Any]) -> list[np.ndarray]:
         """Evaluate ``node`` on constant ``inputs``; sizes are bounded before anything is
@@ -360,7 +450,7 @@ class Importer:
                 outputs = folder(node, inputs, attrs)
             else:
                 outputs = self.fold_fallback(node, inputs)
-            outputs = [np.asarray(o) for o in outputs]
+            outputs = [o if isinstance(o, BatchConstant) else np.asarray(o) for o in outputs]
         except SnncError:
             raise
         except MemoryError:
@@ -374,7 +464,7 @@ class Importer:
         if len(outputs) < len([o for o in node.output if o]):
             raise DataError(f"{label} declares {len(node.output)} outputs but computes {len(outputs)}; the model is malformed")
         for o in outputs:
-            if o.size > MAX_ELEMENTS:
+            if isinstance(o, np.ndarray) and o.size > MAX_ELEMENTS:
                 raise too_big(f"the output of {label}", o.size, o.shape)
         return outputs
 
@@ -384,15 +474,29 @@ class Importer:
             op_type = f"{node.domain}::{node.op_type}"
             raise UnsupportedOpError(op_type, node_label(node), self.unsupported_hint(op_type))
         converter = self.converters.get(node.op_type)
+        note = self.pattern_notes.get(id(node))
         if converter is None:
-            raise UnsupportedOpError(node.op_type, node_label(node), self.unsupported_hint(node.op_type))
+            hint = self.unsupported_hint(node.op_type)
+            raise UnsupportedOpError(node.op_type, node_label(node), f"{note}. {hint}" if note else hint)
         for idx, out in enumerate(node.output[1:], start=1):
+            if node.op_type in _MULTI_OUTPUT:
+                break
             if out and (out in self.consumers or self.is_graph_output(out)):
                 what = _EXTRA_OUTPUTS.get(node.op_type, f"output {idx}")
                 raise UnsupportedOpError(
                     node.op_type, node_label(node), f"its output {out!r} ({what}) is used; snnc imports inference graphs only"
                 )
-        result = converter(self, node)
+        try:
+            result = converter(self, node)
+        except UnsupportedOpError as exc:
+            if note and exc.node == node_label(node):
+                raise UnsupportedOpError(exc.op_type, exc.node, f"{exc.hint}; {note}") from None
+            raise
+        if isinstance(result, list):
+            for name, value in zip(node.output, result):
+                if name:
+                    self.env[name] = value
+            return
         if isinstance(result, np.ndarray) and result.size > MAX_ELEMENTS:
             raise too_big(f"the output of {node.op_type} node {node_label(node)!r}", result.size, result.shape)
         if isinstance(result, np.ndarray):

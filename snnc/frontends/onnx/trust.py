@@ -297,7 +297,13 @@ def check_graph(model: onnx.ModelProto) -> None:
         try:
             checker.check_node(node, ctx)
         except (checker.ValidationError, onnx.defs.SchemaError) as exc:
-            raise DataError(f"{label} is malformed: {_first_line(exc)} (checked with onnx.checker); re-export the model") from None
+            detail = _first_line(exc)
+            how = "re-export the model"
+            if node.op_type == "Split" and "num_outputs" in detail:
+                # torch's dynamo exporter writes opset 18+ and converts down when asked for
+                # less, keeping Split's num_outputs (an opset 18 attribute).
+                how = "re-export the model with opset_version 18 or newer (torch's dynamo exporter keeps num_outputs when converting down)"
+            raise DataError(f"{label} is malformed: {detail} (checked with onnx.checker); {how}") from None
     defined = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output if o}
     for out in graph.output:
         if out.name not in defined:

@@ -23,8 +23,22 @@ arguments; arguments a converter does not know make the op unsupported.
 While translating, each traced node stands for one of: an IR :class:`Value` (a tensor
 computed from the input; its per-sample shape is known as soon as it is emitted), a
 constant ``torch.Tensor`` (parameter, buffer or folded expression), :data:`~.context.BATCH` (the
-symbolic batch size that ``x.size(0)`` / ``x.shape[0]`` evaluate to) or plain Python
-data (:mod:`.context`). Size queries are answered from the propagated shapes, so
+symbolic batch size that ``x.size(0)`` / ``x.shape[0]`` evaluate to), plain Python
+data, or one of two transient forms (:mod:`.context`): a ``Permuted`` tensor, whose batch
+axis a permute moved (timm's ``qkv.permute(2, 0, 3, 1, 4)``: the IR keeps the batch first, so
+the following ``qkv[0]`` / ``unbind(0)`` becomes a ``select`` plus one batch-first
+``transpose``, and anything else reading it is refused), and a ``BatchConstant``
+(``cls_token.expand(B, -1, -1)``, which ``torch.cat`` turns into a ``concat_constant``).
+
+Transformers: LayerNorm, GELU, SiLU, softmax inside the network, ``@`` of two computed
+tensors, ``F.scaled_dot_product_attention``, transpose / permute / indexing / unbind /
+chunk / split (:mod:`.converters.layout`, :mod:`.converters.attention`).
+``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder``
+(``WHOLE_MODULES``) are converted as a whole into their IR subgraph (q/k/v linear layers,
+per-head reshape and transpose, matmul, softmax, matmul, output projection): torch.fx keeps
+them as leaf modules; on the torch.export path their call signatures are preserved
+(``preserve_module_call_signature``) and each call's region of ATen ops is replaced by the
+module converter. Size queries are answered from the propagated shapes, so
 ``x.view(x.size(0), -1)`` becomes a per-sample reshape. Expressions over constants only
 (``self.mean.view(1, -1, 1, 1)``, ``x.size(1) * x.size(2)``) are evaluated on the spot.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from snnc.frontends.torch_fx.converters import Converter, activation, arithmetic, conv, pooling, resize, shape
+from snnc.frontends.torch_fx.converters import Converter, activation, arithmetic, attention, conv, layout, pooling, resize, shape
 
 
 def _build_aten_table() -> dict[Any, Converter]:
@@ -66,6 +66,30 @@ def _build_aten_table() -> dict[Any, Converter]:
         aten._softmax.default: activation.aten_softmax,
         aten.sym_size.int: shape.tensor_size,
         operator.getitem: shape.getitem,
+        # transformers
+        aten.layer_norm.default: attention.aten_layer_norm,
+        aten.gelu.default: attention.gelu,
+        aten.silu.default: attention.silu,
+        aten.matmul.default: attention.matmul,
+        aten.bmm.default: attention.bmm,
+        aten.scaled_dot_product_attention.default: attention.aten_sdpa,
+        aten.transpose.int: layout.transpose,
+        aten.permute.default: layout.permute,
+        aten.t.default: layout.t,
+        aten.select.int: layout.select,
+        aten.slice.Tensor: layout.aten_slice,
+        aten.narrow.default: layout.narrow,
+        aten.unbind.int: layout.unbind,
+        aten.chunk.default: layout.chunk,
+        aten.split.Tensor: layout.split,
+        aten.split_with_sizes.default: layout.aten_split_with_sizes,
+        aten.unsqueeze.default: layout.unsqueeze,
+        aten.squeeze.default: layout.squeeze,
+        aten.squeeze.dim: layout.squeeze,
+        aten.squeeze.dims: layout.squeeze,
+        aten.unflatten.int: layout.unflatten,
+        aten.expand.default: layout.aten_expand,
+        aten.contiguous.default: shape.passthrough,
     }
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import fx, nn
 
 from snnc.errors import DataError, UnsupportedOpError
+from snnc.frontends.torch_fx.converters import WHOLE_MODULES
 from snnc.frontends.torch_fx.reference import device_of, float_dtype
 from snnc.frontends.torch_fx.translate import ExportTranslator, FxTranslator
 from snnc.ir.graph import Graph, Shape
@@ -27,14 +28,35 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
+def _whole_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The outermost submodules converted as a whole (attention layers), by qualified name."""
+    found: dict[str, nn.Module] = {}
+    for name, m in model.named_modules():
+        if name and type(m) in WHOLE_MODULES and not any(name.startswith(f"{outer}.") for outer in found):
+            found[name] = m
+    return found
+
+
 def _export(model: nn.Module, input_shape: Shape) -> Any:
-    """Export with a dynamic batch dimension, so ``x.size(0)`` stays symbolic."""
+    """Export with a dynamic batch dimension, so ``x.size(0)`` stays symbolic. The call
+    signatures of the layers converted as a whole are preserved, so that the translator can
+    find each call's inputs and outputs."""
     # Dynamic dimensions need an example size of at least 2 (0 and 1 get specialised).
     example = torch.zeros((2, *input_shape), dtype=float_dtype(model), device=device_of(model))
     batch = torch.export.Dim("batch")
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    # An empty decomposition table only functionalises: in-place ops become pure ones.
-    return program.run_decompositions({})
+
+    def export(preserve: tuple[str, ...]) -> Any:
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},), preserve_module_call_signature=preserve)
+        # An empty decomposition table only functionalises: in-place ops become pure ones.
+        return program.run_decompositions({})
+
+    whole = tuple(_whole_modules(model))
+    if whole:
+        try:
+            return export(whole)
+        except Exception as e:  # noqa: BLE001 - without the signatures those layers go op by op (and are refused)
+            log.info("torch.export preserving the call signatures of %s failed (%s); exporting without", list(whole), _first_line(e))
+    return export(())
 
 
 def _translate(model: nn.Module, graph: Graph, input_shape: Shape, notices: list[str]) -> str:
@@ -62,7 +84,7 @@ def _translate(model: nn.Module, graph: Graph, input_shape: Shape, notices: list
             f"traced with torch.export.export because torch.fx.symbolic_trace failed ({_first_line(fx_error)}); "
             "Python control flow was specialised to the input shape"
         )
-        ExportTranslator(graph, program, input_shape).run()
+        ExportTranslator(graph, program, input_shape, _whole_modules(model)).run()
         return "torch.export"
     notices.append("traced with torch.fx.symbolic_trace")
     FxTranslator(graph, gm, input_shape).run()

@@ -18,7 +18,7 @@ from torch import fx, nn
 
 from snnc.frontends.common import constant_output, too_many_inputs
 from snnc.frontends.torch_fx.aten import ATEN_CONVERTERS
-from snnc.frontends.torch_fx.context import BATCH, Context, describe
+from snnc.frontends.torch_fx.context import BATCH, BatchConstant, Context, Permuted, describe
 from snnc.frontends.torch_fx.converters import (
     FOLDABLE_FUNCTIONS,
     FOLDABLE_METHODS,
@@ -26,12 +26,14 @@ from snnc.frontends.torch_fx.converters import (
     INPLACE_FUNCTIONS,
     METHOD_CONVERTERS,
     MODULE_CONVERTERS,
+    WHOLE_MODULES,
     Converter,
     unsupported_hint,
 )
 from snnc.ir.graph import Graph, Shape, Value
 
 _SIGNATURES: dict[Converter, inspect.Signature] = {}
+_WHOLE_NAMES = frozenset(f"{c.__module__}.{c.__qualname__}" for c in WHOLE_MODULES)
 
 
 def _bind(cx: Context, converter: Converter, args: Sequence[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
@@ -60,7 +62,7 @@ def leaves(obj: Any) -> Iterator[Any]:
 
 
 def _depends_on_input(args: Any) -> bool:
-    return any(isinstance(a, Value) or a is BATCH for a in leaves(args))
+    return any(isinstance(a, (Value, Permuted, BatchConstant)) or a is BATCH for a in leaves(args))
 
 
 def _feeds_output_only(node: fx.Node) -> bool:
@@ -188,6 +190,9 @@ class Translator:
     def set_outputs(self, structure: Any) -> None:
         outputs: list[Value] = []
         for index, value in enumerate(leaves(structure)):
+            if isinstance(value, Permuted):
+                self.cx.at("output", f"output {index}", False)
+                self.cx.tensor(value, f"model output {index}")
             if not isinstance(value, Value):
                 raise constant_output(f"{index} ({describe(value)})")
             # Graph outputs are distinct node outputs: a returned input, or a tensor returned
@@ -259,11 +264,86 @@ class FxTranslator(Translator):
 class ExportTranslator(Translator):
     """Translates a functionalised ``torch.export`` program (ATen call_function nodes)."""
 
-    def __init__(self, graph: Graph, program: Any, input_shape: Shape):
+    def __init__(self, graph: Graph, program: Any, input_shape: Shape, whole_modules: dict[str, nn.Module] | None = None):
         super().__init__(graph, program.graph_module.graph, input_shape)
         self.program = program
         self.root = program.graph_module
         self.input_specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
+        self.nodes = {n.name: n for n in self.fx_graph.nodes}
+        # Calls of layers converted as a whole (attention): the first node of each call's
+        # region -> (module, qualified name, preserved call signature); the region's nodes
+        # are skipped.
+        self.whole_calls: dict[fx.Node, tuple[nn.Module, str, Any]] = {}
+        self.skipped: set[fx.Node] = set()
+        self._find_whole_calls(whole_modules or {})
+
+    def _find_whole_calls(self, modules: dict[str, nn.Module]) -> None:
+        for entry in getattr(self.program, "module_call_graph", ()):
+            base, _, call = entry.fqn.partition("@")
+            if base not in modules or entry.signature is None:
+                continue
+            region = [n for n in self.fx_graph.nodes if n.op == "call_function" and self._in_call(n, base, call)]
+            if region:
+                self.whole_calls[region[0]] = (modules[base], base, entry.signature)
+                self.skipped.update(region)
+
+    @staticmethod
+    def _in_call(node: fx.Node, fqn: str, call: str) -> bool:
+        """Whether ``node`` runs inside call number ``call`` ("" for the first) of module ``fqn``."""
+        for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items():
+            if path == fqn and (key.endswith(f"@{call}") if call else "@" not in key):
+                return True
+        return False
+
+    def call(self, node: fx.Node) -> Any:
+        if node not in self.skipped:
+            self._refuse_inside_whole_module(node)
+        if node in self.whole_calls:
+            self.call_whole(node, *self.whole_calls[node])
+        if node in self.skipped:
+            if node.target is torch.ops.aten.sym_size.int:  # shape queries may be shared
+                return super().call(node)
+            return self.env.get(node)
+        return super().call(node)
+
+    def _refuse_inside_whole_module(self, node: fx.Node) -> None:
+        """An ATen op of a layer meant to be converted as a whole whose call signature
+        torch.export could not preserve: its internals (a sequence-first layout, heads merged
+        with the batch) have no batch-first IR form, so say why instead of failing on them."""
+        for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+            name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+            if name in _WHOLE_NAMES:
+                self.cx.at(f"call_module nn.{name.rsplit('.', 1)[-1]}", str(path), False)
+                self.cx.unsupported(
+                    "torch.fx could not trace the model, and torch.export could not preserve this layer's call signature, "
+                    "so it cannot be converted as a whole. torch requires every call of a layer to pass the same arguments "
+                    "(keyword arguments included) and the caller to use every output it asks for (pass need_weights=False "
+                    "when the attention weights are not used); or make the model traceable by torch.fx (no Python control "
+                    "flow on tensor values or shapes)"
+                )
+
+    def call_whole(self, first: fx.Node, module: nn.Module, fqn: str, signature: Any) -> None:
+        """Translate one call of a layer converted as a whole with its module converter; its
+        outputs are bound to the nodes the preserved signature names."""
+        from torch.export.graph_signature import ConstantArgument
+        from torch.utils import _pytree
+
+        self.cx.at(f"call_module {_module_type_name(type(module))}", fqn, False)
+
+        def value_of(spec: Any) -> Any:
+            if isinstance(spec, ConstantArgument):
+                return spec.value
+            return self.env[self.nodes[spec.name]]
+
+        args, kwargs = _pytree.tree_unflatten([value_of(a) for a in signature.inputs], signature.in_spec)
+        converter = MODULE_CONVERTERS[type(module)]
+        bound = _bind(self.cx, converter, (module, *args), kwargs)
+        results = list(leaves(converter(*bound.args, **bound.kwargs)))
+        if len(results) != len(signature.outputs):
+            self.cx.unsupported(f"the layer returns {len(signature.outputs)} values; its conversion gave {len(results)}")
+        for spec, value in zip(signature.outputs, results):
+            if not isinstance(spec, ConstantArgument):
+                self.env[self.nodes[spec.name]] = value
 
     def placeholder(self, node: fx.Node) -> Any:
         from torch.export.graph_signature import InputKind

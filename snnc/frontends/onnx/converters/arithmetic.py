@@ -1,5 +1,7 @@
 """Add / Sub / Mul / Div: ``add`` for two tensors computed from the input, ``affine`` for a
-tensor and a constant (see the package docstring for the algebra)."""
+tensor and a constant (see the package docstring for the algebra). Constants broadcast over
+the per-sample shape: a ``[N, D]`` position embedding added to ``[batch, N, D]`` tokens is an
+``affine`` shift; a constant repeated over the batch (Expand to the batch size) is one sample."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import numpy as np
 import onnx
 
 from snnc.frontends.common import per_sample_constant
-from snnc.frontends.onnx.helpers import full, reject
+import snnc.frontends.onnx.layout as layout
+from snnc.frontends.onnx.helpers import BatchConstant, full, reject
+from snnc.frontends.onnx.layout import Laid
 from snnc.ir.graph import Shape, Value
 
 if TYPE_CHECKING:
@@ -29,21 +33,40 @@ def aligned_constant(c: np.ndarray, shape: Shape) -> np.ndarray | None:
     return c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
 
 
-def convert_binary(ctx: Importer, node: onnx.NodeProto) -> Value:
-    """Add / Sub / Mul / Div with at least one operand computed from the input."""
-    lhs, rhs = ctx.lookup(node.input[0]), ctx.lookup(node.input[1])
+def convert_binary(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
+    """Add / Sub / Mul / Div with at least one operand computed from the input (a
+    batch-first value or a layout view whose batch axis moved)."""
+    lhs, rhs = ctx.lookup(node.input[0], laid=True), ctx.lookup(node.input[1], laid=True)
     op = node.op_type
-    if isinstance(lhs, Value) and isinstance(rhs, Value):
+    computed = (Value, Laid)
+    if isinstance(lhs, computed) and isinstance(rhs, computed):
         if op not in ("Add", "Sub"):
             raise reject(node, f"{op} of two tensors computed from the input is not linear (gating, attention); snnc cannot convert it")
-        if lhs.shape != rhs.shape:
-            raise reject(node, f"{op} of tensors of different shapes {full(lhs.shape)} and {full(rhs.shape)} (broadcasting)")
         attrs = {} if op == "Add" else {"coeffs": [1.0, -1.0]}
-        return ctx.emit("add", [lhs, rhs], node, attrs=attrs)
-    x, c, const_left = (lhs, rhs, False) if isinstance(lhs, Value) else (rhs, lhs, True)
-    cc = aligned_constant(c, x.shape)
+        if isinstance(lhs, Value) and isinstance(rhs, Value):
+            if lhs.shape != rhs.shape:
+                raise reject(node, f"{op} of tensors of different shapes {full(lhs.shape)} and {full(rhs.shape)} (broadcasting)")
+            return ctx.emit("add", [lhs, rhs], node, attrs=attrs)
+        a, b = layout.of(lhs), layout.of(rhs)
+        if not a.same_layout(b):
+            a, b = layout.front_form(ctx, node, a), layout.front_form(ctx, node, b)
+        if not a.same_layout(b):
+            raise reject(
+                node, f"{op} of tensors of shapes {a.describe()} and {b.describe()} (broadcasting, or the batch at different axes)"
+            )
+        y = ctx.emit("add", [a.value, b.value], node, attrs=attrs)
+        return layout.finish(Laid(y, a.order, a.groups, a.origin or b.origin))
+    x, c, const_left = (lhs, rhs, False) if isinstance(lhs, computed) else (rhs, lhs, True)
+    if isinstance(c, BatchConstant):
+        c = c.full
+    if isinstance(x, Laid):
+        cc = layout.constant_for(x, c)
+        where = x.describe()
+    else:
+        cc = aligned_constant(c, x.shape)
+        where = full(x.shape)
     if cc is None:
-        raise reject(node, f"constant of shape {list(np.shape(c))} does not broadcast over {full(x.shape)} without changing its shape")
+        raise reject(node, f"constant of shape {list(np.shape(c))} does not broadcast over {where} without changing its shape")
     ones, zeros = np.ones_like(cc), np.zeros_like(cc)
     if op == "Add":
         scale, shift = ones, cc
@@ -57,4 +80,7 @@ def convert_binary(ctx: Importer, node: onnx.NodeProto) -> Value:
         if np.any(cc == 0):
             raise reject(node, "division by a constant containing zeros")
         scale, shift = (1.0 / cc).astype(np.float32), zeros
+    if isinstance(x, Laid):
+        y = ctx.emit("affine", [x.value], node, params={"scale": scale, "shift": shift})
+        return Laid(y, x.order, x.groups, x.origin)
     return ctx.emit("affine", [x], node, params={"scale": scale, "shift": shift})

@@ -1,5 +1,6 @@
-"""Linear layers: Conv, ConvTranspose, Gemm, MatMul (with a following bias Add fused) and
-BatchNormalization."""
+"""Linear layers: Conv, ConvTranspose, Gemm, MatMul (with a following bias Add fused; on
+any rank, over the last axis) and BatchNormalization; MatMul of two computed tensors
+(``matmul``: attention's Q K^T and A V)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 import onnx
 
 from snnc.errors import DataError
+import snnc.frontends.onnx.layout as layout
 from snnc.frontends.onnx.converters.arithmetic import aligned_constant
+from snnc.frontends.onnx.layout import Laid
 from snnc.frontends.onnx.helpers import check_spatial, check_window, full, ir_name, node_attrs, node_label, reject, window_attrs
 from snnc.ir.graph import Value
 
@@ -102,14 +105,22 @@ def _conv_transpose_pads(
     return begin + end
 
 
-def convert_gemm(ctx: Importer, node: onnx.NodeProto) -> Value:
+def convert_gemm(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
     a = node_attrs(node)
     if a.get("transA", 0):
         raise reject(node, "transA=1 would transpose the batch into the features; re-export without transposing the input")
-    x = ctx.value(node)
+    t = ctx.laid(node)
+    if not isinstance(ctx.lookup(node.input[1], laid=True), np.ndarray):
+        raise reject(
+            node,
+            "Gemm of two tensors computed from the input contracts over the batch axis (the rows of A are the samples); "
+            "snnc maps the product of two computed tensors only as MatMul over per-sample matrices",
+        )
     w = ctx.const(node, 1, "weight (B)").astype(np.float32)
-    if len(x.shape) != 1 or w.ndim != 2:
-        raise reject(node, f"Gemm needs a [batch, features] input, got {full(x.shape)}")
+    rank = t.rank if isinstance(t, Laid) else len(t.shape) + 1
+    if rank != 2 or w.ndim != 2:
+        shown = t.describe() if isinstance(t, Laid) else full(t.shape)
+        raise reject(node, f"Gemm needs a [batch, features] input, got {shown}")
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     weight = alpha * (w if a.get("transB", 0) else w.T)  # [N, K]
     n = weight.shape[0]
@@ -120,30 +131,71 @@ def convert_gemm(ctx: Importer, node: onnx.NodeProto) -> Value:
         if cc is None:
             raise reject(node, f"bias C of shape {list(c.shape)} does not broadcast over [batch, {n}] per sample")
         bias = beta * np.broadcast_to(cc, (n,)).astype(np.float32)
-    return ctx.emit("linear", [x], node, params={"weight": weight, "bias": bias})
+    return _linear(ctx, node, t, weight, bias)
 
 
-def convert_matmul(ctx: Importer, node: onnx.NodeProto) -> Value:
-    x = ctx.value(node)
+def _linear(
+    ctx: Importer, node: onnx.NodeProto, t: Value | Laid, weight: np.ndarray, bias: np.ndarray, name: str | None = None
+) -> Value | Laid:
+    """``linear`` over the last axis of a value or a layout view."""
+    if isinstance(t, Value):
+        return ctx.emit("linear", [t], node, params={"weight": weight, "bias": bias}, name=name)
+    view = layout.prepare_last(ctx, node, t, node.op_type)
+    y = ctx.emit("linear", [view.value], node, params={"weight": weight, "bias": bias}, name=name)
+    return layout.finish(Laid(y, view.order, view.groups, view.origin))
+
+
+def convert_matmul(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
+    """``x @ W`` with a constant W: ``linear`` over the last axis (a following Add of a bias
+    vector fused); ``a @ b`` of two computed tensors: ``matmul`` over per-sample matrices."""
+    rhs = ctx.lookup(node.input[1], laid=True)
+    t = ctx.laid(node)
+    if isinstance(rhs, (Value, Laid)):
+        return _matmul(ctx, node, t, rhs)
+    view = layout.of(t)
     w = ctx.const(node, 1, "weight matrix (second operand)")
-    if w.ndim != 2 or not x.shape or x.shape[-1] != w.shape[0]:
-        raise reject(node, f"only x @ W with a constant 2-D W is supported (x {full(x.shape)}, W {list(w.shape)})")
+    last = view.dims()[-1]
+    if w.ndim != 2 or view.rank < 2 or last != w.shape[0] or view.holds_batch(view.axes()[-1]):
+        shown = view.describe() if isinstance(t, Laid) else full(t.shape)
+        raise reject(node, f"only x @ W with a constant 2-D W is supported (x {shown}, W {list(w.shape)})")
     weight = w.T.astype(np.float32)
     bias = np.zeros(weight.shape[0], np.float32)
     add = ctx.single_reader(node.output[0])
     if add is not None and add.op_type == "Add":
         other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
         c = ctx.env.get(other)
-        cc = aligned_constant(c, (*x.shape[:-1], weight.shape[0])) if isinstance(c, np.ndarray) else None
-        if cc is not None and all(d == 1 for d in cc.shape[:-1]):
+        n = weight.shape[0]
+        vector = isinstance(c, np.ndarray) and c.ndim <= view.rank and all(d == 1 for d in c.shape[:-1])
+        if vector and (c.ndim == 0 or c.shape[-1] in (1, n)):
             # Add of a vector along the features only: it is this linear layer's bias.
-            bias = np.broadcast_to(cc.reshape(-1), bias.shape).astype(np.float32).copy()
+            bias = np.broadcast_to(c.reshape(-1) if c.ndim else c, bias.shape).astype(np.float32).copy()
             ctx.absorbed.add(id(add))
             ctx.fused.append(f"{node_label(node)} + {node_label(add)}")
-            value = ctx.emit("linear", [x], node, params={"weight": weight, "bias": bias}, name=ir_name(add))
+            value = _linear(ctx, node, t, weight, bias, name=ir_name(add))
             ctx.env[add.output[0]] = value
             return value
-    return ctx.emit("linear", [x], node, params={"weight": weight, "bias": bias})
+    return _linear(ctx, node, t, weight, bias)
+
+
+def _matmul(ctx: Importer, node: onnx.NodeProto, lhs: Value | Laid, rhs: Value | Laid) -> Value | Laid:
+    """The product of two computed tensors over their last two axes (attention's Q K^T and
+    A V). Both are brought to the front form; they must hold the batch at the same axis, the
+    matrix axes must not hold it, and the other axes broadcast per sample."""
+    a, b = layout.of(lhs), layout.of(rhs)
+    for v, which in ((a, "first"), (b, "second")):
+        if v.rank < 3 or any(v.holds_batch(g) for g in v.axes()[-2:]):
+            raise reject(
+                node,
+                f"MatMul of two computed tensors whose {which} operand has shape {v.describe()}: snnc multiplies per-sample "
+                "matrices ([batch, ..., n, k] @ [batch, ..., k, m]); the batch axis must not be a matrix axis",
+            )
+    if a.rank != b.rank:
+        raise reject(node, f"MatMul of two computed tensors of different ranks ({a.describe()} and {b.describe()}); unsqueeze one of them")
+    fa, fb = layout.front_form(ctx, node, a), layout.front_form(ctx, node, b)
+    if fa.order != fb.order or fa.groups != fb.groups:
+        raise reject(node, f"MatMul of tensors of shapes {a.describe()} and {b.describe()} that hold the batch at different axes")
+    y = ctx.emit("matmul", [fa.value, fb.value], node)
+    return layout.finish(Laid(y, fa.order, fa.groups, fa.origin or fb.origin))
 
 
 def convert_batch_norm(ctx: Importer, node: onnx.NodeProto) -> Value:

@@ -1,6 +1,12 @@
 """Shape and layout ops: Flatten, Reshape, Squeeze and Unsqueeze (per-sample ``reshape``),
-Transpose (identity permutations only), Concat, Pad (zeros, spatial axes: ``pad``), and Shape
-(folded to a constant holding the batch-size sentinel)."""
+Transpose (``transpose``), Gather with a scalar index (``select``), Slice and Split
+(``slice``), Concat (``concat``, and ``concat_constant`` with a constant repeated over the
+batch), Pad (zeros, spatial axes: ``pad``), and Shape (folded to a constant holding the
+batch-size sentinel).
+
+Transpose, Reshape, Squeeze / Unsqueeze, Flatten, Gather, Slice and Split also take and
+give :class:`~snnc.frontends.onnx.layout.Laid` views, tensors whose batch axis moved (see
+:mod:`snnc.frontends.onnx.layout`)."""
 
 from __future__ import annotations
 
@@ -10,18 +16,70 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from snnc.errors import UnsupportedOpError
+from snnc.errors import DataError, UnsupportedOpError
 from snnc.frontends.common import resolve_sizes
 from snnc.frontends.onnx.converters.pooling import gather_pool
-from snnc.frontends.onnx.helpers import BATCH, UNKNOWN, BatchFlat, full, node_attrs, node_label, normalize_axis, reject, slice_shape
+import snnc.frontends.onnx.layout as layout
+from snnc.frontends.onnx.helpers import (
+    BATCH,
+    UNKNOWN,
+    BatchConstant,
+    BatchFlat,
+    full,
+    node_attrs,
+    node_label,
+    normalize_axis,
+    is_symbolic,
+    reject,
+    slice_shape,
+)
+from snnc.frontends.onnx.layout import PRIME, Laid
 from snnc.ir.graph import Shape, Value
 
 if TYPE_CHECKING:
     from snnc.frontends.onnx.importer import Importer
 
 
-def convert_flatten(ctx: Importer, node: onnx.NodeProto) -> Value:
-    x = ctx.value(node)
+def _origin(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} node {node_label(node)!r}"
+
+
+def _batch(ctx: Importer) -> int:
+    """The batch size in layout arithmetic: the model's fixed batch size, or the prime."""
+    return ctx.fixed_batch or PRIME
+
+
+def _moved(before: Laid, after: Laid, node: onnx.NodeProto) -> Laid:
+    """``after``, naming ``node`` as the one that moved the batch axis when it did."""
+    if before.batch_axis() != after.batch_axis() or before.axes()[before.batch_axis()] != after.axes()[after.batch_axis()]:
+        after.origin = _origin(node)
+    elif not after.origin:
+        after.origin = before.origin or _origin(node)
+    return after
+
+
+def _reshape_view(ctx: Importer, node: onnx.NodeProto, view: Laid, values: list[int], allowzero: bool) -> Value | Laid | None:
+    """Reshape of a view to target ``values`` (ONNX's, with the batch sentinels), or None."""
+    batch = _batch(ctx)
+    target = layout.resolve_target(node, view, values, allowzero, batch)
+    if target is None:
+        return None
+    got = layout.regroup(ctx, node, view, target, batch)
+    return None if got is None else layout.finish(_moved(view, got, node))
+
+
+def convert_flatten(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
+    t = ctx.laid(node)
+    if isinstance(t, Laid):
+        rank = t.rank
+        axis = int(node_attrs(node).get("axis", 1))
+        axis = axis + rank if axis < 0 else axis
+        dims = t.dims(_batch(ctx))
+        got = layout.regroup(ctx, node, t, [math.prod(dims[:axis]), math.prod(dims[axis:])], _batch(ctx))
+        if got is None:
+            raise reject(node, f"Flatten(axis={axis}) of a tensor of shape {t.describe()} would mix the samples of the batch")
+        return layout.finish(_moved(t, got, node))
+    x = t
     rank = len(x.shape) + 1
     axis = int(node_attrs(node).get("axis", 1))
     axis = axis + rank if axis < 0 else axis  # Flatten allows axis == rank
@@ -32,14 +90,21 @@ def convert_flatten(ctx: Importer, node: onnx.NodeProto) -> Value:
     return ctx.emit("reshape", [x], node, attrs={"shape": [math.prod(x.shape[axis - 1 :])]})
 
 
-def convert_reshape(ctx: Importer, node: onnx.NodeProto) -> Value | BatchFlat:
-    flat = ctx.lookup(node.input[0], deferred=True)
+def convert_reshape(ctx: Importer, node: onnx.NodeProto) -> Value | BatchFlat | Laid:
+    flat = ctx.lookup(node.input[0], deferred=True, laid=True)
     if isinstance(flat, BatchFlat):
         return _unflatten(ctx, node, flat)
-    x = ctx.value(node)
+    t = ctx.laid(node)
     target = ctx.const(node, 1, "target shape", integer=True)
     allowzero = bool(node_attrs(node).get("allowzero", 0))
     values = target.reshape(-1).tolist()
+    if isinstance(t, Laid):
+        got = _reshape_view(ctx, node, t, values, allowzero)
+        if got is None:
+            shown = ["batch" if v == BATCH else ("?" if v == UNKNOWN else v) for v in values]
+            raise reject(node, f"Reshape to {shown} of a tensor of shape {t.describe()} would move elements between samples")
+        return got
+    x = t
     try:
         shape = _resolve_reshape(node, values, x.shape, allowzero, ctx.fixed_batch)
     except UnsupportedOpError as exc:
@@ -47,7 +112,12 @@ def convert_reshape(ctx: Importer, node: onnx.NodeProto) -> Value | BatchFlat:
             # The whole batch flattened to one axis (the dynamo exporter's as_strided): kept
             # for a consumer that restores the batch axis or picks whole samples.
             return BatchFlat(x, exc)
-        raise
+        # A reshape moving the batch axis (nn.MultiheadAttention's [N, batch * heads, d]):
+        # kept as a layout view when it only regroups the axes.
+        got = _reshape_view(ctx, node, layout.of(x), values, allowzero)
+        if got is None:
+            raise
+        return got
     return ctx.emit("reshape", [x], node, attrs={"shape": shape})
 
 
@@ -77,14 +147,16 @@ def convert_gather(ctx: Importer, node: onnx.NodeProto) -> Value:
     ``y[i] = x[i].flat[off]``; with ``off`` the identity order it is a per-sample reshape
     to ``rest`` (other orders would be a per-sample permutation, which the IR lacks).
     """
-    data = ctx.lookup(node.input[0], deferred=True)
+    data = ctx.lookup(node.input[0], deferred=True, laid=True)
     if not isinstance(data, BatchFlat):
-        ctx.lookup(node.input[0])  # a pending error of its own first
-        raise reject(
-            node,
-            "Gather (indexing or slicing) of a tensor computed from the input is not supported; snnc converts whole "
-            "tensors (move the indexing out of the model)",
-        )
+        ctx.lookup(node.input[0], laid=True)  # a pending error of its own first
+        if not isinstance(data, (Value, Laid)):
+            raise reject(
+                node,
+                "Gather from a constant at indices computed from the input (an embedding lookup) is not supported; "
+                "snnc imports networks on float inputs",
+            )
+        return _gather_index(ctx, node, data)
     if len(node.input) < 2 or not node.input[1]:
         raise reject(node, "its indices (input 1) are missing")
     axis = int(node_attrs(node).get("axis", 0))
@@ -118,6 +190,106 @@ def convert_gather(ctx: Importer, node: onnx.NodeProto) -> Value:
     if shape == list(x.shape):
         return ctx.emit("identity", [x], node)
     return ctx.emit("reshape", [x], node, attrs={"shape": shape})
+
+
+def _gather_index(ctx: Importer, node: onnx.NodeProto, data: Value | Laid) -> Value | Laid:
+    """Gather of a computed tensor at a constant scalar index (``x[:, 0]``, q / k / v out of
+    a stacked qkv tensor): ``select``; a one-element index list keeps the axis (``slice``)."""
+    view = layout.of(data, _origin(node))
+    idx = ctx.const(node, 1, "indices", integer=True)
+    axis = normalize_axis(int(node_attrs(node).get("axis", 0)), view.rank, node)
+    if idx.size != 1 or idx.ndim > 1:
+        raise reject(
+            node,
+            f"Gather of {idx.size} indices (shape {list(idx.shape)}) from a tensor computed from the input; snnc maps a "
+            "single constant index (x[:, 0], a scalar index tensor) to select and contiguous ranges (Slice) to slice",
+        )
+    i = int(idx.reshape(-1)[0])
+    if view.holds_batch(view.axes()[axis]):
+        raise reject(node, f"Gather along axis {axis} of a tensor of shape {view.describe()} picks samples of the batch; snnc never does")
+    dim = view.dims()[axis]
+    if not -dim <= i < dim:
+        raise DataError(
+            f"Gather node {node_label(node)!r}: index {i} is out of range for axis {axis} of size {dim}; the model is malformed"
+        )
+    i %= dim
+    if idx.ndim == 1:
+        got = layout.slice_axis(ctx, node, view, axis, i, i + 1, 1)
+    else:
+        got = layout.select(ctx, node, view, axis, i)
+    return layout.finish(_moved(view, got, node))
+
+
+def convert_slice(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
+    """Slice of a computed tensor with constant starts / ends / axes / steps (step >= 1)
+    along axes without the batch: ``slice`` (a full range of the batch axis is kept)."""
+    view = layout.of(ctx.laid(node), _origin(node))
+    starts = ctx.const(node, 1, "starts", integer=True).reshape(-1)
+    ends = ctx.const(node, 2, "ends", integer=True).reshape(-1)
+    axes_arr = ctx.optional_const(node, 3, "axes", integer=True)
+    steps_arr = ctx.optional_const(node, 4, "steps", integer=True)
+    axes = list(range(len(starts))) if axes_arr is None else [int(a) for a in axes_arr.reshape(-1)]
+    steps = [1] * len(starts) if steps_arr is None else [int(v) for v in steps_arr.reshape(-1)]
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise DataError(f"Slice node {node_label(node)!r}: starts, ends, axes and steps differ in length; the model is malformed")
+    out = view
+    batch = _batch(ctx)
+    for s, e, a, st in zip(starts.tolist(), ends.tolist(), axes, steps):
+        axis = normalize_axis(a, view.rank, node)
+        if st < 1:
+            raise reject(node, f"Slice with step {st} along axis {axis}: snnc slices forwards only (step >= 1)")
+        dim = out.dims(batch)[axis]
+        if out.holds_batch(out.axes()[axis]):
+            if (s == 0 or s == -(2**63)) and (e >= dim or e == BATCH) and st == 1:
+                continue
+            raise reject(
+                node,
+                f"Slice {s}:{e}:{st} along axis {axis} of a tensor of shape {out.describe()} slices the batch axis; "
+                "snnc never picks samples",
+            )
+        s = max(0, min(dim, s + dim if s < 0 else s))
+        e = max(0, min(dim, e + dim if e < 0 else e))
+        if s >= e:
+            raise reject(node, f"Slice {s}:{e} along axis {axis} (size {dim}) is empty")
+        out = layout.slice_axis(ctx, node, out, axis, s, e, st, batch)
+    if out is view and isinstance(view.value, Value) and layout.finish(view) is view.value:
+        return ctx.emit("identity", [view.value], node)
+    return layout.finish(out)
+
+
+def convert_split(ctx: Importer, node: onnx.NodeProto) -> list[Value | Laid]:
+    """Split of a computed tensor along an axis without the batch: one ``slice`` per output."""
+    view = layout.of(ctx.laid(node), _origin(node))
+    a = node_attrs(node)
+    axis = normalize_axis(int(a.get("axis", 0)), view.rank, node)
+    if view.holds_batch(view.axes()[axis]):
+        raise reject(
+            node, f"Split along axis {axis} of a tensor of shape {view.describe()} splits the batch axis; snnc never picks samples"
+        )
+    dim = view.dims()[axis]
+    n = len(node.output)
+    split = ctx.optional_const(node, 1, "split", integer=True) if ctx.opset >= 13 else None
+    if split is not None:
+        sizes = [int(v) for v in split.reshape(-1)]
+    elif "split" in a:
+        sizes = [int(v) for v in a["split"]]
+    else:
+        parts = int(a.get("num_outputs", n))
+        chunk = -(-dim // parts)
+        sizes = [min(chunk, dim - i * chunk) for i in range(parts)]
+    if len(sizes) != n or sum(sizes) != dim or any(v < 0 for v in sizes):
+        raise DataError(
+            f"Split node {node_label(node)!r}: sizes {sizes} do not split axis {axis} of size {dim} into {n} outputs; "
+            "the model is malformed"
+        )
+    outs: list[Value | Laid] = []
+    start = 0
+    for size in sizes:
+        if size == 0:
+            raise reject(node, "Split with an empty output is not supported")
+        outs.append(layout.finish(layout.slice_axis(ctx, node, view, axis, start, start + size, 1)))
+        start += size
+    return outs
 
 
 def _sample_offsets(idx: np.ndarray | None, batch: int, size: int) -> np.ndarray | None:
@@ -160,10 +332,17 @@ def _resolve_reshape(node: onnx.NodeProto, target: list[int], shape: Shape, allo
     return sizes
 
 
-def convert_squeeze(ctx: Importer, node: onnx.NodeProto) -> Value:
-    x = ctx.value(node)
-    rank = len(x.shape) + 1
+def convert_squeeze(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
+    t = ctx.laid(node)
     axes_arr = ctx.optional_const(node, 1, "axes", integer=True)
+    if isinstance(t, Laid):
+        if axes_arr is None:
+            axes_l = [i for i, g in enumerate(t.axes()) if 0 not in g and all(t.size(a) == 1 for a in g)]
+        else:
+            axes_l = sorted({normalize_axis(int(a), t.rank, node) for a in axes_arr.reshape(-1)})
+        return layout.finish(_moved(t, layout.remove_axes(t, axes_l, node), node))
+    x = t
+    rank = len(x.shape) + 1
     if axes_arr is None:
         axes = {i for i, d in enumerate(x.shape, start=1) if d == 1}
     else:
@@ -174,13 +353,17 @@ def convert_squeeze(ctx: Importer, node: onnx.NodeProto) -> Value:
     return ctx.emit("reshape", [x], node, attrs={"shape": shape})
 
 
-def convert_unsqueeze(ctx: Importer, node: onnx.NodeProto) -> Value:
-    x = ctx.value(node)
+def convert_unsqueeze(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
+    t = ctx.laid(node)
     axes_arr = ctx.const(node, 1, "axes", integer=True)
-    out_rank = len(x.shape) + 1 + axes_arr.size
+    view = layout.of(t)
+    out_rank = view.rank + axes_arr.size
     axes = sorted(normalize_axis(int(a), out_rank, node) for a in axes_arr.reshape(-1))
-    if 0 in axes:
-        raise reject(node, "Unsqueeze at axis 0 would move the batch dimension")
+    if isinstance(t, Laid) or 0 in axes:
+        # A new leading axis moves the batch (the dynamo exporter's unsqueeze(0) before a
+        # permute of stacked q, k, v): a layout view.
+        return layout.finish(_moved(view, layout.insert_axes(view, axes, ""), node))
+    x = t
     dims: list[int | None] = [None, *x.shape]
     for a in axes:
         dims.insert(a, 1)
@@ -188,14 +371,74 @@ def convert_unsqueeze(ctx: Importer, node: onnx.NodeProto) -> Value:
 
 
 def convert_concat(ctx: Importer, node: onnx.NodeProto) -> Value:
-    tensors = [ctx.lookup(i) for i in node.input if i]
-    if not all(isinstance(t, Value) for t in tensors):
-        raise reject(node, "Concat of a constant with tensors computed from the input is not supported")
-    rank = len(tensors[0].shape) + 1
+    """Concat of computed tensors (``concat``) and of constants repeated over the batch
+    (``concat_constant``: a ViT's class token ``cls.expand(B, -1, -1)``)."""
+    parts: list[Value | np.ndarray] = []
+    for i in (i for i in node.input if i):
+        t = ctx.lookup(i, laid=True)
+        if isinstance(t, Laid):
+            t = layout.materialize(ctx, t, node)
+        if isinstance(t, BatchConstant):
+            t = t.value
+        elif isinstance(t, np.ndarray):
+            sample = _repeated_sample(ctx, t)
+            if sample is None:
+                raise reject(
+                    node,
+                    f"Concat of a constant of shape {list(t.shape)} with tensors computed from the input: the constant is not "
+                    "the same for every sample of the batch (concatenate a constant expanded to the batch size, e.g. "
+                    "torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1))",
+                )
+            t = sample
+        parts.append(t)
+    values = [p for p in parts if isinstance(p, Value)]
+    rank = len(values[0].shape) + 1
     axis = normalize_axis(int(node_attrs(node)["axis"]), rank, node)
     if axis == 0:
         raise reject(node, "Concat along the batch axis 0 is not supported")
-    return ctx.emit("concat", tensors, node, attrs={"axis": axis})
+    if len(values) == len(parts):
+        return ctx.emit("concat", values, node, attrs={"axis": axis})
+    # Runs of neighbouring constants (or computed tensors) are joined first; each constant
+    # run then joins the computed tensor before it ("after"), or the first one ("before").
+    runs: list[list[Value | np.ndarray]] = []
+    for p in parts:
+        if runs and isinstance(runs[-1][0], Value) == isinstance(p, Value):
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+
+    def joined(run: list) -> Value:
+        return run[0] if len(run) == 1 else ctx.emit("concat", run, node, attrs={"axis": axis})
+
+    acc: Value | None = None
+    lead: list[np.ndarray] | None = None
+    for run in runs:
+        if isinstance(run[0], Value):
+            v = joined(run)
+            if acc is None:
+                acc = v if lead is None else _concat_constant(ctx, node, v, lead, axis, "before")
+            else:
+                acc = ctx.emit("concat", [acc, v], node, attrs={"axis": axis})
+        elif acc is None:
+            lead = run  # type: ignore[assignment]
+        else:
+            acc = _concat_constant(ctx, node, acc, run, axis, "after")  # type: ignore[arg-type]
+    assert acc is not None
+    return acc
+
+
+def _concat_constant(ctx: Importer, node: onnx.NodeProto, x: Value, consts: list[np.ndarray], axis: int, position: str) -> Value:
+    value = consts[0] if len(consts) == 1 else np.concatenate(consts, axis=axis - 1)
+    return ctx.emit("concat_constant", [x], node, attrs={"axis": axis, "position": position}, params={"value": value.astype(np.float32)})
+
+
+def _repeated_sample(ctx: Importer, c: np.ndarray) -> np.ndarray | None:
+    """One sample of constant ``c`` when it is the same for every sample of the model's
+    fixed batch (``[batch, ...]``, rows equal), else None."""
+    b = ctx.fixed_batch
+    if b is None or c.ndim < 1 or c.shape[0] != b or is_symbolic(c):
+        return None
+    return c[0] if np.all(c == c[:1]) else None
 
 
 def convert_pad(ctx: Importer, node: onnx.NodeProto) -> Value:
@@ -231,14 +474,32 @@ def convert_pad(ctx: Importer, node: onnx.NodeProto) -> Value:
 
 
 def convert_shape(ctx: Importer, node: onnx.NodeProto) -> np.ndarray:
-    """Shape of a tensor computed from the input: ``[BATCH, *per-sample shape]``."""
-    x = ctx.value(node)
-    return slice_shape(np.array([BATCH, *x.shape], np.int64), node_attrs(node))
+    """Shape of a tensor computed from the input: ``[BATCH, *per-sample shape]`` (a view
+    whose batch axis moved has BATCH where the batch is, UNKNOWN where it is merged)."""
+    t = ctx.laid(node)
+    if isinstance(t, Laid):
+        dims = []
+        for g in t.axes():
+            n = math.prod(t.size(a) for a in g if a != 0)
+            if t.holds_batch(g):
+                dims.append(BATCH if n == 1 else UNKNOWN)
+            else:
+                dims.append(BATCH if g == [0] else n)
+        return slice_shape(np.array(dims, np.int64), node_attrs(node))
+    return slice_shape(np.array([BATCH, *t.shape], np.int64), node_attrs(node))
 
 
-def convert_transpose(ctx: Importer, node: onnx.NodeProto) -> Value:
-    x = ctx.value(node)
-    perm = list(node_attrs(node).get("perm") or reversed(range(len(x.shape) + 1)))
+def convert_transpose(ctx: Importer, node: onnx.NodeProto) -> Value | Laid:
+    t = ctx.laid(node)
+    view = layout.of(t)
+    perm = [int(p) for p in (node_attrs(node).get("perm") or reversed(range(view.rank)))]
+    if sorted(perm) != list(range(view.rank)):
+        raise DataError(
+            f"Transpose node {node_label(node)!r}: perm {perm} is not a permutation of the {view.rank} axes; the model is malformed"
+        )
+    if isinstance(t, Laid):
+        return t if perm == list(range(view.rank)) else layout.finish(_moved(view, layout.permute(view, perm, view.origin), node))
+    x = t
     if perm != list(range(len(x.shape) + 1)):
         pooled = gather_pool(ctx, node)
         if pooled is not None:
@@ -252,7 +513,5 @@ def convert_transpose(ctx: Importer, node: onnx.NodeProto) -> Value:
                 "keeps the channel-first layout and has neither transpose nor gather. snnc maps adaptive pooling between "
                 "sizes that divide one another (e.g. 1×1, 7×7 or 14×14 to 7×7)",
             )
-        raise reject(
-            node, f"Transpose (perm {perm}) of a tensor computed from the input: the IR keeps the channel-first layout and has no transpose"
-        )
+        return layout.finish(_moved(view, layout.permute(view, perm, ""), node))
     return ctx.emit("identity", [x], node)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnc.frontends.common import unsupported_hint as _common_hint
-from snnc.frontends.torch_fx.converters import activation, arithmetic, conv, modules, pooling, resize, shape
+from snnc.frontends.torch_fx.converters import activation, arithmetic, attention, conv, layout, modules, pooling, resize, shape
 
 Converter = Callable[..., Any]
 
@@ -53,7 +53,18 @@ MODULE_CONVERTERS: dict[type[nn.Module], Converter] = {
     nn.ZeroPad2d: modules.zero_pad,
     nn.ConstantPad1d: modules.zero_pad,
     nn.ConstantPad2d: modules.zero_pad,
+    nn.LayerNorm: modules.layer_norm,
+    nn.GELU: modules.gelu,
+    nn.SiLU: modules.silu,
+    nn.MultiheadAttention: modules.multihead_attention,
+    nn.TransformerEncoderLayer: modules.transformer_encoder_layer,
+    nn.TransformerEncoder: modules.transformer_encoder,
 }
+
+# Layers converted as a whole (their forward has fast paths and checks that do not trace):
+# torch.fx keeps them as leaf modules; the torch.export path preserves their call
+# signatures and translates each call with the module converter instead of its ATen ops.
+WHOLE_MODULES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
 
 FUNCTION_CONVERTERS: dict[Callable[..., Any], Converter] = {
     F.conv1d: conv.conv,
@@ -104,6 +115,27 @@ FUNCTION_CONVERTERS: dict[Callable[..., Any], Converter] = {
     torch.neg: arithmetic.neg,
     operator.getitem: shape.getitem,
     getattr: shape.tensor_attr,
+    # transformers
+    F.layer_norm: attention.layer_norm,
+    torch.layer_norm: attention.aten_layer_norm,
+    F.gelu: attention.gelu,
+    F.silu: attention.silu,
+    operator.matmul: attention.matmul,
+    torch.matmul: attention.matmul,
+    torch.bmm: attention.bmm,
+    F.scaled_dot_product_attention: attention.scaled_dot_product_attention,
+    torch.transpose: layout.transpose,
+    torch.swapaxes: layout.transpose,
+    torch.permute: layout.permute,
+    torch.t: layout.t,
+    torch.select: layout.select,
+    torch.narrow: layout.narrow,
+    torch.unbind: layout.unbind,
+    torch.chunk: layout.chunk,
+    torch.split: layout.split,
+    torch.unsqueeze: layout.unsqueeze,
+    torch.squeeze: layout.squeeze,
+    torch.unflatten: layout.unflatten,
 }
 
 # Functions that write their result into their first argument.
@@ -139,6 +171,25 @@ METHOD_CONVERTERS: dict[str, Converter] = {
     "clone": shape.passthrough,
     "detach": shape.passthrough,
     "float": shape.passthrough,
+    # transformers
+    "gelu": attention.gelu,
+    "matmul": attention.matmul,
+    "__matmul__": attention.matmul,
+    "bmm": attention.bmm,
+    "transpose": layout.transpose,
+    "swapaxes": layout.transpose,
+    "permute": layout.permute,
+    "t": layout.t,
+    "select": layout.select,
+    "narrow": layout.narrow,
+    "unbind": layout.unbind,
+    "chunk": layout.chunk,
+    "split": layout.split,
+    "unsqueeze": layout.unsqueeze,
+    "squeeze": layout.squeeze,
+    "unflatten": layout.unflatten,
+    "expand": layout.expand,
+    "expand_as": layout.expand_as,
 }
 
 # Pure functions and methods evaluated directly when no argument depends on the input
@@ -165,7 +216,8 @@ FOLDABLE_METHODS: frozenset[str] = frozenset(
 SUPPORTED_SUMMARY = (
     "Conv1d/2d, ConvTranspose1d/2d, Linear, BatchNorm1d/2d, ReLU/ReLU6/clamp(min=0), Avg/Max/AdaptiveAvgPool, "
     "mean over spatial axes, Flatten/view/reshape, add, arithmetic with constants, cat, nearest Upsample, "
-    "Identity, Dropout and a final Softmax"
+    "Identity, Dropout, Softmax, and for transformers LayerNorm, GELU/SiLU, matmul of two tensors, "
+    "transpose/permute, indexing with ints and slices, MultiheadAttention and TransformerEncoder(Layer)"
 )
 
 

@@ -1,5 +1,6 @@
 """Activations and output ops: ReLU in its spellings (ReLU6, hardtanh and clamp with min 0
-are bounded ReLUs), dropout, and softmax (as final output post-processing only)."""
+are bounded ReLUs), dropout, and softmax (final output post-processing, which canonicalize
+strips, or inside the network: attention weights, which insert-if makes temporal)."""
 
 from __future__ import annotations
 
@@ -62,10 +63,6 @@ def softmax(cx: Context, input: Any, dim: Any = None, _stacklevel: Any = 3, dtyp
     axis = norm_axis(cx, dim, rank)
     if axis == 0:
         cx.unsupported("softmax over the batch axis is not supported")
-    if not cx.feeds_output_only:
-        # Softmax is output post-processing that canonicalize strips; inside the network
-        # stripping it would change the result.
-        cx.unsupported("softmax is only supported as the final output post-processing; it feeds other ops here")
     return cx.emit("softmax", [x], {"axis": axis})
 
 

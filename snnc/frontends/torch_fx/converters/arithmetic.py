@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from snnc.frontends.common import per_sample_constant
-from snnc.frontends.torch_fx.context import Context, describe, to_numpy
+from snnc.frontends.torch_fx.context import Context, Permuted, describe, to_numpy
 from snnc.ir.graph import Value
 
 
@@ -37,9 +37,17 @@ def _align_constant(cx: Context, x: Value, c: torch.Tensor) -> np.ndarray:
     return aligned
 
 
+def _no_moved_batch(cx: Context, *operands: Any) -> None:
+    """A tensor whose batch a permute moved is refused with the reason (Context.tensor)."""
+    for x in operands:
+        if isinstance(x, Permuted):
+            cx.tensor(x, "operand")
+
+
 def _combine(cx: Context, a: Any, b: Any, ca: float, cb: float) -> Value:
     """``ca * a + cb * b``: an add node for two activations, an affine node for an
     activation and a constant."""
+    _no_moved_batch(cx, a, b)
     if isinstance(a, Value) and isinstance(b, Value):
         if a.shape != b.shape:
             cx.unsupported(f"adding activations of different shapes {list(a.shape)} and {list(b.shape)} (broadcasting) is not supported")
@@ -66,6 +74,7 @@ def rsub(cx: Context, input: Any, other: Any, alpha: Any = 1) -> Value:
 
 
 def mul(cx: Context, input: Any, other: Any) -> Value:
+    _no_moved_batch(cx, input, other)
     if isinstance(input, Value) and isinstance(other, Value):
         cx.unsupported("multiplying two activations has no spiking equivalent; only products with constants are supported")
     x, c = (input, other) if isinstance(input, Value) else (other, input)
@@ -76,6 +85,7 @@ def mul(cx: Context, input: Any, other: Any) -> Value:
 def div(cx: Context, input: Any, other: Any, *, rounding_mode: Any = None) -> Value:
     if rounding_mode is not None:
         cx.unsupported(f"division with rounding_mode={rounding_mode!r} is not linear")
+    _no_moved_batch(cx, input, other)
     if isinstance(other, Value):
         cx.unsupported("dividing by an activation has no spiking equivalent; only division by constants is supported")
     x = cx.tensor(input)

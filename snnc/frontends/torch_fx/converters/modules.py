@@ -11,6 +11,7 @@ from snnc.frontends.torch_fx.context import Context
 # Sibling modules imported by their full names (not from the package, whose table imports
 # this module): no import cycle.
 import snnc.frontends.torch_fx.converters.activation as activation
+import snnc.frontends.torch_fx.converters.attention as attention
 import snnc.frontends.torch_fx.converters.conv as conv_layers
 import snnc.frontends.torch_fx.converters.pooling as pooling
 import snnc.frontends.torch_fx.converters.resize as resize
@@ -88,3 +89,20 @@ def softmax(cx: Context, m: nn.Softmax, input: Any) -> Value:
 
 def zero_pad(cx: Context, m: nn.ZeroPad1d | nn.ZeroPad2d | nn.ConstantPad1d | nn.ConstantPad2d, input: Any) -> Value:
     return shape.zero_pad(cx, input, list(m.padding), "constant", m.value)
+
+
+def layer_norm(cx: Context, m: nn.LayerNorm, input: Any) -> Value:
+    return attention.emit_layer_norm(cx, input, m.normalized_shape, m.weight, m.bias, m.eps)
+
+
+def gelu(cx: Context, m: nn.GELU, input: Any) -> Value:
+    return attention.emit_gelu(cx, input, m.approximate)
+
+
+def silu(cx: Context, m: nn.SiLU, input: Any) -> Value:
+    return cx.emit("silu", [cx.tensor(input)])
+
+
+multihead_attention = attention.multihead_attention
+transformer_encoder_layer = attention.transformer_encoder_layer
+transformer_encoder = attention.transformer_encoder

@@ -113,12 +113,23 @@ def adaptive_avg_pool(cx: Context, input: Any, output_size: Any) -> Value:
 
 
 def mean(cx: Context, input: Any, dim: Any = None, keepdim: Any = False, *, dtype: Any = None) -> Value:
-    """A mean over exactly the spatial axes is a global average pool."""
+    """A mean over exactly the spatial axes is a global average pool; so is, after a
+    transpose, the mean over the tokens of a ``[B, N, D]`` sequence."""
     x = cx.tensor(input)
     rank = full_rank(x)
     if dim is None or (isinstance(dim, (tuple, list)) and not dim):
         cx.unsupported("a mean over every axis includes the batch axis; use x.mean((2, 3)) for a global average")
     dims = {norm_axis(cx, d, rank) for d in (dim if isinstance(dim, (tuple, list)) else [dim])}
+    if rank == 3 and dims == {1}:
+        return _token_mean(cx, x, bool(keepdim))
     if rank < 3 or dims != set(range(2, rank)):
         cx.unsupported(f"only the mean over all spatial axes (x.mean({tuple(range(2, max(rank, 3)))})) is supported; got dims {dim!r}")
     return cx.emit("global_avg_pool", [x], {"keepdims": bool(keepdim)})
+
+
+def _token_mean(cx: Context, x: Value, keepdim: bool) -> Value:
+    """``x.mean(1)`` of ``[B, N, D]`` tokens (a ViT's global average pool): the tokens moved
+    to the last axis, a global average pool over them, then the layout restored."""
+    y = cx.emit("transpose", [x], {"perm": [0, 2, 1]}, sub="tokens_last")
+    y = cx.emit("global_avg_pool", [y], {"keepdims": keepdim}, sub="pool" if keepdim else None)
+    return cx.emit("transpose", [y], {"perm": [0, 2, 1]}) if keepdim else y

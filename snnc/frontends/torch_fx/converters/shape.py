@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from snnc.frontends.common import resolve_sizes
-from snnc.frontends.torch_fx.context import BATCH, Context, describe, full_rank, full_shape, norm_axis
+from snnc.frontends.torch_fx.context import BATCH, BatchConstant, Context, Permuted, describe, full_rank, full_shape, norm_axis
+import snnc.frontends.torch_fx.converters.layout as layout
 from snnc.ir.graph import Value
 
 
@@ -75,29 +76,40 @@ def flatten(cx: Context, input: Any, start_dim: Any = 0, end_dim: Any = -1) -> V
     return emit_reshape(cx, x, shape[: start - 1] + [math.prod(shape[start - 1 : end])] + shape[end:])
 
 
+def _sized(cx: Context, x: Any) -> Value | Permuted:
+    return x if isinstance(x, Permuted) else cx.tensor(x)
+
+
 def tensor_size(cx: Context, input: Any, dim: Any = None) -> Any:
-    full = full_shape(cx.tensor(input))
+    full = full_shape(_sized(cx, input))
     return full if dim is None else full[norm_axis(cx, dim, len(full))]
 
 
 def tensor_dim(cx: Context, input: Any) -> int:
-    return full_rank(cx.tensor(input))
+    return full_rank(_sized(cx, input))
 
 
 def tensor_attr(cx: Context, obj: Any, name: str) -> Any:
-    if isinstance(obj, Value):
+    if isinstance(obj, (Value, Permuted)):
         if name == "shape":
             return full_shape(obj)
         if name == "ndim":
             return full_rank(obj)
-    cx.unsupported(f"attribute {name!r} of {describe(obj)} is not supported (only .shape and .ndim)")
+        if name == "mT":
+            return layout.matrix_transpose(cx, obj)
+    if isinstance(obj, BatchConstant):
+        if name == "shape":
+            return (BATCH, *obj.value.shape)
+        if name == "ndim":
+            return obj.value.dim() + 1
+    cx.unsupported(f"attribute {name!r} of {describe(obj)} is not supported (only .shape, .ndim and .mT)")
 
 
 def getitem(cx: Context, obj: Any, index: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return obj[index]
-    if isinstance(obj, Value):
-        cx.unsupported("indexing or slicing an activation is not supported; use pooling, a convolution or torch.flatten")
+    if isinstance(obj, (Value, Permuted)):
+        return layout.index(cx, obj, index)
     cx.unsupported(f"cannot index {describe(obj)} with {index!r}")
 
 
@@ -107,13 +119,7 @@ def passthrough(cx: Context, input: Any, *args: Any, **kwargs: Any) -> Value:
 
 
 def cat(cx: Context, tensors: Any, dim: Any = 0) -> Value:
-    if not isinstance(tensors, (tuple, list)) or not tensors:
-        cx.unsupported(f"expected a list of tensors, got {describe(tensors)}")
-    values = [cx.tensor(t, "inputs") for t in tensors]
-    axis = norm_axis(cx, dim, full_rank(values[0]))
-    if axis == 0:
-        cx.unsupported("concatenation along the batch axis (dim 0) is not supported")
-    return cx.emit("concat", values, {"axis": axis})
+    return layout.cat(cx, tensors, dim)
 
 
 def zero_pad(cx: Context, input: Any, pad: Any, mode: Any = "constant", value: Any = None) -> Value:

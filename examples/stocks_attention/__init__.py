@@ -1,0 +1,1 @@
+"""Stocks with a small attention network: next-week volatility regime and next-day direction."""
