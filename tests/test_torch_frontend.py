@@ -24,7 +24,6 @@ from _torch_models import TOL, Net, import_and_check, ops, sample
 from snnc.errors import DataError, UnsupportedOpError
 from snnc.frontends.check import check_import
 from snnc.frontends.torch_fx import import_torch, torch_reference
-from snnc.ir.graph import Graph
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,16 +11,14 @@ would move it for good is refused with a clear message.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from _torch_models import Net, import_and_check, ops, sample
+from _torch_models import Net, import_and_check, ops
 
 from snnc.errors import UnsupportedOpError
-from snnc.frontends.check import check_import
-from snnc.frontends.torch_fx import import_torch, torch_reference
+from snnc.frontends.torch_fx import import_torch
 
 DIM, HEADS = 16, 2
 
