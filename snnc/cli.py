@@ -871,11 +871,27 @@ def check(path, backend_names):
             continue
         problems = be.unsupported(graph)
         problems_found |= bool(problems)
-        detail = "; ".join(f"{p.node} ({p.op}): {p.reason}" for p in problems) or "-"
+        detail = _group_problems(problems) or "-"
         table.add_row(name, "[red]cannot run[/]" if problems else "[green]ok[/]", detail)
     out_console.print(table)
     if problems_found:
         sys.exit(1)
+
+
+def _group_problems(problems) -> str:
+    """One entry per (op, reason): a single node as ``node (op): reason``, several as
+    ``op × N (first nodes, …): reason`` (an attention network has dozens of alike nodes)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for p in problems:
+        groups.setdefault((p.op, p.reason), []).append(p.node)
+    parts = []
+    for (op, reason), nodes in groups.items():
+        if len(nodes) == 1:
+            parts.append(f"{nodes[0]} ({op}): {reason}")
+        else:
+            shown = ", ".join(nodes[:3]) + (", …" if len(nodes) > 3 else "")
+            parts.append(f"{op} × {len(nodes)} ({shown}): {reason}")
+    return "; ".join(parts)
 
 
 def preflight_graph(path: str):

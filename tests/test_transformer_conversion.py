@@ -280,3 +280,12 @@ def test_cli_message_bits_sets_the_payload(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())
     bad = CliRunner().invoke(main, [*args, "--message-bits", "1", "-o", str(tmp_path / "x.snn")])
     assert bad.exit_code == 2 and not (tmp_path / "x.snn").exists()
+
+
+def test_check_groups_alike_nodes():
+    from snnc.backend import Unsupported
+    from snnc.cli import _group_problems
+
+    probs = [Unsupported(f"n{i}", "temporal_softmax", "host-side") for i in range(5)] + [Unsupported("x", "if_neuron", "bipolar")]
+    text = _group_problems(probs)
+    assert text == "temporal_softmax × 5 (n0, n1, n2, …): host-side; x (if_neuron): bipolar"
