@@ -376,6 +376,10 @@ class _Calibration(Pass):
     the ranks before every update, so every rank applies the same correction."""
 
     requires_stage = "snn"
+    # Whether the graded messages of an attention network (bipolar neurons) are calibrated
+    # too: the mean-error passes (bias, potential) are; the weight fit, whose quantiser is
+    # the ReLU-shaped one, is not.
+    calibrates_bipolar = True
 
     @dataclass
     class Options:
@@ -388,9 +392,7 @@ class _Calibration(Pass):
         if only:
             return seg.node.name in only
         if seg.node.spec.has("neuron"):
-            # the graded messages of an attention network (bipolar neurons) are not
-            # calibrated: their quantisation error is below the layer-wise passes' reach
-            return not seg.node.attr("bipolar")
+            return not seg.node.attr("bipolar") or self.calibrates_bipolar
         return seg.node.spec.has("readout") and self.options.output
 
     def _only(self) -> set[str]:
@@ -574,6 +576,8 @@ class CalibrateWeights(_Calibration):
     in the SNN stage."""
 
     name = "calibrate-weights"
+
+    calibrates_bipolar = False
 
     @dataclass
     class Options:
