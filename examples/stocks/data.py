@@ -156,6 +156,17 @@ def _in(d: np.ndarray, lo: str, hi: str) -> np.ndarray:
     return (d >= int(lo.replace("-", ""))) & (d <= int(hi.replace("-", "")))
 
 
+def standardise(splits: dict[str, dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise every split's ``x`` in place per channel with the training split's mean
+    and std (over windows and days); returns them."""
+    xt = splits["train"]["x"]
+    mean = xt.mean(axis=(0, 2)).astype(np.float32)
+    std = xt.std(axis=(0, 2)).astype(np.float32)
+    for s in splits.values():
+        s["x"] = ((s["x"] - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
+    return mean, std
+
+
 def load_splits() -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """``({"train"|"val"|"test": arrays}, norm)``: standardised with train-period statistics."""
     allw = make_windows(build_panel())
@@ -163,11 +174,7 @@ def load_splits() -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     for name, (lo, hi) in SPLITS.items():
         m = _in(allw["label_date"], lo, hi)
         splits[name] = {k: v[m] for k, v in allw.items()}
-    xt = splits["train"]["x"]
-    mean = xt.mean(axis=(0, 2)).astype(np.float32)
-    std = xt.std(axis=(0, 2)).astype(np.float32)
-    for s in splits.values():
-        s["x"] = ((s["x"] - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
+    mean, std = standardise(splits)
     norm = {
         "channels": list(CHANNELS),
         "mean": mean.tolist(),

@@ -52,16 +52,24 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from examples.stocks.data import CHANNELS, CLIP, SPLITS, VOL_WINDOW, WINDOW, Panel, build_panel, load_prices  # noqa: E402
+from examples.stocks.data import (  # noqa: E402
+    CHANNELS,
+    CLIP,
+    SPLITS,
+    VOL_WINDOW,
+    WINDOW,
+    Panel,
+    _in,
+    _yyyymmdd,
+    build_panel,
+    load_prices,
+    standardise,
+)
 
 TARGETS = {"regime": 5, "direction": 1}  # target -> label horizon H (days after t)
 CLASS_NAMES = {"regime": ("calm (next-week vol <= trailing)", "high (next-week vol > trailing)"),
                "direction": ("not up", "up")}
 DEFAULT_OUT = os.path.join(".data", "stocks_attention")
-
-
-def _yyyymmdd(d: np.ndarray) -> np.ndarray:
-    return np.char.replace(np.datetime_as_string(d, unit="D"), "-", "").astype(np.int64)
 
 
 def _rolling_std(a: np.ndarray, n: int) -> np.ndarray:
@@ -114,10 +122,6 @@ def make_target_windows(panel: Panel, target: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _in(d: np.ndarray, lo: str, hi: str) -> np.ndarray:
-    return (d >= int(lo.replace("-", ""))) & (d <= int(hi.replace("-", "")))
-
-
 def split_windows(allw: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, np.ndarray]], int]:
     """``({split: arrays}, dropped)``: by last label day; windows whose first and last label
     days fall in different splits are dropped (``dropped`` counts them)."""
@@ -134,11 +138,7 @@ def load_target_splits(target: str, panel: Panel | None = None) -> tuple[dict[st
     windows' per-channel mean and std."""
     panel = build_panel() if panel is None else panel
     splits, dropped = split_windows(make_target_windows(panel, target))
-    xt = splits["train"]["x"]
-    mean = xt.mean(axis=(0, 2)).astype(np.float32)
-    std = xt.std(axis=(0, 2)).astype(np.float32)
-    for s in splits.values():
-        s["x"] = ((s["x"] - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
+    mean, std = standardise(splits)
     norm = {
         "target": target,
         "horizon_days": TARGETS[target],
