@@ -39,6 +39,7 @@ from snnc.errors import CalibrationError, PassError
 from snnc.ir.executor import Interpreter, iter_batches
 from snnc.ir.graph import Graph, Node, Value
 from snnc.ir.ops import MAX_SPIKES, TEMPORAL_TARGET, temporal_name
+from snnc.passes.balance import mse_from_hist, percentile_from_hist
 from snnc.passes.base import PassContext
 
 def has_nonlinear(graph: Graph) -> bool:
@@ -142,30 +143,13 @@ def abs_histograms(graph: Graph, names: list[str], x: np.ndarray, ctx: PassConte
     return out
 
 
-def percentile_range(hist: np.ndarray, hi: float, percentile: float) -> float:
-    """P_p(|a|) from a histogram of |a| on [0, hi] (the upper edge of its bin)."""
-    if hi <= 0 or hist.sum() <= 0:
-        return 0.0
-    cdf = np.cumsum(hist) / hist.sum()
-    i = min(int(np.searchsorted(cdf, percentile / 100.0, side="left")), len(hist) - 1)
-    return float((i + 1) * hi / len(hist))
-
-
-def mse_range(hist: np.ndarray, hi: float, k: int, timesteps: tuple[int, ...], steps: int = 95) -> float:
-    """The range Kθ = hi (1 − 0.01 i) minimising the squared error of the values a carried by
-    a bipolar neuron of K spikes per step over T steps, summed over ``timesteps``: its running
-    average is |a| rounded to θ/T and clipped at Kθ, ``(θ/T) min(round(|a| T / θ), K T)``."""
-    if hi <= 0 or hist.sum() <= 0:
-        return 0.0
-    a = (np.arange(len(hist)) + 0.5) * (hi / len(hist))
-    best, best_err = hi, np.inf
-    for i in range(steps):
-        top = hi * (1 - 0.01 * i)
-        theta = top / k
-        err = sum(float(np.dot(hist, (a - (theta / t) * np.minimum(np.floor(a * t / theta + 0.5), k * t)) ** 2)) for t in timesteps)
-        if err < best_err:
-            best, best_err = top, err
-    return float(best)
+def mse_range(hist: np.ndarray, hi: float, k: int, timesteps: tuple[int, ...]) -> float:
+    """The range Kθ minimising the squared error of the values a carried by a bipolar
+    neuron of K spikes per step over T steps, summed over ``timesteps``. Its running average
+    is |a| rounded to θ/T and clipped at Kθ: balance-thresholds' quantiser of K·T levels
+    with the half-threshold start, so its search (:func:`~snnc.passes.balance.mse_from_hist`)
+    applies to the histogram of |a|."""
+    return mse_from_hist(hist, hi, tuple(t * k for t in timesteps), 0.5)
 
 
 def convert_messages(
@@ -184,7 +168,7 @@ def convert_messages(
     if threshold == "mse":
         scale = {n: mse_range(h, hi, k, ctx.calibrated_for) for n, (h, hi) in hists.items()}
     else:
-        scale = {n: percentile_range(h, hi, percentile) for n, (h, hi) in hists.items()}
+        scale = {n: percentile_from_hist(h, hi, percentile) for n, (h, hi) in hists.items()}
     nonlinear = [n for n in graph.nodes if n.spec.has("nonlinear")]
     made: dict[str, str] = {}
     for node in nonlinear:
