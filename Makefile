@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := out/demo
 
-.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing bench-scale bench-low-latency bench-transformer fuzz
+.PHONY: setup demo demo-fashion examples example-tumour example-seg example-stocks test clean data example-data bench-accuracy bench-throughput bench-lava bench-report bench-nir bench-energy bench-equivalence bench-timing bench-scale bench-low-latency bench-transformer bench-placement fuzz
 
 setup: $(STAMP) $(FMNIST) $(CHROMIUM)
 
@@ -153,6 +153,9 @@ bench-low-latency: data $(FT_DATA)
 # Issue 18: the Fashion-MNIST ViT converted by snnc (payload sweep, expectation vs accumulate) and by
 # SpikingJelly 2.0's transformer recipes (float and with messages quantised to b bits), on the first 2000
 # test images; results in benchmarks/transformer/results/ (about 15 + 30 min on 2 cores).
+bench-placement: data
+	$(PY) benchmarks/placement/run.py --samples 64
+
 bench-transformer: data
 	$(PY) benchmarks/transformer/run.py --samples 2000 --calib-samples 512
 	$(PY) benchmarks/transformer/sj_recipes.py --samples 2000 --threads 1 --quantize-bits 2,3,4,6,8

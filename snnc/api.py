@@ -76,6 +76,7 @@ def convert(
     neuron: str = DEFAULT_NEURON,
     message_bits: int = DEFAULT_MESSAGE_BITS,
     passes: str | None = None,
+    quantize: str | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = DEFAULT_SEED,
@@ -100,7 +101,10 @@ def convert(
     low-latency variant: ``signed``, ``burst:K``, ``signed-burst:K``; see the ``if_neuron``
     op); ``message_bits`` is the signed payload of every graded spike of an attention network
     (transformers: see :mod:`snnc.passes.messages`); ``passes`` replaces the whole pipeline
-    (calibration and neuron included).
+    (calibration and neuron included). ``quantize`` (``"loihi2"``) makes the calibration
+    hardware-aware: the SNN is put on that target's fixed-point grid (the ``lava-fixed``
+    backend's) before the calibration passes, which then calibrate the quantised network
+    (:mod:`snnc.passes.quantize`); the artifact records it in ``provenance["quantized"]``.
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the passes run. ``store`` says
     where the layer-wise calibration keeps the spike trains between layers (see
@@ -127,8 +131,11 @@ def convert(
         raise DataError(f"neuron={neuron!r} sets the default pipeline's neuron; with passes=..., write it as insert-if{{neuron=...}}")
     if passes is not None and message_bits != DEFAULT_MESSAGE_BITS:
         raise DataError(f"message_bits={message_bits!r} sets the default pipeline's; with passes=..., write it as insert-if{{message_bits=...}}")
-    pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration, neuron, message_bits)
+    if passes is not None and quantize is not None:
+        raise DataError(f"quantize={quantize!r} sets the default pipeline's; with passes=..., put quantize{{target={quantize}}} after insert-if")
+    pipeline_text = passes if passes is not None else default_pipeline(threshold, granularity, maxpool, calibration, neuron, message_bits, quantize)
     pipeline = parse_pipeline(pipeline_text)  # fail fast on a bad pipeline, before any work
+    _check_quantize_targets(pipeline, timesteps)
     x_cal = select_calibration(calibration_data(calib), calib_samples, seed)
     imported = import_model(model, input_shape=x_cal.shape[1:])
     ann = imported.graph
@@ -174,6 +181,8 @@ def convert(
     }
     if len(steps) > 1:
         provenance["calibrated_for"] = list(steps)
+    if ctx.quantizer is not None:
+        provenance["quantized"] = ctx.quantizer.describe()
     sm = SpikingModel(snn, ann_ref, provenance, ctx.ann_reference)
     if check:
         sm.provenance["conversion_check"] = _conversion_check(sm, x_cal[:check_samples], timesteps, progress, device)
@@ -187,6 +196,7 @@ def calibrate(
     timesteps: int | Sequence[int] | None = None,
     calibration: str = "light",
     passes: str | None = None,
+    quantize: str | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = DEFAULT_SEED,
@@ -202,7 +212,8 @@ def calibrate(
     one artifact for all of them, as in :func:`convert`): e.g. re-calibrate a saved model
     for another T. ``calibration`` (``light`` / ``advanced``) picks the passes, or ``passes``
     gives any pipeline of SNN-stage passes. The targets are the ANN the artifact stores
-    (``ann_reference``). Returns a new model; ``model`` is not changed. ``device``,
+    (``ann_reference``). ``quantize`` (``"loihi2"``) calibrates as quantised for that target,
+    as in :func:`convert`. Returns a new model; ``model`` is not changed. ``device``,
     ``store``, ``spill_dir`` and ``check_samples`` are as in :func:`convert`."""
     sm = model if isinstance(model, SpikingModel) else load(model)
     check_samples = positive_int(check_samples, "check_samples")
@@ -218,7 +229,12 @@ def calibrate(
             levels = [k for k, v in CALIBRATION_PIPELINES.items() if v]
             raise PassError(f"calibration {calibration!r} has no passes to run; choose one of {', '.join(levels)} (or give passes=...)")
         passes = CALIBRATION_PIPELINES[calibration]
+    elif quantize is not None:
+        raise DataError(f"quantize={quantize!r} goes with calibration=...; with passes=..., put quantize{{target={quantize}}} first")
+    if quantize is not None:
+        passes = f"quantize{{target={quantize}}},{passes}"
     pipeline = parse_pipeline(passes)
+    _check_quantize_targets(pipeline, T)
     wrong = [p.name for p in pipeline if p.requires_stage != "snn"]
     if wrong:
         raise PassError(f"{', '.join(wrong)} run(s) on the ANN; a converted model takes SNN-stage passes only (calibrate-*, normalize-weights)")
@@ -262,12 +278,29 @@ def calibrate(
     )
     prov.pop("conversion_check", None)
     prov.pop("calibrated_for", None)
+    if ctx.quantizer is not None:
+        prov["quantized"] = ctx.quantizer.describe()
+    elif prov.pop("quantized", None) is not None:
+        prov["notices"] = prov.get("notices", []) + [
+            "this artifact was calibrated as quantised (--quantize) and was now re-calibrated without it: its layers may have left "
+            "the target's grid; re-calibrate with --quantize to keep the calibration hardware-aware"
+        ]
     if len(steps) > 1:
         prov["calibrated_for"] = list(steps)
     out = SpikingModel(snn, sm.ann, prov, sm.ann_reference)
     if check:
         out.provenance["conversion_check"] = _conversion_check(out, x_cal[:check_samples], T, progress, device)
     return out
+
+
+def _check_quantize_targets(pipeline, timesteps: int) -> None:
+    """Fail fast (before import and calibration) on a quantize pass whose target has no
+    quantiser here (unknown name, backend not installed)."""
+    from snnc.backend import get_quantizer
+
+    for p in pipeline:
+        if p.name == "quantize":
+            get_quantizer(p.options.target, timesteps)
 
 
 def calibration_timesteps(timesteps: Any) -> tuple[int, ...]:
@@ -378,6 +411,7 @@ def evaluate(
     encoding: str = "direct",
     compare_reference: bool = False,
     progress=None,
+    placement=None,
 ) -> dict[str, Any]:
     """Accuracy (with labels) and ANN agreement of the SNN for each T.
 
@@ -386,13 +420,17 @@ def evaluate(
     argmax equals the ANN's; ``details`` holds what the backend reports about itself (e.g.
     lava-fixed's deployment report). With ``compare_reference`` each result also holds the
     float SNN's (reference simulator's) ``reference_accuracy`` and the ``reference_agreement``.
+    ``placement`` (a placement file from ``snnc map``, its content, or a Placement) runs the
+    SNN as placed on chip cores (lava / lava-fixed; ``details["placement"]`` says how many
+    blocks, cores, chips and Lava processes ran).
     """
     sm = model if isinstance(model, SpikingModel) else load(model)
     x = as_batch(x)
     steps = check_timesteps(timesteps)
     if y is not None:
         y = check_labels(y, len(x), sm.snn.outputs[0].shape)
-    res, ann_out = _simulate_sharded(sm, x, steps, ann=True, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress)
+    extra = {"placement": placement} if placement is not None else {}
+    res, ann_out = _simulate_sharded(sm, x, steps, ann=True, backend=backend, device=device, batch_size=batch_size, encoding=encoding, progress=progress, **extra)
     ref = _simulate_sharded(sm, x, steps, encoding=encoding, progress=progress)[0] if compare_reference and backend != "reference" else None
     ann_pred = predictions(ann_out)
     results = []

@@ -34,7 +34,7 @@ from snnc.simulator.reference import SimResult, check_timesteps, default_batch_s
 
 __all__ = [
     "Backend", "LoweringTable", "Rule", "Unsupported", "SimResult", "Timed", "encode", "spike_rates", "default_batch_size",
-    "keep_freed_memory", "resolve_device", "check_timesteps", "get_backend", "backend_names",
+    "keep_freed_memory", "resolve_device", "check_timesteps", "get_backend", "backend_names", "get_quantizer", "QUANTIZE_TARGETS",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,9 @@ class Backend:
     # True when a run holds [T, batch, ...] values (all steps at once), so its memory grows
     # with T; False for backends that step through time (Lava).
     steps_in_memory: bool = True
+    # True when ``run`` takes ``placement=`` (a placement file's blocks on chip cores,
+    # :mod:`snnc.mapping.placement_file`) and emulates it; others refuse a placement.
+    runs_placement: bool = False
 
     def unsupported(self, graph: Graph) -> list[Unsupported]:
         """Every node of the SNN-stage ``graph`` this backend cannot run: the per-op table's
@@ -141,8 +144,19 @@ class Backend:
         encoding: str = "direct",
         seed: int = 0,
         progress=None,
+        placement=None,  # only where runs_placement
     ) -> SimResult:
         raise NotImplementedError
+
+    def quantizer(self, timesteps: int) -> Any:
+        """The backend's fake quantiser for hardware-aware calibration (``snnc convert
+        --quantize``), for runs of ``timesteps`` steps: an object with ``target``,
+        ``project(graph, layers=None)`` (put those layers of the float graph, in place, on the
+        grid the backend's lowering maps them to, so that lowering it again is lossless),
+        ``describe()`` and optionally ``grid(graph, layers)`` (each weight's step, for
+        calibrate-weights' straight-through fit). Optional: a BackendError where the backend
+        has none."""
+        raise BackendError(f"backend {self.name!r} has no quantiser; --quantize takes {', '.join(QUANTIZE_TARGETS)}")
 
     def check(self, graph: Graph) -> None:
         """Raise a BackendError listing every node this backend cannot run."""
@@ -164,6 +178,20 @@ class ReferenceBackend(Backend):
 
     def run(self, graph, x, timesteps, *, batch_size=None, encoding="direct", seed=0, progress=None) -> SimResult:
         return simulate(graph, x, timesteps, batch_size=batch_size, device=self.device, encoding=encoding, seed=seed, progress=progress)
+
+
+# Hardware targets of ``--quantize`` -> the backend whose quantiser models them (a backend's
+# own name is accepted as well).
+QUANTIZE_TARGETS = {"loihi2": "lava-fixed"}
+
+
+def get_quantizer(target: str, timesteps: int) -> Any:
+    """The quantiser of ``target`` (``loihi2``, or a backend's name) for runs of ``timesteps``
+    steps: :meth:`Backend.quantizer` of that backend; a BackendError names what is missing."""
+    name = QUANTIZE_TARGETS.get(target, target)
+    if name not in QUANTIZE_TARGETS.values() and name not in backend_names():
+        raise BackendError(f"unknown quantisation target {target!r}; --quantize takes {', '.join(QUANTIZE_TARGETS)} (or a backend with a quantiser)")
+    return get_backend(name).quantizer(timesteps)
 
 
 def resolve_device(device: str | None, default: str = "cpu") -> str:

@@ -266,6 +266,10 @@ RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may 
     show_default=True,
     help="Attention networks (transformers): the signed payload of every graded spike between layers, in bits (at most one message per neuron per step).",
 )
+@click.option(
+    "--quantize", default=None, metavar="TARGET",
+    help="Hardware-aware calibration: put the SNN on TARGET's fixed-point grid before the calibration passes, which then calibrate the quantised network. TARGET: loihi2 (the lava-fixed backend's grid; needs the lava backend package).",
+)  # fmt: skip
 @click.option("--passes", "passes", default=None, help="Pass pipeline replacing the default, e.g. 'canonicalize,fold-bn,balance-thresholds{method=mse},insert-if'.")
 @click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
@@ -277,7 +281,7 @@ RANKED_COMMANDS = ("convert", "calibrate", "eval")  # the commands torchrun may 
 @click.option("--energy-profile", "energy_profiles", multiple=True, help="Energy profile(s) for the operations/energy table, repeatable or comma-separated: cmos45nm, cmos45nm-int8, loihi (default: cmos45nm,loihi).")
 @scale_options
 @click.pass_context
-def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, neuron, message_bits, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles, device, store, spill_dir, check_samples):
+def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granularity, maxpool, calibration, neuron, message_bits, quantize, passes, print_after_all, time_passes, output, report_path, batch_size, seed, no_progress, energy_profiles, device, store, spill_dir, check_samples):
     """Convert MODEL (an ONNX file) into a spiking network artifact (.snn).
 
     Several processes share the work when launched by torchrun, e.g.
@@ -301,6 +305,12 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
     from snnc.passes import parse_neuron
 
     parse_neuron(neuron)  # and on an unknown neuron
+    if quantize is not None:
+        if passes is not None:
+            raise SnncError(f"--quantize sets the default pipeline's quantisation; with --passes, put quantize{{target={quantize}}} after insert-if")
+        from snnc.backend import get_quantizer
+
+        get_quantizer(quantize, max(timesteps))  # and on a target without a quantiser
     calib = load_data(calib_path, what="calibration file", labels=False)["x"]
     with ranks(device) as group:
         printer = None
@@ -319,6 +329,7 @@ def convert(ctx, model, timesteps, calib_path, calib_samples, threshold, granula
                 neuron=neuron,
                 message_bits=message_bits,
                 passes=passes,
+                quantize=quantize,
                 calib_samples=calib_samples,
                 batch_size=batch_size,
                 seed=seed,
@@ -358,6 +369,7 @@ def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time
 @click.option("-T", "--timesteps", default=None, callback=calibration_timesteps_option, help="Time steps to calibrate for: one T or a comma-separated list, e.g. 8,16,32 (default: the artifact's).")
 @click.option("--calibration", type=click.Choice(["light", "advanced"]), default="light", show_default=True, help="light = calibrate-bias; advanced = calibrate-weights, calibrate-bias, calibrate-potential.")
 @click.option("--passes", "passes", default=None, help="SNN-stage passes to run instead, e.g. 'calibrate-bias{samples=512}'.")
+@click.option("--quantize", default=None, metavar="TARGET", help="Calibrate as quantised for TARGET's fixed-point grid (loihi2: the lava-fixed backend's), as in convert.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Use at most this many calibration samples (seeded subset).")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Artifact to write (a new file; ARTIFACT itself is not changed).")
 @click.option("--report", "report_path", type=click.Path(), help="Also write the conversion report as JSON.")
@@ -366,7 +378,7 @@ def _save_and_summarise(sm, output: str, report_path: str | None, profiles, time
 @click.option("--time-passes", is_flag=True, help="Print the time each pass took.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @scale_options
-def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_samples, output, report_path, batch_size, seed, time_passes, no_progress, device, store, spill_dir, check_samples):
+def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, quantize, calib_samples, output, report_path, batch_size, seed, time_passes, no_progress, device, store, spill_dir, check_samples):
     """Calibrate a converted ARTIFACT (.snn) again, e.g. for another T: runs the layer-wise
     calibration passes against the ANN the artifact stores and writes a new artifact."""
     import snnc
@@ -378,7 +390,7 @@ def calibrate_cmd(artifact, calib_path, timesteps, calibration, passes, calib_sa
         t0 = time.perf_counter()
         with progress_bars(not no_progress and group.is_main) as progress:
             new = snnc.calibrate(
-                sm, calib, timesteps=timesteps, calibration=calibration, passes=passes, calib_samples=calib_samples, batch_size=batch_size, seed=seed,
+                sm, calib, timesteps=timesteps, calibration=calibration, passes=passes, quantize=quantize, calib_samples=calib_samples, batch_size=batch_size, seed=seed,
                 check_samples=check_samples, device=_local(device), store=store, spill_dir=spill_dir, progress=progress,
             )  # fmt: skip
         new.provenance["recalibrated"]["seconds"] = round(time.perf_counter() - t0, 3)
@@ -512,6 +524,9 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
     summary.add_row("model", f"{src.get('path', src.get('class', '?'))} (sha256 {src.get('sha256', '?')[:12]}…)")
     summary.add_row("pipeline", prov["pipeline"])
     summary.add_row("calibration", f"{prov.get('calibration', 'none')} ({prov['calibration_samples']} samples)")
+    q = prov.get("quantized")
+    if isinstance(q, dict):
+        summary.add_row("quantized", f"for {q.get('target')} (the {q.get('backend')} backend's fixed-point grid, T={q.get('timesteps')}): calibrated as quantised")
     if ic:
         summary.add_row("import check", f"max |IR − {ic['reference']}| = {ic['max_abs_error']:.2e} on {ic['samples']} samples")
     if cc:
@@ -545,8 +560,9 @@ def print_conversion_summary(sm, output: str, time_passes: bool, energy: dict[st
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, help="Exit with status 1 when the SNN's accuracy (%) at the largest T is below this (CI gate; needs labels).")
 @click.option("--vs-float/--no-vs-float", default=None, help="Also run the float SNN (reference simulator) and compare (default: on for lava-fixed).")
 @click.option("--energy", "energy_profiles", default=None, help="Also estimate operations and energy from the spike rates measured at the largest T, on these profiles (comma-separated: cmos45nm, cmos45nm-int8, loihi; 'default' for cmos45nm,loihi).")
+@click.option("--placement", "placement_path", default=None, type=click.Path(), help="Run the network as placed on chip cores by `snnc map` (its placement JSON): one Lava process per block (lava, lava-fixed); the outputs equal the unplaced run's.")
 @click.option("--no-progress", is_flag=True)
-def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, fail_under, vs_float, energy_profiles, no_progress):
+def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batch_size, encoding, limit, fail_under, vs_float, energy_profiles, placement_path, no_progress):
     """Evaluate ARTIFACT on a data set: accuracy and ANN agreement for each T.
 
     Exit status 1 when --fail-under is given and the accuracy at the largest T is below it.
@@ -560,7 +576,14 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
         from snnc.analysis.energy import parse_profiles
 
         profiles = parse_profiles(None if energy_profiles == "default" else energy_profiles)  # fail fast on an unknown name
+    if placement_path is not None and backend not in PLACEMENT_BACKENDS:
+        raise SnncError(f"--placement runs only on the {' and '.join(PLACEMENT_BACKENDS)} backends (got --backend {backend}): add --backend lava-fixed")
     sm = snnc.load(artifact)
+    placement = None
+    if placement_path is not None:
+        from snnc.mapping.placement_file import load_placement
+
+        placement = load_placement(placement_path, sm.snn)  # before any work: made for this artifact, well formed
     if steps is None:  # an artifact calibrated for several T is evaluated at those
         steps = sm.calibrated_for if len(sm.calibrated_for) > 1 else list(DEFAULT_EVAL_TIMESTEPS)
     if fail_under is not None and fail_under != fail_under:  # NaN passes FloatRange
@@ -571,7 +594,7 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
         with progress_bars(not (no_progress or as_json) and group.is_main) as progress:
             res = snnc.evaluate(
                 sm, data["x"], data.get("y"), timesteps=steps, backend=backend, device=device and _local(device), batch_size=batch_size,
-                encoding=encoding, compare_reference=compare, progress=progress,
+                encoding=encoding, compare_reference=compare, progress=progress, **({"placement": placement} if placement is not None else {}),
             )  # fmt: skip
     gate = _fail_under(res, fail_under)
     if not group.is_main:  # every rank holds the same results; rank 0 prints them
@@ -594,6 +617,8 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
         click.echo(json.dumps(out))
     else:
         print_eval(res, artifact, backend, compare)
+        if res["details"].get("placement"):
+            print_placement_run(res["details"]["placement"])
         if energy is not None:
             from snnc.analysis.energy import print_energy_table
 
@@ -603,6 +628,21 @@ def eval_cmd(artifact, data_path, timesteps_text, backend, device, as_json, batc
             err_console.print(f"[{style}]{gate['message']}[/]")
     if gate is not None and not gate["passed"]:
         sys.exit(1)
+
+
+PLACEMENT_BACKENDS = ("lava", "lava-fixed")  # the backends that emulate a placement (eval --placement)
+
+
+def print_placement_run(info: dict) -> None:
+    """One line: how the placed run was laid out."""
+    extra = f"; not on a core: {', '.join(info['not_on_cores'])}" if info["not_on_cores"] else ""
+    host = f"; on the host: {', '.join(info['host_layers'])}" if info["host_layers"] else ""
+    out_console.print(
+        f"placement {Path(info['file']).name} ({info['target']}): {info['blocks']} blocks on {info['cores']} cores of {info['chips']} chip(s), "
+        f"{info['processes']} Lava processes ({info.get('routers', 0)} of them routers gathering a cut layer){extra}{host}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _fail_under(res: dict, threshold: float | None) -> dict | None:
@@ -792,6 +832,110 @@ def print_export_summary(s) -> None:
         out_console.print("[yellow]notice:[/] the hard variant is a different network (reset to zero, v_init dropped); measure its accuracy before use (docs/nir.md)")
 
 
+# ------------------------------------------------------------------ map
+@main.command("map")
+@debug_option
+@click.argument("artifact", type=click.Path())
+@click.option("--target", "target", required=True, help="A shipped target (loihi2, speck, spinnaker2, generic: `snnc map --list-targets`) or a path to your own .toml.")
+@click.option("--chips", type=click.IntRange(min=1), default=1, show_default=True, help="Chips available (a target's board links at most its max_chips).")
+@click.option("--data", "data_path", default=None, type=click.Path(), help="NPZ (x) to measure the spike traffic on (default: every neuron assumed at --rate).")
+@click.option("--limit", type=click.IntRange(min=1), default=64, show_default=True, help="Samples of --data to measure on.")
+@click.option("-T", "--timesteps", "timesteps", type=click.IntRange(min=1), default=None, help="T to measure the traffic at (default: the T the artifact was converted for).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True, max=1), default=None, help="Assumed messages per neuron per step without --data (default 0.1).")
+@click.option("--naive", is_flag=True, help="Place with the naive baseline (layers in order, filling cores) instead.")
+@click.option("-o", "--output", default=None, type=click.Path(), help="Placement JSON to write (default: ARTIFACT without .snn, plus .placement.json); a PNG heat map is written next to it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON to stdout instead of the tables.")
+@click.option("--no-progress", is_flag=True)
+def map_cmd(artifact, target, chips, data_path, limit, timesteps, rate, naive, output, as_json, no_progress):
+    """Place ARTIFACT's layers onto the cores of a neuromorphic chip within their budgets.
+
+    Cuts each layer into core-sized blocks, places them (networkx: traffic-weighted, fewest
+    spikes between chips, then between cores), checks every budget of every core (neurons,
+    synapses, fan-in, fan-out, destinations, layers per core), and prints per-core
+    utilisation, traffic per link, estimated time and energy per step. Writes the placement
+    (JSON, for `snnc eval --backend lava-fixed --placement`) and a heat map of the cores.
+    Exit status 2 when the network does not fit, naming the budget and what to change."""
+    import snnc
+    from snnc.mapping.api import map_model
+    from snnc.mapping.placement_file import placement_header, save_placement
+    from snnc.mapping.plot import plot_placement
+    from snnc.mapping.targets import load_target
+    from snnc.mapping.traffic import DEFAULT_RATE
+
+    if data_path is not None and rate is not None:
+        raise DataError("give either --data (measured traffic) or --rate (assumed traffic), not both")
+    out = output if output is not None else str(Path(artifact).with_suffix("")) + ".placement.json"
+    png = str(Path(out).with_suffix(".png"))
+    check_outputs(("-o", out), ("the heat map", png), inputs=(("the artifact", artifact), ("the data file", data_path)))
+    t = load_target(target)
+    if chips > t.max_chips:
+        raise DataError(f"--chips {chips}: a {t.name} system links at most {t.max_chips} chips ({t.path})")
+    sm = snnc.load(artifact)
+    T = timesteps or sm.timesteps
+    x = load_data(data_path, what="data file", labels=False, limit=limit)["x"] if data_path is not None else None
+    with progress_bars(not (no_progress or as_json)) as progress:
+        rep = map_model(sm.snn, t, chips=chips, x=x, timesteps=T, rate=rate or DEFAULT_RATE, naive=naive, progress=progress)
+    doc = {**placement_header(sm.snn, t.name, chips), **rep}
+    save_placement(out, doc)
+    plot_placement(rep, t.cores_per_chip, png, title=f"{Path(artifact).name} on {t.name}")
+    if as_json:
+        click.echo(json.dumps(doc, default=float))
+        return
+    print_placement(rep, t, out, png)
+
+
+def _short(v: float) -> str:
+    """12,345 -> 12.3k (tables that must fit a terminal)."""
+    v = float(v)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= div:
+            return f"{v / div:.1f}{unit}"
+    return f"{v:.0f}"
+
+
+def print_placement(rep: dict, t, out: str, png: str) -> None:
+    from snnc.mapping.plot import legend
+
+    s = rep["summary"]
+    table = Table(title=f"{s['layers']} layers in {s['blocks']} blocks on {s['cores_used']} {t.name} cores ({s['chips_used']} of {s['chips']} chip(s))")
+    budgets = [k for k in ("neurons", "synapses", "fan_in", "fan_out", "destinations", "layers") if any(r["budget"][k] is not None for r in rep["cores"])]
+    for col in ["chip:core", "layers", *[k.replace("_", "-") for k in budgets], "synops/step"]:
+        table.add_column(col, justify="left" if col == "layers" else "right", overflow="fold")
+    names = {line.split(" = ")[1]: line.split(" = ")[0] for line in legend(rep)}
+    rows = rep["cores"]
+    shown = rows if len(rows) <= 40 else rows[:20] + rows[-10:]
+    for i, r in enumerate(shown):
+        if len(rows) > 40 and i == 20:
+            table.add_row("...", f"({len(rows) - 30} more cores in the JSON)", *[""] * (len(budgets) + 1))
+        cells = [f"{_short(r['used'][k])} {100 * r['utilisation'][k]:.0f}%" if r["utilisation"][k] is not None else _short(r["used"][k]) for k in budgets]
+        table.add_row(f"{r['chip']}:{r['core']}", ",".join(names[n] for n in r["layers"]), *cells, _short(r["synops_per_step"]))
+    out_console.print(table)
+    out_console.print("layers: " + "; ".join(legend(rep)))
+    traffic = rep.get("traffic", {})
+    how = f"measured on {traffic['samples']} samples at T={traffic['timesteps']}" if traffic.get("source") == "measured" else f"assumed {traffic.get('rate')} messages per neuron per step"
+    out_console.print(
+        f"traffic ({how}): {s['spikes_per_step_between_cores']:,.1f} spikes/step between cores, {s['spikes_per_step_between_chips']:,.1f} between chips"
+        + "".join(f"; chip {c['src']}->{c['dst']}: {c['spikes_per_step']:,.1f}" for c in s["chip_links"])
+    )
+    busiest = sorted((x for x in rep["links"] if x["crosses"] != "none"), key=lambda x: -x["spikes_per_step"])[:5]
+    if busiest:
+        out_console.print(
+            f"busiest of {sum(x['crosses'] != 'none' for x in rep['links']):,} links (spikes/step; all in the JSON): "
+            + ", ".join(f"{x['src'][0]}:{x['src'][1]}->{x['dst'][0]}:{x['dst'][1]} {x['spikes_per_step']:,.1f}" for x in busiest)
+        )
+    out_console.print(f"estimate per step: {s['synops_per_step']:,.0f} synaptic ops, {s['energy_per_step_nj']:,.1f} nJ, {s['time_per_step_us']:,.1f} us (docs/mapping.md)")
+    base = rep.get("naive")
+    if base:
+        if base.get("fits") is False:
+            out_console.print(f"naive placement (layers in order, filling cores): does not fit ({base['reason']})")
+        else:
+            out_console.print(
+                f"naive placement (layers in order, filling cores): {base['cores_used']} cores, {base['spikes_per_step_between_chips']:,.1f} spikes/step between chips, "
+                f"{base['spikes_per_step_between_cores']:,.1f} between cores"
+            )
+    out_console.print(f"wrote {out} and {png}")
+
+
 # ------------------------------------------------------------------ inspect
 @main.command()
 @debug_option
@@ -874,6 +1018,11 @@ def check(path, backend_names):
         detail = _group_problems(problems) or "-"
         table.add_row(name, "[red]cannot run[/]" if problems else "[green]ok[/]", detail)
     out_console.print(table)
+    if graph.meta.get("fused_synapses"):
+        out_console.print(
+            f"note: fuse-synapses folded {graph.meta['fused_synapses']} synapse(s) that read synaptic currents into synapses that read "
+            "spikes (exact; Loihi / lava-fixed needs a neuron between two synapses)"
+        )
     if problems_found:
         sys.exit(1)
 
@@ -909,7 +1058,7 @@ def preflight_graph(path: str):
     run_passes(graph, parse_pipeline("canonicalize,fold-bn"), PassContext())
     for relu in graph.find("relu"):
         relu.set_param("threshold", np.array(1.0))
-    run_passes(graph, parse_pipeline("insert-if"), PassContext())
+    run_passes(graph, parse_pipeline("insert-if,fuse-synapses"), PassContext())  # as the default pipeline does
     return graph
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from snnc.backend import get_backend
 from snnc.defaults import DEFAULT_NIR_DT, DEFAULT_SEED, DEFAULT_TIMESTEPS
-from snnc.errors import ArtifactError, DataError
+from snnc.errors import ArtifactError, BackendError, DataError
 from snnc.ir.executor import check_input, run_ann
 from snnc.ir.graph import Graph
 from snnc.ir.serialize import load_artifact, save_artifact
@@ -82,10 +82,14 @@ class SpikingModel:
         encoding: str = "direct",
         seed: int = DEFAULT_SEED,
         progress=None,
+        placement=None,
     ) -> SimResult:
         """Run the SNN on ``x`` for one or several T; returns outputs per T and spike rates.
         ``device`` ("cpu", "cuda", "cuda:1", ...) defaults to the backend's choice (the
-        reference: CPU; spikingjelly: CUDA when available)."""
+        reference: CPU; spikingjelly: CUDA when available). ``placement`` (a placement file's
+        path or content, or a :class:`~snnc.mapping.placement_file.Placement`) runs the
+        network as placed on chip cores, on a backend that emulates placements (lava,
+        lava-fixed); the outputs equal the unplaced run's."""
         x = as_batch(x)
         check_input(self.snn, x)
         steps = check_timesteps(self.timesteps if timesteps is None else timesteps)
@@ -95,9 +99,16 @@ class SpikingModel:
         if progress not in (None, False) and not callable(progress):
             raise DataError(f"progress must be a callable progress(description, total) or None, got {type(progress).__name__}")
         be = get_backend(backend, **({"device": device} if device else {}))
+        if placement is not None and not be.runs_placement:
+            raise BackendError(f"backend {backend!r} cannot run a placement; emulate it on the lava or lava-fixed backend")
         be.check(self.snn)
         check_run_budget(self.snn, steps, len(x), device=str(getattr(be, "device", "cpu")), steps_in_memory=be.steps_in_memory)
-        return be.run(self.snn, x, steps, batch_size=batch_size, encoding=encoding, seed=seed, progress=progress)
+        extra = {}
+        if placement is not None:  # a file, its content or a Placement: validated for this graph first
+            from snnc.mapping.placement_file import as_placement
+
+            extra["placement"] = as_placement(placement, self.snn)
+        return be.run(self.snn, x, steps, batch_size=batch_size, encoding=encoding, seed=seed, progress=progress, **extra)
 
     def run(self, x: np.ndarray, timesteps: int | None = None, backend: str = "reference", **kwargs) -> np.ndarray:
         """Time-averaged SNN outputs (first graph output) after ``timesteps`` steps."""

@@ -95,7 +95,9 @@ def test_layering():
 # walk, each for its own reason.
 EXECUTES_OPS = {
     "snnc/ir/executor.py",  # the walk
-    "snnc/analysis/energy.py",  # the indicator map: an op's compute with every weight set to 1 (path counting)
+    "snnc/analysis/energy.py",  # moving a layer's per-neuron message rates through data movement (reshape, pad, pooling)
+    "snnc/ir/indicator.py",  # the indicator map: an op's compute with every weight set to 1 (path counting: energy, mapping)
+    "snnc/passes/fuse_synapses.py",  # the constant part of a chain of synapses: its ops at a zero input, in float64
     "backends/lava/snnc_lava/kernels.py",  # a Lava process steps one op
     "backends/lava/snnc_lava/lower.py",  # static parts (an executor) and spike scales through data movement
 }

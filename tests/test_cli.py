@@ -39,7 +39,7 @@ def test_convert_writes_artifact_report_and_summary(artifact, digits_model):
     assert prov["timesteps"] == 32 and prov["calibration_samples"] == 256
     assert prov["source"]["sha256"] and prov["import_check"]["max_abs_error"] < 1e-4
     assert prov["pipeline"].startswith("canonicalize,fold-bn,balance-thresholds")
-    assert [p["name"] for p in prov["passes"]] == ["canonicalize", "fold-bn", "balance-thresholds", "insert-if", "calibrate-bias"]
+    assert [p["name"] for p in prov["passes"]] == ["canonicalize", "fold-bn", "balance-thresholds", "insert-if", "calibrate-bias", "fuse-synapses"]
     assert prov["calibration"] == "light"
     assert prov["conversion_check"]["agreement"] > 0.9
     assert len(report["layers"]) == 3

@@ -168,7 +168,7 @@ def test_lava_errors_are_clear(monkeypatch):
 def test_interrupt_mid_run_leaves_no_lava_process(monkeypatch):
     import multiprocessing as mp
 
-    import snnc_lava.backend as lb
+    import snnc_lava.runtime as lb  # run_batches (unplaced and placed runs) calls it
 
     real, calls = lb._run_interruptibly, []
 

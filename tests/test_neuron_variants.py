@@ -93,7 +93,7 @@ def test_attribute_rules(attrs, where):
 
 
 def test_pipeline_spelling_and_default_unchanged():
-    assert default_pipeline() == "canonicalize,fold-bn,balance-thresholds{method=percentile percentile=98 granularity=channel},insert-if{maxpool=gate}"
+    assert default_pipeline() == "canonicalize,fold-bn,balance-thresholds{method=percentile percentile=98 granularity=channel},insert-if{maxpool=gate},fuse-synapses"
     assert parse_neuron("burst") == ("burst", 4) and parse_neuron("signed-burst:7") == ("signed-burst", 7) and parse_neuron("signed") == ("signed", 1)
     text = default_pipeline(neuron="burst:8")
     assert "balance-thresholds{method=percentile percentile=98 granularity=channel spikes=8}" in text and "insert-if{maxpool=gate neuron=burst spikes=8}" in text

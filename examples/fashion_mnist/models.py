@@ -4,6 +4,10 @@
   modules with average pooling and a global-average-pool classifier.
 * ``ResNetFn``: ResNet-style network with residual adds whose ReLUs are all
   *functional* (``F.relu``), i.e. there are no ``nn.ReLU`` modules to hook.
+* ``MobileNetV2``: MobileNetV2-style inverted residual blocks (1x1 expansion,
+  depthwise 3x3, *linear* 1x1 projection, residual add where shapes match) with
+  ReLU6. Its projections have no activation, so its SNN has synapses feeding
+  synapses: the ``fuse-synapses`` pass makes it run on Loihi (``lava-fixed``).
 
 Both take ``[N, 1, 28, 28]`` inputs in ``[0, 1]`` (no normalisation inside) and
 return ``[N, 10]`` logits.
@@ -99,9 +103,70 @@ class ResNetFn(nn.Module):
         return self.fc(x)
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand + BN + ReLU6 (skipped when ``expand`` is 1), depthwise
+    3x3 + BN + ReLU6, 1x1 project + BN with no activation (the linear bottleneck), and
+    ``x + out`` when the stride is 1 and the widths match (the residual stream is never
+    rectified)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return x + out if self.residual else out
+
+
+class MobileNetV2(nn.Module):
+    """stem conv3x3 + BN + ReLU6, inverted residual stages ``(expand, width, blocks, stride)``,
+    1x1 head conv + BN + ReLU6, GAP, fc."""
+
+    def __init__(
+        self,
+        stages=((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 3, 2)),
+        stem_channels: int = 16,
+        head_channels: int = 128,
+        num_classes: int = 10,
+        in_channels: int = 1,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(stem_channels),
+            nn.ReLU6(),
+        ]
+        cin = stem_channels
+        for expand, cout, blocks, stride in stages:
+            for i in range(blocks):
+                layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
+                cin = cout
+        layers += [nn.Conv2d(cin, head_channels, 1, bias=False), nn.BatchNorm2d(head_channels), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(head_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = x.mean((2, 3))
+        return self.classifier(x)
+
+
 MODELS = {
     "vgg_bn": VGGBN,
     "resnet": ResNetFn,
+    "mobilenet": MobileNetV2,
 }
 
 

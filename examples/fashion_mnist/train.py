@@ -45,6 +45,8 @@ DEFAULT_OUT = os.path.join(HERE, "models")
 DEFAULTS = {
     "vgg_bn": {"epochs": 7, "config": {"widths": [24, 48, 96]}},
     "resnet": {"epochs": 12, "config": {"stem_channels": 16, "stages": [[16, 1], [32, 2], [64, 2]]}},
+    # stages: (expansion, width, blocks, stride) per stage
+    "mobilenet": {"epochs": 6, "config": {"stem_channels": 16, "stages": [[1, 16, 1, 1], [4, 24, 2, 2], [4, 32, 3, 2]], "head_channels": 128}},
 }
 
 

@@ -94,11 +94,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from snnc.errors import DataError
-from snnc.ir.executor import Executor, static_values
+from snnc.ir.executor import static_values
 from snnc.ir.graph import Graph, Node, Value
+from snnc.ir.indicator import Indicators, indicator
 from snnc.ir.ops import TEMPORAL_TARGET, unit_spike_entries
 
 ANALOG_INPUT_MODES = ("once", "per_step")
@@ -270,68 +270,6 @@ def ann_operations(graph: Graph) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------- fan-out
-def _indicator(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
-    """``node``'s linear map with every non-zero weight / coefficient replaced by 1: the
-    vector-Jacobian product of ones through it counts paths (synapses)."""
-    op = node.op
-    attrs = node.attr_dict()
-    if _synaptic(node):
-        p = {"weight": torch.ones(node.params["weight"].shape, dtype=torch.float64), "bias": None}
-        return node.spec.compute(xs, attrs, p)
-    if op == "global_avg_pool":
-        x = xs[0]
-        return x.sum(dim=tuple(range(2, x.dim())), keepdim=bool(attrs["keepdims"]))
-    if op == "avg_pool":
-        return _sum_pool_indicator(node, xs[0])
-    if node.spec.has("preserves_amplitude") and not node.params:  # data movement (reshape, concat, upsample): 0/1 already
-        return node.spec.compute(xs, attrs, {})
-    if op == "add":
-        coeffs = node.attr("coeffs")
-        out = None
-        for i, x in enumerate(xs):
-            if coeffs is not None:
-                c = (torch.as_tensor(np.asarray(coeffs[i], dtype=np.float64)) != 0).to(torch.float64)
-                if c.dim() == 1 and x.dim() > 2:
-                    c = c.view(-1, *([1] * (x.dim() - 2)))
-                x = x * c
-            out = x if out is None else out + x
-        return out
-    if op == "affine":
-        scale = torch.as_tensor(np.asarray(node.params["scale"], dtype=np.float64))
-        return xs[0] * (scale != 0).to(torch.float64)
-    if op == "concat_constant":  # the constant part is no input: no path from it
-        value = torch.zeros((xs[0].shape[0], *np.shape(node.params["value"])), dtype=xs[0].dtype)
-        parts = [value, xs[0]] if attrs["position"] == "before" else [xs[0], value]
-        return torch.cat(parts, dim=attrs["axis"])
-    raise DataError(f"energy estimate: no operation count for op {op!r} (node {node.name!r})")
-
-
-def _sum_pool_indicator(node: Node, x: torch.Tensor) -> torch.Tensor:
-    """Window membership of an average pool (every real input of a window counts 1,
-    whatever the divisor; padding has no input): a depthwise conv with a kernel of ones over
-    the input padded to exactly the windows the op has (its output shape, ceil_mode included)."""
-    nd = x.dim() - 2
-    k = list(node.attr("kernel"))
-    s = list(node.attr("strides") or k)
-    pads = list(node.attr("pads") or [0] * (2 * nd))
-    out_sp = list(node.output.shape[1:])
-    fpad: list[int] = []
-    crop = [slice(None), slice(None)]
-    for i in range(nd):
-        length = x.shape[2 + i]
-        need = (out_sp[i] - 1) * s[i] + k[i]
-        right = need - (length + pads[i])
-        crop.append(slice(0, length + min(0, right)))
-        fpad = [pads[i], max(0, right)] + fpad  # F.pad lists the last dimension first
-    x = F.pad(x[tuple(crop)], fpad)
-    c = x.shape[1]
-    conv = F.conv1d if nd == 1 else F.conv2d
-    y = conv(x, torch.ones((c, 1, *k), dtype=x.dtype), stride=s, groups=c)
-    if list(y.shape[2:]) != out_sp:  # pragma: no cover - shape inference and this padding disagree
-        raise DataError(f"energy estimate: pooling windows of {node.name!r} do not match its output shape")
-    return y
-
-
 def _upstream(value: Value, inner: dict[int, Node], sources: dict[int, Value]) -> None:
     """Walk back from ``value`` through stateless, non-synaptic ops; collect those ops and
     the values where the walk stops (spikes, graph inputs, synaptic-layer outputs)."""
@@ -361,18 +299,11 @@ def fan_out(graph: Graph, target: Node) -> dict[str, np.ndarray]:
     with torch.enable_grad():
         leaves = {k: torch.zeros((1, *v.shape), dtype=torch.float64, requires_grad=True) for k, v in sources.items()}
         env: dict[int, torch.Tensor] = dict(leaves)
-        _Indicators(graph).walk([n for n in graph.nodes if id(n) in inner], env, free=False)
+        Indicators(graph).walk([n for n in graph.nodes if id(n) in inner], env, free=False)
         xs = [env[id(v)] for v in inputs]
-        out = _indicator(target, xs) if _synaptic(target) else xs[0]
+        out = indicator(target, xs) if _synaptic(target) else xs[0]
         out.sum().backward()
     return {v.name: leaves[k].grad[0].numpy().copy() for k, v in sources.items()}
-
-
-class _Indicators(Executor):
-    """The executor on path counts: each node runs its indicator map (:func:`_indicator`)."""
-
-    def run_node(self, node: Node, ins: list[torch.Tensor]) -> torch.Tensor:
-        return _indicator(node, ins)
 
 
 # ---------------------------------------------------------------------- operations
@@ -730,6 +661,22 @@ _COUNTS = (
 _PARTS = ("synops", "graded", "dense", "host", "neurons", "spikes")
 
 
+def _ann_side(ann: Graph, totals: dict[str, Any], per_profile: dict[str, dict], profs) -> None:
+    """The ANN's totals (MACs, activations, host ops; energy and bytes per profile) from the
+    ANN graph itself, for an SNN whose synapses no longer match the ANN's layers."""
+    rows = ann_operations(ann)
+    macs = sum(r["macs"] for r in rows)
+    acts = sum(r["activations"] for r in rows)
+    host = sum(r["host_ops"] for r in rows)
+    outs = sum(int(np.prod(r["shape"])) for r in rows if r["macs"])
+    totals["ann_macs"], totals["ann_activations"], totals["ann_host_ops"] = macs, acts, host
+    for p in profs:
+        t = per_profile[p.name]
+        if p.mac_pj is not None:
+            t["ann_nj"] = ((macs + host) * p.mac_pj + acts * (p.activation_pj or 0.0)) / 1e3
+            t["ann_bytes"] = macs * (p.weight_bytes + p.activation_bytes) + outs * p.activation_bytes
+
+
 def _row_energy(row: dict[str, Any], p: EnergyProfile) -> dict[str, Any]:
     out_elems = int(np.prod(row["shape"])) if row["kind"] == "synapse" else 0
     if p.mac_pj is None:
@@ -803,6 +750,10 @@ def estimate_energy(
             t["snn_bytes"] += e["snn_bytes"]
             for k, v in e["snn_parts_nj"].items():
                 t["snn_parts_nj"][k] += v
+    ann_graph = getattr(model_or_graph, "ann", None)
+    fused = bool(graph.meta.get("fused_synapses")) and ann_graph is not None
+    if fused:  # the SNN's synapses were composed (fuse-synapses): the ANN side is the ANN's own layers
+        _ann_side(ann_graph, totals, per_profile, profs)
     for t in per_profile.values():
         t["ratio"] = t["snn_nj"] / t["ann_nj"] if t["ann_nj"] else None
         t["host_fraction"] = t["snn_parts_nj"]["host"] / t["snn_nj"] if t["snn_nj"] else 0.0
@@ -819,6 +770,11 @@ def estimate_energy(
         "SNN synaptic operations assume event-driven execution with pooling and other stateless ops folded into the synaptic matrix.",
         "Loihi figures are pre-silicon per-event minima; spike routing between tiles is not priced.",
     ]
+    if fused:
+        caveats.append(
+            f"fuse-synapses composed {graph.meta['fused_synapses']} synapse(s) of the SNN: the ANN totals count the ANN's own layers "
+            f"({totals['ann_macs']:,} MACs); the per-layer ANN columns of the fused synapses count the composed weights."
+        )
     if not exact:
         caveats.append("Layer-average spike rates: exact where a layer's fan-out is uniform, an approximation elsewhere (padding, strides).")
     if graded_rows:

@@ -61,7 +61,7 @@ import numpy as np
 from snnc.errors import ArtifactError, VerificationError
 from snnc.ir.graph import Graph, Node
 from snnc.ir.verify import STAGES, verify, verify_consistency
-from snnc.utils.io import atomic_write, check_zip_member, json_default, read_npy_header
+from snnc.utils.io import atomic_write, check_zip_member, json_default, read_npy_header, unique_keys
 
 FORMAT = "snnc-artifact"
 # Version 2 added the ``weights`` table (declared shapes and the digest). Version 1 files
@@ -308,7 +308,7 @@ def _read_manifest(zf: zipfile.ZipFile, name: str) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise _Corrupt(f"{MANIFEST} nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys)
+        return json.loads(data, object_pairs_hook=unique_keys)
     except RecursionError:  # pragma: no cover - the depth scan comes first
         raise _Corrupt(f"{MANIFEST} nests too deeply") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, duplicate keys, huge integers
@@ -334,15 +334,6 @@ def _json_depth(data: bytes) -> int:
         levels = np.cumsum(step) + level
         depth, level = max(depth, int(levels.max())), int(levels[-1])
     return depth
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"duplicate key {dup!r}")
-    return d
 
 
 # ------------------------------------------------------------------ schema

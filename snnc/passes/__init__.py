@@ -9,7 +9,8 @@ import re
 
 from snnc.defaults import DEFAULT_BURST_SPIKES, DEFAULT_GRANULARITY, DEFAULT_MAXPOOL, DEFAULT_MESSAGE_BITS, DEFAULT_NEURON, DEFAULT_THRESHOLD
 from snnc.errors import PassError
-from snnc.passes import balance, calibrate, canonicalize, fold_bn, insert_if, normalize  # noqa: E402,F401  (registration)
+from snnc.passes import balance, calibrate, canonicalize, fold_bn, fuse_synapses, insert_if, normalize  # noqa: E402,F401  (registration)
+import snnc.passes.quantize  # noqa: E402,F401  (registration; a module name the quantize= argument below would shadow)
 from snnc.passes.base import (
     Pass,
     PassContext,
@@ -24,7 +25,7 @@ from snnc.passes.base import (
 from snnc.passes.insert_if import NEURONS, neuron_attrs
 from snnc.passes.messages import payload_spikes
 
-DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if"
+DEFAULT_PIPELINE = "canonicalize,fold-bn,balance-thresholds,insert-if,fuse-synapses"
 
 
 CALIBRATION_PIPELINES = {
@@ -41,11 +42,14 @@ def default_pipeline(
     calibration: str = "none",
     neuron: str = DEFAULT_NEURON,
     message_bits: int = DEFAULT_MESSAGE_BITS,
+    quantize: str | None = None,
 ) -> str:
     """The default pipeline with the user's threshold method (``max``, ``percentile:P``,
     ``mse``), calibration level (``none``, ``light``, ``advanced``), neuron (``if``,
-    ``signed``, ``burst:K``, ``signed-burst:K``: :func:`parse_neuron`) and, for attention
-    networks, the payload of every message in bits (:mod:`snnc.passes.messages`)."""
+    ``signed``, ``burst:K``, ``signed-burst:K``: :func:`parse_neuron`), for attention
+    networks the payload of every message in bits (:mod:`snnc.passes.messages`) and the
+    hardware target the calibration quantises for (``quantize``: ``loihi2``; the quantize
+    pass goes after insert-if, before the calibration passes: :mod:`snnc.passes.quantize`)."""
     variant, spikes = parse_neuron(neuron)
     payload_spikes(message_bits)  # range check, one message
     if calibration not in CALIBRATION_PIPELINES:
@@ -64,7 +68,14 @@ def default_pipeline(
         insert.append(f"message_bits={message_bits}")
     pipeline = f"canonicalize,fold-bn,balance-thresholds{{{' '.join(opts)}}},insert-if{{{' '.join(insert)}}}"
     extra = CALIBRATION_PIPELINES[calibration]
-    return f"{pipeline},{extra}" if extra else pipeline
+    if quantize is not None:
+        if not isinstance(quantize, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", quantize):
+            raise PassError(f"quantize target {quantize!r} is not a name such as loihi2")
+        # The quantiser maps the graph as the chip runs it: synapses fused first, then calibrated as quantised.
+        quantized = f"{pipeline},fuse-synapses,quantize{{target={quantize}}}"
+        return f"{quantized},{extra}" if extra else quantized
+    # fuse-synapses last: it changes only graphs with synapses feeding synapses (for Loihi), exactly
+    return f"{pipeline},{extra},fuse-synapses" if extra else f"{pipeline},fuse-synapses"
 
 
 def parse_neuron(neuron: str) -> tuple[str, int]:

@@ -74,6 +74,9 @@ class PassContext:
     store: str = "auto"
     store_memory: int = DEFAULT_STORE_MEMORY
     spill_dir: str | None = None
+    # Set by the quantize pass: the target's quantiser (snnc.backend.get_quantizer); the
+    # calibration passes after it put every layer they change back on its grid.
+    quantizer: Any = None
 
     @property
     def calibrated_for(self) -> tuple[int, ...]:

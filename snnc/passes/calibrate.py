@@ -369,6 +369,22 @@ def open_store(ctx: PassContext) -> SpillStore | None:
     return SpillStore(budget, ctx.spill_dir)
 
 
+def _weight_grid(grid: dict | None, device) -> tuple[torch.Tensor, int, int] | None:
+    """A quantiser's weight grid (step, lo, hi) as tensors on ``device``, or None."""
+    if grid is None:
+        return None
+    return torch.as_tensor(np.asarray(grid["step"]), dtype=torch.float32, device=device), int(grid["lo"]), int(grid["hi"])
+
+
+def _on_grid(w: torch.Tensor, grid: tuple[torch.Tensor, int, int]) -> torch.Tensor:
+    """``w`` rounded onto the grid in the forward pass, unchanged in the backward pass
+    (straight-through); a step of 0 leaves the weight as it is."""
+    step, lo, hi = grid
+    live = step > 0
+    q = torch.where(live, torch.clamp(torch.round(w / torch.where(live, step, torch.ones_like(step))), lo, hi) * step, w)
+    return w + (q - w).detach()
+
+
 # ----------------------------------------------------------------- passes
 class _Calibration(Pass):
     """Shared driver: walks the segments in forward order, calibrating the target layers.
@@ -446,6 +462,8 @@ class _Calibration(Pass):
                         self.observe(seg, b, rs, a, env)
                         task.advance(1)
                     where = self.update(graph, seg, ctx)
+                    if ctx.quantizer is not None:  # hardware-aware (the quantize pass): the layer back on the target's grid
+                        ctx.quantizer.project(graph, [seg.node.name])
                     runner.refresh(seg)
                     after = [ErrorStats() for _ in Ts]
                     for b in local:
@@ -636,6 +654,10 @@ class CalibrateWeights(_Calibration):
                 w = ex.param(n, "weight").clone().requires_grad_(True)
                 ex.params(n)["weight"] = w
                 weights.append(w)
+            # Hardware-aware (the quantize pass): fit through the target's weight grid, a
+            # straight-through estimator (the forward pass sees the weights on the grid).
+            grids = ctx.quantizer.grid(graph, [seg.node.name]) if ctx.quantizer is not None and hasattr(ctx.quantizer, "grid") else {}
+            grid = [_weight_grid(grids.get(n.name), runner.device) for n in train]
             node = seg.node
             neuron = node.spec.has("neuron")
             if neuron:
@@ -656,6 +678,9 @@ class CalibrateWeights(_Calibration):
                         target = self._rows("target", held).to(runner.device)
                         rows: dict[Any, torch.Tensor] = {}
                         losses = []
+                        for n, w, gr in zip(train, weights, grid):
+                            if gr is not None:
+                                ex.params(n)["weight"] = _on_grid(w, gr)
                         for k, t in enumerate(Ts):
                             env = {}
                             for v in seg.boundary:
@@ -676,8 +701,11 @@ class CalibrateWeights(_Calibration):
                             w.grad = group.all_reduce(w.grad)
                     opt.step()
                     sched.step()
-            for n, w in zip(train, weights):
-                n.set_param("weight", group.broadcast(w.detach()).cpu().numpy())
+            for n, w, gr in zip(train, weights, grid):
+                w = w.detach()
+                if gr is not None:  # within the grid's range, so the exponent (and the fitted grid) stays
+                    w = torch.where(gr[0] > 0, torch.clamp(w, -gr[2] * gr[0], gr[2] * gr[0]), w)
+                n.set_param("weight", group.broadcast(w).cpu().numpy())
                 self._trained.add(id(n))
             return ",".join(n.name for n in train)
         finally:

@@ -336,3 +336,41 @@ def _available_bytes() -> int | None:
 
     have = available_memory()
     return None if have is None else have // 2
+
+
+def read_small_file(path: str, what: str, limit: int, *, missing: str, kind: str) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; otherwise a
+    DataError naming ``what`` (``"target file 'x.toml'"``): ``missing`` says what to do
+    when it does not exist, ``kind`` what to give instead of a directory or device."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{what} does not exist; {missing}") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{what} cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{what} is a directory; give {kind}")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{what} is not a regular file (a FIFO, socket or device); give {kind}")
+    too_big = f"more than the {limit:,} bytes it may have; is it the right file?"
+    if st.st_size > limit:
+        raise DataError(f"{what} is {st.st_size:,} bytes, {too_big}")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as e:
+        raise DataError(f"{what} cannot be read ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise DataError(f"{what} is {too_big}")
+    return data
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads(..., object_pairs_hook=unique_keys)``: a ValueError on a repeated key
+    (plain json keeps the last one silently)."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup!r}")
+    return d

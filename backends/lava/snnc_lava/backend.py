@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import threading
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +14,7 @@ from snnc.backend import Backend, SimResult, Unsupported, check_timesteps, spike
 from snnc.errors import BackendError, DataError
 from snnc.ir.executor import check_input
 from snnc.ir.graph import Graph
+from snnc_lava.runtime import run_batches
 
 INSTALL_HINT = (
     "install it with `pip install --no-deps --ignore-requires-python lava-nc==0.10.0 \"asteval<0.10\" && pip install networkx` "
@@ -47,6 +46,7 @@ class LavaBackend(Backend):
     """snnc's processes on Lava's CPU simulator, floating point."""
 
     steps_in_memory = False  # Lava steps through time
+    runs_placement = True  # run(..., placement=): one process per placed block (snnc_lava.placed)
     name = "lava"
     fixed = False
 
@@ -75,13 +75,15 @@ class LavaBackend(Backend):
             return [Unsupported(graph.name, "graph", str(e))]
         return []
 
-    def run(self, graph, x, timesteps: Sequence[int], *, batch_size=None, encoding="direct", seed=0, progress=None) -> SimResult:
+    def run(self, graph, x, timesteps: Sequence[int], *, batch_size=None, encoding="direct", seed=0, progress=None, placement=None) -> SimResult:
         from snnc_lava.lower import lower
 
         if encoding != "direct":
             raise DataError(f"the {self.name} backend takes direct-coded input (the analog input as bias current); got encoding {encoding!r}")
         steps = check_timesteps(timesteps)
         check_input(graph, x)
+        # ``placement``: a Placement validated for this graph (snnc.model validates the user's file
+        # or dict before it gets here; the backends depend on the IR only, not on snnc.mapping)
         T = steps[-1]
         n = len(x)
         B = int(batch_size or min(DEFAULT_BATCH, n))
@@ -90,7 +92,12 @@ class LavaBackend(Backend):
             p.spec["samples"] = n
         outs = {t: {name: np.empty((n, *graph.outputs[i].shape), np.float32) for i, (name, _) in enumerate(program.outputs)} for t in steps}
         t0 = time.perf_counter()
-        counts, busy = _simulate(program, n, B, steps, progress, outs, self.name)
+        if placement is None:
+            counts, busy = _simulate(program, n, B, steps, progress, outs, self.name)
+        else:
+            from snnc_lava.placed import simulate_placed
+
+            counts, busy, placed = simulate_placed(graph, program, placement, n, B, steps, progress, outs, self.name)
         wall = time.perf_counter() - t0
         for t in steps:
             for name, arr in program.static_outputs.items():
@@ -98,8 +105,10 @@ class LavaBackend(Backend):
         result = SimResult({t: [outs[t][name] for name, _ in program.outputs] for t in steps}, spike_rates(graph, counts, n, T), n)
         if self.fixed:
             result.details["deployment"] = deployment(graph, program)
+        if placement is not None:
+            result.details["placement"] = placed
         result.details["lava"] = {
-            "processes": len(program.procs),
+            "processes": len(program.procs) if placement is None else placed["processes"],
             "batch": B,
             "lava_runs": math.ceil(n / B) * len(steps),
             "wall_seconds": wall,
@@ -113,6 +122,12 @@ class LavaFixedBackend(LavaBackend):
 
     name = "lava-fixed"
     fixed = True
+
+    def quantizer(self, timesteps: int):
+        """Fake quantisation onto this backend's Loihi grid (snnc_lava.quantize)."""
+        from snnc_lava.quantize import LoihiQuantizer
+
+        return LoihiQuantizer(timesteps)
 
 
 def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -157,7 +172,6 @@ def _components(program) -> list[list]:
 def _simulate_part(plans, program, n, B, steps, task, outs, error_file):
     """Build one connected Lava network, run every sample batch, collect its readouts and
     spike counts; the runtime is stopped however this ends (success, error, Ctrl-C)."""
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     from snnc_lava.processes import NODE_PROCESSES, SnncReadout
@@ -174,99 +188,17 @@ def _simulate_part(plans, program, n, B, steps, task, outs, error_file):
     any_proc = procs[plans[0].name]
     cfg = Loihi2SimCfg(select_tag="fixed_pt" if plans[0].spec["mode"] == "fixed" else "floating_pt")
     readouts = {name: ro for name, ro in program.outputs if ro is not None and ro in procs}
-    started = False
-    ok = False
-    try:
-        for b in range(math.ceil(n / B)):
-            lo, hi = b * B, min(n, (b + 1) * B)
-            prev = 0
-            for t in steps:
-                started = True
-                _run_interruptibly(any_proc, RunSteps(num_steps=t - prev), cfg, error_file)
-                prev = t
-                for out_name, ro in readouts.items():
-                    val = np.asarray(procs[ro].value.get(), dtype=np.float64)[: hi - lo]
-                    outs[t][out_name][lo:hi] = val / program.output_scale[ro] / t
-            if task:
-                task.advance(hi - lo)
+
+    def read(t, lo, hi):
+        for out_name, ro in readouts.items():
+            val = np.asarray(procs[ro].value.get(), dtype=np.float64)[: hi - lo]
+            outs[t][out_name][lo:hi] = val / program.output_scale[ro] / t
+
+    def finish():
         counts = {p.name: float(procs[p.name].spikes.get()[0]) for p in plans if p.kind == "neuron"}
-        busy = {p.name: float(procs[p.name].busy.get()[0]) for p in plans}
-        ok = True
-        return counts, busy
-    finally:
-        if started and ok:
-            any_proc.stop()
-        elif started:  # an error or Ctrl-C mid-run: Lava's own stop would wait for the run
-            _terminate(any_proc, list(procs.values()))
+        return counts, {p.name: float(procs[p.name].busy.get()[0]) for p in plans}
 
-
-def _run_interruptibly(proc, condition, cfg, error_file: str | None = None) -> None:
-    """``proc.run(...)`` in a helper thread while the main thread waits in short, signal-aware
-    joins: Lava's own wait blocks the main thread where Ctrl-C cannot reach it, and hangs
-    when a process model fails; a failure's traceback lands in ``error_file``."""
-    errors: list[BaseException] = []
-
-    def target():
-        try:
-            with warnings.catch_warnings():
-                # Lava's model search executes every module next to ours and warns on each.
-                warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
-                proc.run(condition=condition, run_cfg=cfg)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(e)
-
-    worker = threading.Thread(target=target, name="lava-run", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-        if error_file and os.path.exists(error_file) and os.path.getsize(error_file):
-            with open(error_file) as f:
-                detail = f.read().strip()
-            raise BackendError(f"a Lava process failed; the run was stopped.\n{detail}")
-    if errors:
-        raise errors[0]
-
-
-def _terminate(proc, all_procs) -> None:
-    """Stop a Lava runtime in the middle of a run: kill its worker processes, close its
-    channel threads and release its shared memory (best effort; never masks the original
-    exception). Lava's own ``stop`` would wait for the run to finish."""
-    import multiprocessing as mp
-
-    rt = getattr(proc, "runtime", None)
-    if rt is None:
-        return
-    infra = rt._messaging_infrastructure
-    actors = list(getattr(infra, "actors", []))
-    for actor in actors:
-        try:
-            actor.terminate()
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
-    for actor in actors:
-        try:
-            mp.Process.join(actor, 5)  # Lava's SystemProcess.join takes no timeout
-            if actor.is_alive():
-                actor.kill()
-        except Exception:  # noqa: BLE001
-            pass
-    closer = threading.Thread(target=_close_quietly, args=(rt, infra), daemon=True)
-    closer.start()
-    closer.join(10)
-    # The runtime is gone: Lava's Process.__del__ must not try to stop it again (it would
-    # write into the released shared memory).
-    rt._is_started = rt._is_running = False
-    for p in all_procs:
-        p._runtime = None
-
-
-def _close_quietly(rt, infra) -> None:
-    for step in (rt.join, getattr(infra.smm, "shutdown", None), getattr(rt._watchdog_manager, "stop", None)):
-        try:
-            if step is not None:
-                step()
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
+    return run_batches(procs, any_proc, cfg, n, B, steps, error_file, read, task, finish)
 
 
 def deployment(graph: Graph, program) -> dict:

@@ -278,7 +278,76 @@ class MaxPoolKernel(Kernel):
         return y.astype(np.int64) if self.fixed else y
 
 
-_KERNELS = {"op": OpKernel, "neuron": NeuronKernel, "readout": ReadoutKernel, "maxpool": MaxPoolKernel}
+class BlockKernel(Kernel):
+    """One core process (``spec["kind"] == "block"``): reassemble the upstream layers from
+    their blocks, run the segment's op kernels, keep the box of the current, step the box's
+    neurons (or readout, or a whole max pool). Planned by :mod:`snnc_lava.placed`."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.inputs = [(tuple(p["shape"]), [(port, tuple(slice(lo, hi) for lo, hi in s)) for port, s in p["ports"]]) for p in spec["inputs"]]
+        self.ops = [(build_kernel(o["spec"]), o["args"]) for o in spec["ops"]]
+        sink = dict(spec["sink"]["spec"])
+        sink["samples"] = spec.get("samples", sink.get("samples", 1 << 62))
+        self.sink = build_kernel(sink)
+        self.sink_args = spec["sink"]["args"]
+        s = spec["sink"]["slices"]
+        self.box = None if s is None else (slice(None), *(slice(lo, hi) for lo, hi in s))
+        self.counts_spikes = self.sink.counts_spikes
+
+    @property
+    def spike_total(self):
+        return self.sink.spike_total
+
+    def reset(self, batch):
+        for k, _ in self.ops:
+            k.reset(batch)
+        self.sink.reset(batch)
+
+    def step(self, ins):
+        values = []
+        for shape, ports in self.inputs:
+            first = ins[ports[0][0]]
+            if len(ports) == 1 and first.shape[1:] == shape:  # one block: the whole layer
+                values.append(first)
+                continue
+            full = np.zeros((self.B, *shape), dtype=first.dtype)
+            for port, box in ports:
+                full[(slice(None), *box)] = ins[port]
+            values.append(full)
+        outs: list = []
+
+        def get(r):
+            return values[r[1]] if r[0] == "in" else outs[r[1]]
+
+        for k, args in self.ops:
+            outs.append(k.step([get(r) for r in args]))
+        args = [get(r) for r in self.sink_args]
+        if self.box is not None:
+            args = [np.ascontiguousarray(a[self.box]) for a in args]
+        return self.sink.step(args)
+
+    def value(self):
+        return self.sink.value()
+
+
+class RouteKernel(Kernel):
+    """A placed layer's router: puts its blocks' boxes (one in-port each) back into the whole
+    layer and sends it on to every reader (snnc_lava.placed)."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.shape = tuple(spec["shape"])
+        self.boxes = [(slice(None), *(slice(lo, hi) for lo, hi in b)) for b in spec["boxes"]]
+
+    def step(self, ins):
+        full = np.zeros((self.B, *self.shape), dtype=ins[0].dtype)
+        for box, x in zip(self.boxes, ins):
+            full[box] = x
+        return full
+
+
+_KERNELS = {"op": OpKernel, "neuron": NeuronKernel, "readout": ReadoutKernel, "maxpool": MaxPoolKernel, "block": BlockKernel, "route": RouteKernel}
 
 
 def build_kernel(spec: dict) -> Kernel:

@@ -54,6 +54,11 @@ EXP_RANGE = range(-8, 8)
 # lava.networks.gradedvecnetwork). The burst / signed neurons send their count s as that
 # payload: it must lie in [-2^23, 2^23 - 1].
 GRADED_PAYLOAD_BITS = 24
+# How to make a chain of synapses mappable (snnc/passes/fuse_synapses.py folds it exactly).
+FUSE_HINT = (
+    "the fuse-synapses pass folds such chains into synapses that read spikes: re-convert (the default pipeline runs it; "
+    "with --passes, add fuse-synapses), or fuse this artifact: snnc calibrate ART --calib C.npz --passes fuse-synapses -o OUT.snn"
+)
 
 
 class Unmappable(BackendError):
@@ -323,14 +328,35 @@ def _quantise(w: np.ndarray, scale: float, e: int) -> np.ndarray:
     return np.clip(np.rint(w * scale / 2 ** (e + 1)), -M_MAX - 1, M_MAX)
 
 
-def choose_vth(terms: list[np.ndarray], vmax: float) -> tuple[int, float]:
+def choose_vth(terms: list[np.ndarray], vmax: float, min_exp: int | None = None) -> tuple[int, float]:
     """The layer scale (threshold mantissa) minimising the summed relative squared weight
     error of the layer's synapses, among the scales where one synapse's largest weight
     lands on the mantissa's edge (for every exponent) and the largest scale the overflow
-    bounds allow. Returns (vth, error)."""
+    bounds allow. Returns (vth, error). With ``min_exp``, scales where every synapse's
+    exponent is at least ``min_exp`` win whenever there is one (the quantiser asks for -1:
+    a right shift of the even sums 2m*s by one bit is exact, by more it floors)."""
+    if min_exp is not None:
+        vth, err = choose_vth(terms, vmax)
+        if all(_exponent(float(np.abs(w).max()) if w.size else 0.0, vth) >= min_exp for w in terms):
+            return vth, err
+        restricted = _choose_restricted(terms, vmax, min_exp)
+        return restricted if restricted is not None else (vth, err)
     vmax = int(min(VTH_MAX, math.floor(vmax)))
     if vmax < 1:
         raise BackendError("the layer's input currents are too large for a 24-bit membrane")
+    best = None
+    for c in _candidate_scales(terms, vmax):
+        err = scale_error(terms, c)
+        if best is None or err < best[1] - 1e-15:
+            best = (c, err)
+    if best is None or not math.isfinite(best[1]):
+        raise BackendError("no 8-bit weight exponent in [-8, 7] fits the layer's weights")
+    return best
+
+
+def _candidate_scales(terms: list[np.ndarray], vmax: int) -> list[int]:
+    """The scales :func:`choose_vth` tries, largest first: ``vmax`` and every scale in
+    [1, vmax] where some synapse's largest weight lands on the mantissa's edge."""
     cands = {vmax}
     for w in terms:
         m = float(np.abs(w).max()) if w.size else 0.0
@@ -339,22 +365,36 @@ def choose_vth(terms: list[np.ndarray], vmax: float) -> tuple[int, float]:
                 c = math.floor((M_MAX + 0.5) * 2 ** (e + 1) / m)
                 if 1 <= c <= vmax:
                     cands.add(c)
+    return sorted(cands, reverse=True)
+
+
+def _choose_restricted(terms: list[np.ndarray], vmax: float, min_exp: int) -> tuple[int, float] | None:
+    """:func:`choose_vth` among the scales where every exponent is at least ``min_exp``
+    (None when there is none below ``vmax``)."""
+    vmax = int(min(VTH_MAX, math.floor(vmax)))
     best = None
-    for c in sorted(cands, reverse=True):
-        err = 0.0
-        for w in terms:
-            e = _exponent(float(np.abs(w).max()) if w.size else 0.0, c)
-            if e is None:
-                err = math.inf
-                break
-            q = _quantise(w, c, e) * 2 ** (e + 1) / c
-            n = float((w**2).sum())
-            err += float(((w - q) ** 2).sum()) / n if n > 0 else 0.0
-        if best is None or err < best[1] - 1e-15:
+    for c in _candidate_scales(terms, vmax):
+        exps = [_exponent(float(np.abs(w).max()), c) for w in terms if w.size and np.abs(w).max() > 0]
+        if any(e is None or e < min_exp for e in exps):
+            continue
+        err = scale_error(terms, c)
+        if math.isfinite(err) and (best is None or err < best[1] - 1e-15):
             best = (c, err)
-    if best is None or not math.isfinite(best[1]):
-        raise BackendError("no 8-bit weight exponent in [-8, 7] fits the layer's weights")
     return best
+
+
+def scale_error(terms: list[np.ndarray], c: int) -> float:
+    """The summed relative squared weight error of a layer's synapses at scale ``c`` (inf
+    where some synapse's largest weight fits no exponent)."""
+    err = 0.0
+    for w in terms:
+        e = _exponent(float(np.abs(w).max()) if w.size else 0.0, c)
+        if e is None:
+            return math.inf
+        q = _quantise(w, c, e) * 2 ** (e + 1) / c
+        n = float((w**2).sum())
+        err += float(((w - q) ** 2).sum()) / n if n > 0 else 0.0
+    return err
 
 
 @dataclass
@@ -365,13 +405,18 @@ class _Term:
     port: int | None  # port index for port terms
     w: np.ndarray  # real weights at vth = 1 (normalised by the threshold)
     cmax: float  # largest count per input element per step
+    unit: np.ndarray | None = None  # weighted: the real weight of a graph weight of 1 (w = unit * W)
 
 
 class FixedPoint:
     """Domains, scales and quantisation for the fixed-point lowering (see module docstring)."""
 
-    def __init__(self, graph: Graph, dyn: set[int], statics: dict, T: int):
+    def __init__(self, graph: Graph, dyn: set[int], statics: dict, T: int, *, min_exp: int | None = None, margin: float = 0.0):
         self.graph, self.dyn, self.statics, self.T = graph, dyn, statics, T
+        # For layers without a pinned scale: choose_vth's min_exp, and a fraction of the
+        # overflow bound left free (so that rounding the weights, or a later calibration of
+        # the bias, does not push a pinned scale past it).
+        self.min_exp, self.margin = min_exp, margin
         self.use = consumers(graph)
         self.producer = {id(n.output): n for n in graph.nodes}
         self.dom: dict[int, str] = {}
@@ -381,6 +426,10 @@ class FixedPoint:
         self.sinks: dict[str, dict] = {}  # neuron / readout -> fixed spec
         self.layers: list[dict] = []
         self._port_weights: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+        # Per layer: its scale and each synapse's real weights, exponent and mantissas
+        # (what snnc_lava.quantize projects the float graph onto).
+        self.plans: dict[str, dict] = {}
+        self.pins = pinned_scales(graph)
         self._forward()
         for n in graph.nodes:
             if n.spec.has("neuron") or (n.spec.has("readout") and id(n.inputs[0]) in dyn):
@@ -420,7 +469,7 @@ class FixedPoint:
                     self._count(n, self._pool_sigma(n, v, 1.0), self.cmax[id(v)])
             elif n.spec.has("synaptic") or (n.op == "affine" and doms == {"count"}):
                 if doms != {"count"}:
-                    self.fail(n, "its input is a synaptic current, not spikes: on Loihi a neuron must sit between two synapses")
+                    self.fail(n, "its input is a synaptic current, not spikes: on Loihi a neuron must sit between two synapses; " + FUSE_HINT)
                 self.dom[id(n.output)] = "current"
             elif n.op == "add":
                 self.dom[id(n.output)] = "current"
@@ -486,9 +535,10 @@ class FixedPoint:
     def _back(self, v: Value, r: np.ndarray, terms: list[_Term]) -> None:
         n = self.producer[id(v)]
         if len(self.use.get(id(v), [])) > 1:
-            self.fail(n, "a synaptic current that feeds two layers (each needs its own scaling)")
+            self.fail(n, "a synaptic current that feeds two layers (each needs its own scaling); " + FUSE_HINT)
         if n.spec.has("synaptic"):
-            terms.append(_Term(n.name, "weighted", n.op, None, self._weights(n, r), self.cmax[id(n.inputs[0])]))
+            unit = self._weights(n, r, np.ones(np.shape(n.params["weight"])))  # for snnc_lava.quantize's grid
+            terms.append(_Term(n.name, "weighted", n.op, None, self._weights(n, r), self.cmax[id(n.inputs[0])], unit))
         elif n.op == "affine":
             u = n.inputs[0]
             if self.dom[id(u)] == "count":
@@ -539,9 +589,10 @@ class FixedPoint:
         else:
             self.fail(n, "no Lava fixed-point mapping for this op")
 
-    def _weights(self, n: Node, r: np.ndarray) -> np.ndarray:
-        """Real weights W * sigma_in * r_out of a conv / transposed conv / linear."""
-        w = np.asarray(n.params["weight"], dtype=np.float64)
+    def _weights(self, n: Node, r: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        """Real weights W * sigma_in * r_out of a conv / transposed conv / linear (of
+        ``weight`` in place of the node's W when given)."""
+        w = np.asarray(n.params["weight"] if weight is None else weight, dtype=np.float64)
         u = n.inputs[0]
         sig = self.sigma[id(u)]
         if n.op == "linear":
@@ -591,15 +642,31 @@ class FixedPoint:
             if V_LIMIT / 64 / (k + 1) < 1:
                 self.fail(sink, f"a burst of {k} thresholds does not fit the 24-bit membrane potential")
         vmax = min(bounds)
-        while True:  # rounding can push mantissas up by half a step: recheck the current bound quantised
-            vth, err = choose_vth([t.w for t in terms], vmax)
-            if self._max_current(terms, vth) <= V_LIMIT / 64 or vth <= 1:
-                break
-            vmax = vth - 1
+        pin, pin_problem = self.pins.get(sink.name), None
+        if pin is not None:  # a scale the artifact was quantised (and calibrated) at: kept while it fits
+            if pin > vmax:
+                pin_problem = f"vth {pin} exceeds the overflow bound {math.floor(vmax)} (e.g. evaluated at a larger T than quantised for)"
+            elif self._max_current(terms, pin) > V_LIMIT / 64:
+                pin_problem = f"vth {pin} lets the per-step current wrap"
+            elif not math.isfinite(scale_error([t.w for t in terms], pin)):
+                pin_problem = f"no weight exponent fits at vth {pin}"
+        if pin is not None and pin_problem is None:
+            vth, err = pin, scale_error([t.w for t in terms], pin)
+        else:
+            vmax = vmax * (1.0 - self.margin) if vmax * (1.0 - self.margin) >= 1 else vmax
+            while True:  # rounding can push mantissas up by half a step: recheck the current bound quantised
+                vth, err = choose_vth([t.w for t in terms], vmax, self.min_exp)
+                if self._max_current(terms, vth) <= V_LIMIT / 64 or vth <= 1:
+                    break
+                vmax = vth - 1
         report = {"layer": sink.name, "kind": "neuron" if sink.spec.has("neuron") else "readout", "vth": vth, "synapses": [], "weight_error": err}
+        if pin is not None:
+            report["pinned_vth"] = "kept" if pin_problem is None else f"not kept: {pin_problem}"
+        plan = self.plans[sink.name] = {"vth": vth, "terms": []}
         for t in terms:
             e = _exponent(float(np.abs(t.w).max()) if t.w.size else 0.0, vth)
             m = _quantise(t.w, vth, e)
+            plan["terms"].append((t, m, int(e)))
             rel = float(np.sqrt(((t.w - m * 2 ** (e + 1) / vth) ** 2).sum() / max((t.w**2).sum(), 1e-300)))
             report["synapses"].append({"node": t.owner, "kind": t.kind, "weight_exp": int(e), "max_mantissa": int(np.abs(m).max()) if m.size else 0, "relative_rms_error": rel})
             self._store(t, (2 * m).astype(np.int64), int(e))
@@ -665,6 +732,28 @@ class FixedPoint:
 
     def output_scale(self, n: Node) -> float:
         return self.sinks[n.name]["scale"]
+
+
+PIN_KEY = "fixed_point"  # graph.meta: the per-layer vth an artifact was quantised at (snnc_lava.quantize)
+
+
+def pinned_scales(graph: Graph) -> dict[str, int]:
+    """The per-layer threshold mantissas ``graph.meta["fixed_point"]["vth"]`` (layer name ->
+    vth) that the lowering keeps while they fit, so that an artifact whose weights were put
+    on that grid (``snnc convert --quantize loihi2``) is re-quantised losslessly; {} when
+    absent. A BackendError names a malformed entry (the artifact was edited)."""
+    meta = graph.meta.get(PIN_KEY)
+    if meta is None:
+        return {}
+    vths = meta.get("vth") if isinstance(meta, dict) else None
+    if not isinstance(vths, dict):
+        raise BackendError(f"the artifact's meta.{PIN_KEY} must be an object with a \"vth\" object (layer -> threshold mantissa); got {meta!r:.80}")
+    out = {}
+    for name, v in vths.items():
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= VTH_MAX:
+            raise BackendError(f"the artifact's meta.{PIN_KEY}.vth[{name!r}] must be an integer in [1, {VTH_MAX}], got {v!r:.40}; re-convert with --quantize")
+        out[str(name)] = int(v)
+    return out
 
 
 def _last_axis(a: np.ndarray, shape) -> np.ndarray | None:
