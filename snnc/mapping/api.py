@@ -34,12 +34,12 @@ def map_model(
     t = target if isinstance(target, Target) else load_target(target)
     conn = Connectivity(graph)
     if x is not None:
-        rates = measured_rates(graph, x, timesteps, progress=progress)
+        rates = measured_rates(graph, x, timesteps)
         traffic = {"source": "measured", "samples": int(len(x)), "timesteps": int(timesteps)}
     else:
         rates = assumed_rates(graph, rate)
         traffic = {"source": "assumed", "rate": float(rate)}
-    blocks = tile(graph, conn, t)
+    blocks = tile(graph, conn, t, task=progress("cutting layers into blocks", len(conn.layers)) if progress else None)
     report = place(graph, t, chips, rates, naive=naive, conn=conn, blocks=blocks)
     report["traffic"] = traffic
     report["target"] = {"name": t.name, "chips": int(chips), "cores_per_chip": t.cores_per_chip, "file": t.path}

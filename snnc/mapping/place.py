@@ -110,7 +110,7 @@ def _largest(target: Target) -> CoreBudget:
     return CoreBudget(**{k: top(k) for k in ("neurons", "synapses", "fan_in", "fan_out", "destinations", "layers")})
 
 
-def tile(graph: Graph, conn: Connectivity, target: Target) -> list[Block]:
+def tile(graph: Graph, conn: Connectivity, target: Target, task=None) -> list[Block]:
     """Every layer of ``graph`` cut into blocks that each fit the largest core of ``target``:
     neurons, stored synapses and fan-in per block; then, with a fan-out budget, any layer
     whose blocks send more output routes than a core has is cut finer (rows first), which
@@ -121,6 +121,8 @@ def tile(graph: Graph, conn: Connectivity, target: Target) -> list[Block]:
     per_layer: dict[str, list[Block]] = {}
     for node in conn.layers:
         per_layer[node.name], cuts[node.name] = _tile_layer(graph, conn, target, cap, node, names, None)
+        if task:
+            task.advance(1)
     for _ in range(64):
         blocks = [b for n in conn.layers for b in per_layer[n.name]]
         if cap.fan_out is None:

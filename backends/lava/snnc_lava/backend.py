@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -14,7 +12,7 @@ from snnc.backend import Backend, SimResult, Unsupported, check_timesteps, spike
 from snnc.errors import BackendError, DataError
 from snnc.ir.executor import check_input
 from snnc.ir.graph import Graph
-from snnc_lava.runtime import run_batches
+from snnc_lava.runtime import components, error_file, run_batches
 
 INSTALL_HINT = (
     "install it with `pip install --no-deps --ignore-requires-python lava-nc==0.10.0 \"asteval<0.10\" && pip install networkx` "
@@ -136,37 +134,14 @@ def _simulate(program, n: int, B: int, steps: list[int], progress, outs, label: 
     analog input, which is bias, are separate networks)."""
     counts: dict[str, float] = {}
     busy: dict[str, float] = {}
-    parts = _components(program)
+    parts = components(program.procs)
     task = progress(f"{label} T={steps[-1]}", n * len(parts)) if progress else None
-    with tempfile.TemporaryDirectory(prefix="snnc-lava-") as tmp:
-        error_file = os.path.join(tmp, "errors.txt")
-        for p in program.procs:
-            p.spec["error_file"] = error_file
+    with error_file(program.procs) as errors:
         for part in parts:
-            c, b = _simulate_part(part, program, n, B, steps, task, outs, error_file)
+            c, b = _simulate_part(part, program, n, B, steps, task, outs, errors)
             counts.update(c)
             busy.update(b)
     return counts, busy
-
-
-def _components(program) -> list[list]:
-    """The process plans grouped into connected components, in graph order."""
-    index = {p.name: i for i, p in enumerate(program.procs)}
-    parent = list(range(len(program.procs)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for p in program.procs:
-        for v in p.inputs:
-            parent[find(index[v])] = find(index[p.name])
-    groups: dict[int, list] = {}
-    for i, p in enumerate(program.procs):
-        groups.setdefault(find(i), []).append(p)
-    return list(groups.values())
 
 
 def _simulate_part(plans, program, n, B, steps, task, outs, error_file):

@@ -4,8 +4,11 @@ error or Ctrl-C (shared by the unplaced and the placed runs)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from snnc.errors import BackendError
 
@@ -113,3 +116,30 @@ def run_batches(procs: dict, any_proc, cfg, n: int, B: int, steps: list[int], er
             any_proc.stop()
         elif started:  # an error or Ctrl-C mid-run: Lava's own stop would wait for the run
             _terminate(any_proc, list(procs.values()))
+
+
+def components(procs: list) -> list[list]:
+    """Process plans (``.name``, ``.inputs``) grouped into the connected parts Lava compiles
+    separately (it compiles what is connected to the process it runs), each in the given
+    order, parts in the order of their first plan."""
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(p.name for p in procs)
+    g.add_edges_from((v, p.name) for p in procs for v in p.inputs)
+    part = {name: i for i, names in enumerate(nx.connected_components(g)) for name in names}
+    groups: dict[int, list] = {}
+    for p in procs:
+        groups.setdefault(part[p.name], []).append(p)
+    return list(groups.values())
+
+
+@contextmanager
+def error_file(procs: list) -> Iterator[str]:
+    """A temporary file every process model of ``procs`` writes its traceback to (the
+    runner polls it: :func:`_run_interruptibly`); removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="snnc-lava-") as tmp:
+        path = os.path.join(tmp, "errors.txt")
+        for p in procs:
+            p.spec["error_file"] = path
+        yield path

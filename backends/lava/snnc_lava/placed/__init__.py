@@ -34,13 +34,12 @@ The core process classes are made on first use, one per number of in-ports.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from snnc.errors import BackendError
+from snnc_lava.runtime import components, error_file, run_batches
 
 STATEFUL = ("neuron", "readout", "maxpool")
 
@@ -269,16 +268,13 @@ def simulate_placed(graph, program, placement, n: int, B: int, steps: list[int],
     placed = plan_placed(program, placement, graph)
     for p in placed.procs:
         p.spec["samples"] = n
-    parts = _components(placed.procs)
+    parts = components(placed.procs)
     counts: dict[str, float] = {}
     busy: dict[str, float] = {}
     task = progress(f"{label} T={steps[-1]} placed", n * len(parts)) if progress else None
-    with tempfile.TemporaryDirectory(prefix="snnc-lava-") as tmp:
-        error_file = os.path.join(tmp, "errors.txt")
-        for p in placed.procs:
-            p.spec["error_file"] = error_file
+    with error_file(placed.procs) as errors:
         for part in parts:
-            c, b = _simulate_part(part, placed, program, n, B, steps, task, outs, error_file)
+            c, b = _simulate_part(part, placed, program, n, B, steps, task, outs, errors)
             for unit, v in c.items():
                 counts[unit] = counts.get(unit, 0.0) + v
             busy.update(b)
@@ -298,29 +294,9 @@ def simulate_placed(graph, program, placement, n: int, B: int, steps: list[int],
     return counts, busy, info
 
 
-def _components(procs: list[CorePlan]) -> list[list[CorePlan]]:
-    index = {p.name: i for i, p in enumerate(procs)}
-    parent = list(range(len(procs)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for p in procs:
-        for v in p.inputs:
-            parent[find(index[v])] = find(index[p.name])
-    groups: dict[int, list[CorePlan]] = {}
-    for i, p in enumerate(procs):
-        groups.setdefault(find(i), []).append(p)
-    return list(groups.values())
-
-
 def _simulate_part(plans: list[CorePlan], placed: PlacedProgram, program, n, B, steps, task, outs, error_file):
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    from snnc_lava.runtime import run_batches
 
     procs = {}
     for p in plans:
