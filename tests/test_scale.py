@@ -129,6 +129,43 @@ def test_memory_store_grows_with_samples_and_auto_store_does_not():
     assert peaks["auto", 20] <= 4096 and peaks["auto", 60] <= 4096
 
 
+def test_ann_targets_run_each_ann_node_once_per_batch(monkeypatch, tmp_path):
+    """With a store, each batch's ANN run continues from the last layer's target (its live
+    values kept in the store) instead of starting again from the input for every layer
+    (twice: before and after the update): each ANN node runs once per batch, and the
+    calibrated network is the recompute path's, bit for bit."""
+    from snnc.ir.executor import Interpreter
+    from snnc.passes.base import parse_pipeline, run_passes
+
+    import snnc.passes.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "default_batch_size", lambda *a, **k: 16)  # three batches: the store is shared
+    x = _images_for(small_cnn(), 40)
+    real = Interpreter.run_node
+    result = {}
+    for store in ("recompute", "auto"):
+        g = small_cnn(residual=True)
+        _, ctx = run(g, CONVERT, x, timesteps=6, store=store, store_memory=3000, spill_dir=str(tmp_path), batch_size=16)
+        calls: dict[str, int] = {}
+
+        def counting(self, node, ins, calls=calls):
+            calls[node.name] = calls.get(node.name, 0) + 1
+            return real(self, node, ins)
+
+        monkeypatch.setattr(Interpreter, "run_node", counting)
+        run_passes(g, parse_pipeline("calibrate-bias"), ctx)
+        monkeypatch.setattr(Interpreter, "run_node", real)
+        result[store] = (g, calls, ctx)
+        assert list(tmp_path.iterdir()) == []
+    g, calls, ctx = result["auto"]
+    batches = math.ceil(40 / 16)
+    assert sorted(calls) == sorted(n.name for n in ctx.ann_reference.nodes)
+    assert set(calls.values()) == {batches}, calls
+    assert sum(result["recompute"][1].values()) > 3 * sum(calls.values())
+    assert ctx.records["calibrate-bias"]["store"]["spilled_bytes"] > 0  # ANN values spilled too (budget 3000 bytes)
+    _same_params(result["recompute"][0], g)
+
+
 # ----------------------------------------------------------------- torchrun
 def _snnc(args: list[str], ranks: int, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -37,7 +37,7 @@ def hashes(code_dir: Path | None, args) -> dict:
     env = dict(os.environ)
     if code_dir is not None:
         env["PYTHONPATH"] = str(code_dir) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-c", CHILD, str(ROOT / ".data/fashion_mnist/calib.npz"), str(ROOT / "examples/fashion_mnist/models/vgg_bn.onnx"),
+    cmd = [sys.executable, "-c", CHILD, str(ROOT / ".data/fashion_mnist/calib.npz"), str(ROOT / args.model),
            str(args.timesteps), args.calibration]  # fmt: skip
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--ref", required=True, help="git commit whose snnc package is compared with this tree's")
     p.add_argument("--timesteps", type=int, default=8)
     p.add_argument("--calibration", default="advanced")
+    p.add_argument("--model", default="examples/fashion_mnist/models/vgg_bn.onnx", help="a Fashion-MNIST ONNX model (repository path)")
     p.add_argument("-o", "--output", default=None)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     same = sorted(k for k in old["params"] if new["params"].get(k) == old["params"][k])
     differ = sorted(set(old["params"]) ^ set(new["params"]) | {k for k in old["params"] if k in new["params"] and new["params"][k] != old["params"][k]})
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"ref": args.ref, "tree": f"{head} + working tree", "model": "examples/fashion_mnist/models/vgg_bn.onnx", "timesteps": args.timesteps,
+    result = {"ref": args.ref, "tree": f"{head} + working tree", "model": args.model, "timesteps": args.timesteps,
               "calibration": args.calibration, "parameters": len(old["params"]), "identical": len(same), "differ": differ,
               "digest": hashlib.sha256(json.dumps(new["params"], sort_keys=True).encode()).hexdigest()}  # fmt: skip
     print(json.dumps(result, indent=1))

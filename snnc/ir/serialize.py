@@ -158,7 +158,9 @@ def save_artifact(path: str | os.PathLike, graphs: dict[str, Graph], provenance:
         },
     }
     wbuf = io.BytesIO()
-    np.savez_compressed(wbuf, **arrays)  # each array deflated alone; weights.npz itself is stored
+    # Stored, not deflated: float32 weights deflate to ~93 % of their size (the Br35H
+    # ResNet-18's 44.7 MB), and deflating them took 12 s of a ResNet-18 conversion.
+    np.savez(wbuf, **arrays)
     text = json.dumps(manifest, indent=1, default=json_default)
     if len(text.encode()) > MAX_MANIFEST_BYTES:
         raise ArtifactError(f"cannot save: the manifest would exceed {MAX_MANIFEST_BYTES >> 20} MiB (provenance too large)")

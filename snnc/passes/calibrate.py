@@ -193,6 +193,12 @@ class LayerwiseRunner:
         self._ann_interp = Interpreter(ann, self.device)
         self._ann_names = ann_names
         self._ann_outputs = {id(v): i for i, v in enumerate(graph.outputs)}
+        # The ANN side, with a store: each batch's ANN run advances from one target to the
+        # next (its live values kept in the store between segments) instead of starting
+        # from the input for every segment, which cost O(layers^2) ANN layers per batch.
+        self._ann_index = {id(n): i for i, n in enumerate(ann.nodes)}
+        self._ann_at: dict[int, tuple[int, list[int]]] = {}  # batch -> (index of the last ANN node run, ids of its live values)
+        self._ann_held: dict[int, int] = {}  # ANN node index -> batches whose live values are stored under it
 
     @property
     def samples(self) -> int:
@@ -245,16 +251,52 @@ class LayerwiseRunner:
 
     def ann_target(self, seg: _Segment, b: int) -> torch.Tensor:
         """The ANN's output of the node ``seg.node`` replaced (or the graph output it reads)."""
-        xb = self.x[self.batches[b]]
+        if seg.node.spec.has("readout"):
+            value = self.ann.outputs[self._ann_outputs[id(seg.node.output)]]
+        else:
+            name = self._ann_names.get(seg.node.name)
+            if name is None:
+                raise PassError(f"calibration: no ANN counterpart recorded for {seg.node.name!r}; run the calibration passes after insert-if")
+            value = self.ann.node(name).output
+        target = value.producer
+        if self.store is not None and target is not None:
+            return self._ann_advance(b, target, value)
+        xb = self.x[self.batches[b]]  # recompute mode: the ANN from the input, like the SNN
         if seg.node.spec.has("readout"):
             return self._ann_interp.run(xb)[self._ann_outputs[id(seg.node.output)]]
-        name = self._ann_names.get(seg.node.name)
-        if name is None:
-            raise PassError(f"calibration: no ANN counterpart recorded for {seg.node.name!r}; run the calibration passes after insert-if")
-        target = self.ann.node(name)
         got: list[torch.Tensor] = []
         self._ann_interp.run(xb, observe=lambda n, out: got.append(out), watch=[target], stop_after=target)
         return got[0]
+
+    @torch.no_grad()
+    def _ann_advance(self, b: int, target: Node, value: Value) -> torch.Tensor:
+        """Batch ``b``'s ANN run continued from where its last target left it up to
+        ``target`` (the same node again: its kept output); the values later nodes read go
+        back to the store, under the node index the run stopped at (shared by the batches).
+        A target before the last one (no graph does that) is computed from the input."""
+        stop = self._ann_index[id(target)]
+        pos, live = self._ann_at.get(b, (-1, []))
+        if stop < pos:
+            got: list[torch.Tensor] = []
+            self._ann_interp.run(self.x[self.batches[b]], observe=lambda n, out: got.append(out), watch=[target], stop_after=target)
+            return got[0]
+        if pos < 0:
+            env = {id(v): Timed(self.x[self.batches[b]].to(self.device), True) for v in self.ann.inputs}
+        else:
+            env = {vid: Timed(torch.from_numpy(np.array(self.store.get(("ann", pos, vid), b))).to(self.device), True) for vid in live}
+        if stop > pos:
+            self._ann_interp.walk(self.ann.nodes[pos + 1 : stop + 1], env)
+            for vid, v in env.items():
+                self.store.put(("ann", stop, vid), b, v.data.cpu().numpy())
+            self._ann_at[b] = (stop, list(env))
+            self._ann_held[stop] = self._ann_held.get(stop, 0) + 1
+            if pos >= 0:
+                self._ann_held[pos] -= 1
+                if self._ann_held[pos] == 0:  # no batch is there any more
+                    del self._ann_held[pos]
+                    for vid in live:
+                        self.store.drop(("ann", pos, vid))
+        return env[id(value)].data
 
     def batch(self, seg: _Segment, b: int) -> tuple[Timed, dict[int, Timed]]:
         """Simulate the segment on batch ``b``: its output (for a readout, its input current,
