@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# Tests that import onnxruntime themselves (and their subprocesses) leave the home directory
+# alone, as snnc does (snnc.frontends.onnx.reference.import_onnxruntime).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 class DigitsCNN(nn.Module):

@@ -183,3 +183,21 @@ def test_unsupported_op_names_op_node_and_remedy(tmp_path):
     assert _error(res).startswith("error: unsupported op 'Sigmoid' at node 'act' (import): this Sigmoid is not part of SiLU")
     assert "Replace it by one of those" in _error(res) and "neurons approximate ReLU" in _error(res)
     assert not (tmp_path / "m.snn").exists()
+
+
+def test_convert_writes_nothing_outside_its_outputs(digits_model, tmp_path):
+    """`snnc convert` (whose import check runs onnxruntime) in a fresh process with an empty
+    home: afterwards only the named artifact exists. onnxruntime 1.32 on Linux would otherwise
+    leave a device id and a telemetry database under ~/.cache/Microsoft/DeveloperTools."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snnc", "convert", str(digits_model.onnx_path), "--calib", str(digits_model.calib_path), "--calib-samples", "32",
+         "-T", "8", "--calibration", "none", "--check-samples", "8", "--no-progress", "-o", "m.snn"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == ["work/m.snn"]

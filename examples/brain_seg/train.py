@@ -121,7 +121,9 @@ def main(argv=None) -> int:
     onnx_path = os.path.join(args.out, f"{NAME}.onnx")
     export_onnx(model, torch.zeros(2, 1, *SHAPE), onnx_path)
     import onnx
-    import onnxruntime as ort
+    from snnc.frontends.onnx.reference import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     with torch.no_grad():

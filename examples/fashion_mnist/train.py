@@ -72,7 +72,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.
 
 def ort_check(path: str, x: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict:
     import onnx
-    import onnxruntime as ort
+    from snnc.frontends.onnx.reference import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     onnx.checker.check_model(path, full_check=True)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

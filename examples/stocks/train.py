@@ -73,7 +73,9 @@ def baselines(splits: dict, train_mask: np.ndarray, seed: int) -> dict:
 
 
 def export(model: torch.nn.Module, out_dir: str, x_check: np.ndarray, config: dict) -> dict:
-    import onnxruntime as ort
+    from snnc.frontends.onnx.reference import import_onnxruntime
+
+    ort = import_onnxruntime()
     from safetensors.torch import save_file
 
     model.eval()

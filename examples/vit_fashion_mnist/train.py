@@ -92,7 +92,9 @@ def export_all(model: torch.nn.Module, name: str, out_dir: str, x_test: torch.Te
 
 def versions() -> dict:
     import onnx
-    import onnxruntime
+    from snnc.frontends.onnx.reference import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()
 
     try:
         import onnxscript

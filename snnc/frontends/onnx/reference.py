@@ -3,7 +3,9 @@ the imported graph's outputs stand for."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -12,6 +14,18 @@ from snnc.errors import DataError
 from snnc.frontends.check import Reference
 from snnc.frontends.onnx.helpers import Source
 from snnc.frontends.onnx.load import load_model, with_outputs
+
+
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime, loaded with its telemetry off. On Linux, onnxruntime 1.32 (the version
+    installed here) otherwise writes a device id and an event database under
+    ``$XDG_CACHE_HOME/Microsoft/DeveloperTools`` (``~/.cache``) at its first session: files
+    outside anything the user named. ``ORT_DISABLE_TELEMETRY`` is read when the library
+    loads, so this must run before any other import of it; a value the user set is kept."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
 
 
 def onnx_reference(
@@ -27,8 +41,7 @@ def onnx_reference(
     Intermediate tensors are exposed as extra outputs on a copy of the model. Models whose
     batch dimension is fixed are run in chunks of that size (the last chunk zero-padded).
     """
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     loaded = load_model(source)
     names = [o.name for o in loaded.graph.output] if output_names is None else list(output_names)
     model = with_outputs(loaded, names)
