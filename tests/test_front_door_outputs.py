@@ -345,7 +345,13 @@ def _interrupt(work: Path, sig: int, *, wait_for: str | None = None, which: int 
         cmd = [*SNNC, *args]
     else:
         cmd = [sys.executable, "-c", HARNESS, str(marker), str(which), *args]
-    p = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A test run started in the background of a non-interactive shell (`cmd &`, nohup) inherits
+    # SIGINT ignored, and Python then keeps ignoring it: give the command the default disposition,
+    # as an interactive user's would have.
+    p = subprocess.Popen(
+        cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     if wait_for == "handlers":
         _wait_for_sigterm_handler(p)
     elif wait_for is not None:
