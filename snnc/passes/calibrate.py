@@ -198,7 +198,6 @@ class LayerwiseRunner:
         # from the input for every segment, which cost O(layers^2) ANN layers per batch.
         self._ann_index = {id(n): i for i, n in enumerate(ann.nodes)}
         self._ann_at: dict[int, tuple[int, list[int]]] = {}  # batch -> (index of the last ANN node run, ids of its live values)
-        self._ann_held: dict[int, int] = {}  # ANN node index -> batches whose live values are stored under it
 
     @property
     def samples(self) -> int:
@@ -259,13 +258,16 @@ class LayerwiseRunner:
                 raise PassError(f"calibration: no ANN counterpart recorded for {seg.node.name!r}; run the calibration passes after insert-if")
             value = self.ann.node(name).output
         target = value.producer
-        if self.store is not None and target is not None:
+        if target is None:  # an ANN output that is its input
+            return self._ann_interp.run(self.x[self.batches[b]])[self._ann_outputs[id(seg.node.output)]]
+        if self.store is not None:
             return self._ann_advance(b, target, value)
-        xb = self.x[self.batches[b]]  # recompute mode: the ANN from the input, like the SNN
-        if seg.node.spec.has("readout"):
-            return self._ann_interp.run(xb)[self._ann_outputs[id(seg.node.output)]]
+        return self._ann_from_input(b, target)  # recompute mode: the ANN from the input, like the SNN
+
+    def _ann_from_input(self, b: int, target: Node) -> torch.Tensor:
+        """``target``'s output on batch ``b``, the ANN run from the input up to it."""
         got: list[torch.Tensor] = []
-        self._ann_interp.run(xb, observe=lambda n, out: got.append(out), watch=[target], stop_after=target)
+        self._ann_interp.run(self.x[self.batches[b]], observe=lambda n, out: got.append(out), watch=[target], stop_after=target)
         return got[0]
 
     @torch.no_grad()
@@ -277,9 +279,7 @@ class LayerwiseRunner:
         stop = self._ann_index[id(target)]
         pos, live = self._ann_at.get(b, (-1, []))
         if stop < pos:
-            got: list[torch.Tensor] = []
-            self._ann_interp.run(self.x[self.batches[b]], observe=lambda n, out: got.append(out), watch=[target], stop_after=target)
-            return got[0]
+            return self._ann_from_input(b, target)
         if pos < 0:
             env = {id(v): Timed(self.x[self.batches[b]].to(self.device), True) for v in self.ann.inputs}
         else:
@@ -289,13 +289,9 @@ class LayerwiseRunner:
             for vid, v in env.items():
                 self.store.put(("ann", stop, vid), b, v.data.cpu().numpy())
             self._ann_at[b] = (stop, list(env))
-            self._ann_held[stop] = self._ann_held.get(stop, 0) + 1
-            if pos >= 0:
-                self._ann_held[pos] -= 1
-                if self._ann_held[pos] == 0:  # no batch is there any more
-                    del self._ann_held[pos]
-                    for vid in live:
-                        self.store.drop(("ann", pos, vid))
+            if pos >= 0 and all(p != pos for p, _ in self._ann_at.values()):  # no batch is there any more
+                for vid in live:
+                    self.store.drop(("ann", pos, vid))
         return env[id(value)].data
 
     def batch(self, seg: _Segment, b: int) -> tuple[Timed, dict[int, Timed]]:
