@@ -247,6 +247,75 @@ def test_calibration_pass_records_and_reduces_error(pipeline):
         assert sum(abs(r["after"]["mean"]) for r in layers) < sum(abs(r["before"]["mean"]) for r in layers)
 
 
+@pytest.mark.parametrize("store", ["memory", "disk", "recompute"])
+def test_weight_fit_that_makes_a_layer_worse_is_undone(store):
+    """An absurd learning rate makes every fitted layer's simulated error grow: the guard
+    puts each layer's old weights back, so the network equals the uncalibrated one (and
+    the later layers are fitted on the restored outputs); without the guard the worse
+    weights stay (the default)."""
+    x = images(24)
+    reference = small_cnn(residual=True)
+    run(reference, CONVERT, x, timesteps=6)
+    weights = {n.name: n.params["weight"] for n in reference.nodes if "weight" in n.params}
+    g = small_cnn(residual=True)
+    _, ctx = run(g, f"{CONVERT},calibrate-weights{{iterations=5 lr=1000 guard=true}}", x, timesteps=6, store=store)
+    layers = _errors(ctx, "calibrate-weights")
+    assert layers and all(row["changed"] == "" and row["reverted"] for row in layers)
+    for row in layers:
+        assert row["rejected"]["rms"] > row["before"]["rms"] and row["after"] == row["before"]
+    for name, w in weights.items():
+        np.testing.assert_array_equal(g.node(name).params["weight"], w)
+    assert any(f"previous parameters of {len(layers)} layer(s)" in n for n in ctx.notices)  # the user is told
+    g = small_cnn(residual=True)
+    _, ctx = run(g, f"{CONVERT},calibrate-weights{{iterations=5 lr=1000}}", x, timesteps=6, store=store)  # off by default
+    layers = _errors(ctx, "calibrate-weights")
+    assert all(row["changed"] and "reverted" not in row for row in layers)
+    assert any(row["after"]["rms"] > row["before"]["rms"] for row in layers)
+    assert any(not np.array_equal(g.node(name).params["weight"], w) for name, w in weights.items())
+
+
+def test_weight_guard_tolerates_small_growth_and_refuses_a_negative_tolerance():
+    """Growth within guard_tolerance is kept (the fit's noise); a negative tolerance is
+    an error naming the option."""
+    x = images(24)
+    g = small_cnn(residual=True)
+    _, ctx = run(g, f"{CONVERT},calibrate-weights{{iterations=5 lr=1000 guard=true guard_tolerance=1e9}}", x, timesteps=6)
+    layers = _errors(ctx, "calibrate-weights")
+    assert all(row["changed"] and "reverted" not in row for row in layers)
+    with pytest.raises(PassError, match="'guard_tolerance' of pass 'calibrate-weights' must be positive"):
+        run(small_cnn(), f"{CONVERT},calibrate-weights{{guard_tolerance=-0.1}}", x, timesteps=6)
+
+
+def test_weight_guard_keeps_the_fits_that_help_and_reruns_the_layer_it_undoes(monkeypatch):
+    """Only the layers whose error grew are undone; the layer after an undone one is
+    measured on the restored outputs: its 'before' error is the uncalibrated network's."""
+    import snnc.passes.calibrate as cal
+
+    x = images(24)
+    g0 = small_cnn(residual=True)
+    run(g0, CONVERT, x, timesteps=6)
+    first, second = (n.name for n in g0.find("if_neuron")[:2])
+    seen = []
+
+    def keeps_all_but_the_first(self, errors):
+        seen.append(errors)
+        return len(seen) > 1
+
+    monkeypatch.setattr(cal.CalibrateWeights, "keeps", keeps_all_but_the_first)
+    g = small_cnn(residual=True)
+    _, ctx = run(g, f"{CONVERT},calibrate-weights{{iterations=30}}", x, timesteps=6)
+    layers = _errors(ctx, "calibrate-weights")
+    assert layers[0]["layer"] == first and layers[0]["reverted"] and layers[0]["after"] == layers[0]["before"]
+    assert all("reverted" not in row for row in layers[1:]) and all(row["changed"] for row in layers[1:])
+    conv = g.node(first).inputs[0].producer
+    np.testing.assert_array_equal(conv.params["weight"], g0.node(conv.name).params["weight"])
+    # The second layer is measured on the first layer's restored outputs: its error before
+    # the fit is the uncalibrated network's.
+    g2 = small_cnn(residual=True)
+    _, ctx2 = run(g2, f"{CONVERT},calibrate-bias{{layers={second}}}", x, timesteps=6)
+    assert layers[1]["layer"] == second and layers[1]["before"] == _errors(ctx2, "calibrate-bias")[0]["before"]
+
+
 def test_calibrate_potential_is_per_neuron_and_depends_on_T():
     x = images(32)
     results = {}

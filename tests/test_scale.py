@@ -80,6 +80,12 @@ def test_spill_store_keeps_memory_under_budget_and_cleans_up(tmp_path):
         assert all(np.array_equal(store.get("k", i), a) for i, a in enumerate(arrays))
         store.drop("k")
         assert np.array_equal(store.get("other", 0), np.arange(3.0))
+        store.put("other", 0, np.arange(3.0) + 1)  # replaced, not counted twice
+        assert np.array_equal(store.get("other", 0), np.arange(3.0) + 1) and store.in_memory == 24
+        store.put("k", 0, np.zeros(300, np.uint8))  # over the budget: on disk ...
+        store.put("k", 0, np.ones(300, np.uint8))  # ... and replaced there
+        assert np.array_equal(store.get("k", 0), np.ones(300, np.uint8)) and store.in_memory == 24
+        store.drop("k")
         assert len(list(tmp_path.iterdir())) == 1
     assert list(tmp_path.iterdir()) == []  # the private directory is gone
 
@@ -127,6 +133,32 @@ def test_memory_store_grows_with_samples_and_auto_store_does_not():
             peaks[store, n] = ctx.records["calibrate-bias"]["store"]["peak_in_memory_bytes"]
     assert peaks["memory", 60] > 2.5 * peaks["memory", 20] > 0
     assert peaks["auto", 20] <= 4096 and peaks["auto", 60] <= 4096
+
+
+def test_ann_statistics_batches_are_capped_by_the_widest_value(monkeypatch):
+    """The ANN passes (threshold statistics, the import check) run in batches no larger
+    than keeps one batch's widest value under ANN_VALUE_BYTES, whatever --batch-size and
+    the number of samples: their memory is set by the network. The thresholds do not
+    depend on it."""
+    import snnc.ir.executor as ex
+
+    x = _images_for(small_cnn(), 40)
+    ref, _ = _calibrated(lambda: small_cnn(residual=True), x, "calibrate-bias", batch_size=128)
+    widest = max(int(np.prod(v.shape)) for v in ref.values())
+    assert ex.ann_batch_size(ref, 128) == 128  # a small network keeps the batch size it is given
+    monkeypatch.setattr(ex, "ANN_VALUE_BYTES", 4 * widest * 3)
+    assert ex.ann_batch_size(ref, 128) == 3 and ex.ann_batch_size(ref, 2) == 2
+    seen = []
+    run_ann_batch = ex.Interpreter.run
+    monkeypatch.setattr(ex.Interpreter, "run", lambda self, xb, **kw: (seen.append(len(xb)), run_ann_batch(self, xb, **kw))[1])
+    g, _ = _calibrated(lambda: small_cnn(residual=True), x, "calibrate-bias", batch_size=128)
+    assert seen and max(seen) == 3
+    # The same network up to float rounding: a convolution's last bits may depend on the
+    # batch it runs in (the library picks its algorithm by shape), and a channel's maximum
+    # with them.
+    for m, n in zip(ref.nodes, g.nodes):
+        for k in m.params:
+            np.testing.assert_allclose(n.params[k], m.params[k], rtol=1e-5, atol=1e-6, err_msg=f"{m.name}.{k}")
 
 
 def test_ann_targets_run_each_ann_node_once_per_batch(monkeypatch, tmp_path):

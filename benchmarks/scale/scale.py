@@ -203,11 +203,11 @@ def table() -> None:
     """results/scale.md: one table per kind of row of results/scale.json."""
     rows = json.loads(RESULTS.read_text())
     out = ["# Scale benchmark results", "", f"From `results/scale.json` ({machine()}); see README.md for what each table shows.", ""]
-    out += ["## snnc convert at 224×224", "", "| arch | level | samples | T | store | ranks × threads | seconds | peak RSS (GiB) | spilled (MiB) |", "|---|---|---:|---:|---|---|---:|---:|---:|"]
+    out += ["## snnc convert at 224×224", "", "| arch | level | samples | T | store | ranks × threads | seconds | peak RSS (GiB) | spilled (MiB) | note |", "|---|---|---:|---:|---|---|---:|---:|---:|---|"]
     for r in rows:
         if r["kind"] == "convert":
             spilled = sum((v or {}).get("spilled_bytes", 0) for v in r["store_stats"].values() if isinstance(v, dict)) / 2**20
-            out.append(f"| {r['arch']} | {r['level']} | {r['samples']} | {r['timesteps']} | {r['store']} | {r['ranks']} × {r['threads_per_rank']} | {r['seconds']} | {r['peak_rss_gib']} | {spilled:.0f} |")
+            out.append(f"| {r['arch']} | {r['level']} | {r['samples']} | {r['timesteps']} | {r['store']} | {r['ranks']} × {r['threads_per_rank']} | {r['seconds']} | {r['peak_rss_gib']} | {spilled:.0f} | {r.get('note', '')} |")
     out += ["", "## Artifacts of several ranks against one", "", "| reference | artifact | identical parameters | outputs identical (samples, T) | max \\|Δ output\\| |", "|---|---|---:|---|---:|"]
     for r in rows:
         if r["kind"] == "compare":

@@ -9,7 +9,7 @@ import numpy as np
 
 from snnc.errors import DataError, ImportMismatchError
 from snnc.ir.graph import Graph
-from snnc.ir.executor import run_ann
+from snnc.ir.executor import ann_batch_size, run_ann
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ def check_import(
 ) -> dict:
     """Evaluate ``graph`` and ``reference`` on ``x``; raise ImportMismatchError if any output
     differs by more than ``atol + rtol * max|reference|``. Returns the measured errors."""
+    batch_size = ann_batch_size(graph, batch_size)  # the reference runs in batches as large
     ours = run_ann(graph, x, batch_size=batch_size)
     theirs: list[list[np.ndarray]] = [[] for _ in ours]
     for start in range(0, len(x), batch_size):

@@ -308,10 +308,23 @@ def run_batched(x: np.ndarray | torch.Tensor, batch_size: int, fn: Callable[[tor
     return [np.concatenate(a, axis=0) for a in acc]
 
 
+ANN_VALUE_BYTES = 64 << 20  # the widest float32 value of one ANN batch stays under this
+
+
+def ann_batch_size(graph: Graph, batch_size: int, value_bytes: int | None = None) -> int:
+    """``batch_size`` lowered where one batch's widest value of ``graph`` would exceed
+    ``value_bytes``, so that the ANN passes' memory is set by the network, not by how many
+    samples stream through it (a ResNet-50 at 224x224: 20 samples per batch, about 0.7 GB;
+    128 would take 5.6 GB). Small networks keep ``batch_size``."""
+    widest = max((int(np.prod(v.shape)) for v in graph.values() if v.shape is not None), default=1)
+    return int(max(1, min(batch_size, (value_bytes or ANN_VALUE_BYTES) // (4 * max(1, widest)))))
+
+
 @torch.no_grad()
 def run_ann(graph: Graph, x: np.ndarray | torch.Tensor, *, batch_size: int = 256, device: str = "cpu", progress=None) -> list[np.ndarray]:
     """Evaluate ``graph`` on all samples of ``x`` (single-input graphs); returns numpy outputs."""
     check_input(graph, x)
+    batch_size = ann_batch_size(graph, batch_size)
     interp = Interpreter(graph, device)
     task = None
     if progress is not None:  # a plain callable(n) reporting samples done

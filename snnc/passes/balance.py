@@ -40,7 +40,7 @@ import torch
 from snnc import parallel
 from snnc.defaults import DEFAULT_GRANULARITY, DEFAULT_PERCENTILE, DEFAULT_THRESHOLD_METHOD
 from snnc.errors import CalibrationError, PassError
-from snnc.ir.executor import Interpreter, iter_batches
+from snnc.ir.executor import Interpreter, ann_batch_size, iter_batches
 from snnc.ir.graph import Graph, Node
 from snnc.ir.ops import if_neuron_rate
 from snnc.parallel import Group
@@ -90,6 +90,7 @@ def collect_activation_stats(
     group = group or parallel.current()
     mine = group.shard(len(x))
     x = x[mine.start : mine.stop]
+    batch_size = ann_batch_size(graph, batch_size)
     interp = Interpreter(graph, device)
     maxes: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}

@@ -36,7 +36,7 @@ import torch
 
 from snnc import parallel
 from snnc.errors import CalibrationError, PassError
-from snnc.ir.executor import Interpreter, iter_batches
+from snnc.ir.executor import Interpreter, ann_batch_size, iter_batches
 from snnc.ir.graph import Graph, Node, Value
 from snnc.ir.ops import MAX_SPIKES, TEMPORAL_TARGET, temporal_name
 from snnc.passes.balance import mse_from_hist, percentile_from_hist
@@ -112,13 +112,14 @@ def abs_histograms(graph: Graph, names: list[str], x: np.ndarray, ctx: PassConte
     xs = x[mine.start : mine.stop]
     nodes = [graph.node(n) for n in names]
     interp = Interpreter(graph, ctx.device)
+    bs = ann_batch_size(graph, ctx.batch_size)
     maxes = {n: torch.zeros((), dtype=torch.float64) for n in names}
 
     def observe_max(node: Node, out: torch.Tensor) -> None:
         maxes[node.name] = torch.maximum(maxes[node.name], out.abs().max().double().cpu())
 
     with ctx.progress("message thresholds", 2 * len(xs)) as task:
-        for xb in iter_batches(xs, ctx.batch_size):
+        for xb in iter_batches(xs, bs):
             interp.run(xb, observe=observe_max, watch=nodes)
             task.advance(len(xb))
         for n in names:
@@ -131,7 +132,7 @@ def abs_histograms(graph: Graph, names: list[str], x: np.ndarray, ctx: PassConte
                 idx = (out.abs().reshape(-1).double() * (bins / hi)).long().clamp_(0, bins - 1)
                 hist[node.name] += torch.bincount(idx.cpu(), minlength=bins).double()
 
-        for xb in iter_batches(xs, ctx.batch_size):
+        for xb in iter_batches(xs, bs):
             interp.run(xb, observe=observe_hist, watch=nodes)
             task.advance(len(xb))
     out = {}

@@ -46,7 +46,11 @@ class SpillStore:
         self.close()
 
     def put(self, key: Hashable, index: int, array: np.ndarray) -> None:
+        """Store ``array`` under (key, index), replacing what was stored there."""
         array = np.ascontiguousarray(array)
+        old = self._mem.get(key, {}).pop(index, None)
+        if old is not None:
+            self.in_memory -= old.nbytes
         if self.memory_bytes is None or self.in_memory + array.nbytes <= self.memory_bytes:
             self._mem.setdefault(key, {})[index] = array
             self.in_memory += array.nbytes
