@@ -311,13 +311,14 @@ def run_batched(x: np.ndarray | torch.Tensor, batch_size: int, fn: Callable[[tor
 ANN_VALUE_BYTES = 64 << 20  # the widest float32 value of one ANN batch stays under this
 
 
-def ann_batch_size(graph: Graph, batch_size: int, value_bytes: int | None = None) -> int:
+def ann_batch_size(graph: Graph, batch_size: int) -> int:
     """``batch_size`` lowered where one batch's widest value of ``graph`` would exceed
-    ``value_bytes``, so that the ANN passes' memory is set by the network, not by how many
-    samples stream through it (a ResNet-50 at 224x224: 20 samples per batch, about 0.7 GB;
-    128 would take 5.6 GB). Small networks keep ``batch_size``."""
+    ``ANN_VALUE_BYTES``, so that the ANN passes' memory is set by the network, not by how
+    many samples stream through it (a ResNet-50 at 224x224: 20 samples per batch; with
+    batches of 128 a 2-rank conversion measured a 5.6 GiB peak per rank, 3.05 GiB capped).
+    Small networks keep ``batch_size``."""
     widest = max((int(np.prod(v.shape)) for v in graph.values() if v.shape is not None), default=1)
-    return int(max(1, min(batch_size, (value_bytes or ANN_VALUE_BYTES) // (4 * max(1, widest)))))
+    return int(max(1, min(batch_size, ANN_VALUE_BYTES // (4 * max(1, widest)))))
 
 
 @torch.no_grad()
