@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -200,13 +201,18 @@ def test_ann_targets_run_each_ann_node_once_per_batch(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------- torchrun
 def _snnc(args: list[str], ranks: int, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if ranks == 1:
-        cmd = [str(BIN / "snnc"), *args]
-    else:
-        cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={ranks}", "--no-python", str(BIN / "snnc"), *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    # torchrun's agent leaves a torchelastic_* log folder in $TMPDIR: give it one of ours,
+    # removed afterwards, so the suite leaves nothing in the system's temporary directory
+    with tempfile.TemporaryDirectory(prefix="snnc-test-torchrun-") as tmp:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": tmp}
+        if ranks == 1:
+            cmd = [str(BIN / "snnc"), *args]
+        else:
+            cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={ranks}", "--no-python", str(BIN / "snnc"), *args]
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        leftovers = sorted(p.name for p in Path(tmp).iterdir() if not p.name.startswith("torchelastic_"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert leftovers == [], f"snnc left temporary files: {leftovers}"  # the spill store cleans up after itself
     return proc
 
 
