@@ -47,6 +47,7 @@ from snnc.passes import CALIBRATION_PIPELINES, PassContext, default_pipeline, fo
 from snnc.simulator.budget import check_run_budget
 from snnc.simulator.reference import SimResult, check_timesteps
 from snnc.utils.io import load_npz
+from snnc.utils.memory import reuse_freed_memory
 from snnc.utils.validate import positive_int, seed_value
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def select_calibration(x: np.ndarray, n: int, seed: int = DEFAULT_SEED) -> np.nd
     return x[idx]
 
 
+@reuse_freed_memory()
 def convert(
     model: Any,
     calib: np.ndarray | None = None,
@@ -189,6 +191,7 @@ def convert(
     return sm
 
 
+@reuse_freed_memory()
 def calibrate(
     model: SpikingModel | str | os.PathLike,
     calib: np.ndarray,
@@ -399,6 +402,7 @@ def _conversion_check(model: SpikingModel, x: np.ndarray, timesteps: int, progre
     }
 
 
+@reuse_freed_memory()
 def evaluate(
     model: SpikingModel | str | os.PathLike,
     x: np.ndarray,

@@ -30,7 +30,8 @@ from snnc.errors import BackendError
 from snnc.ir.executor import Timed
 from snnc.ir.graph import Graph, Node
 from snnc.ir.ops import SNN, TEMPORAL_TARGET
-from snnc.simulator.reference import SimResult, check_timesteps, default_batch_size, encode, keep_freed_memory, simulate, spike_rates
+from snnc.simulator.reference import SimResult, check_timesteps, default_batch_size, encode, simulate, spike_rates
+from snnc.utils.memory import keep_freed_memory
 
 __all__ = [
     "Backend", "LoweringTable", "Rule", "Unsupported", "SimResult", "Timed", "encode", "spike_rates", "default_batch_size",

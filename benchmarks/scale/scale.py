@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "scale.json"
 BIN = Path(sys.executable).parent
 WORK = Path(os.environ.get("SCALE_WORK", tempfile.gettempdir())) / "snnc-scale"
+NOTE = ""
 
 
 def machine() -> str:
@@ -101,7 +102,7 @@ def snnc_cmd(args: list[str], ranks: int) -> list[str]:
 
 def record(row: dict) -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    rows.append({**row, "machine": machine(), "date": time.strftime("%Y-%m-%d")})
+    rows.append({**row, **({"note": NOTE} if NOTE else {}), "machine": machine(), "date": time.strftime("%Y-%m-%d")})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows, indent=1))
@@ -109,8 +110,8 @@ def record(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threads: int | None, check_samples: int) -> dict:
-    out = WORK / f"{Path(arch).stem}_{level}_{n}_{store}_{ranks}x{threads or torch.get_num_threads()}.snn"
+def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threads: int | None, check_samples: int, tag: str = "") -> dict:
+    out = WORK / f"{Path(arch).stem}_{level}_{n}_{store}_{ranks}x{threads or torch.get_num_threads()}{'_' + tag if tag else ''}.snn"
     args = ["convert", str(model_file(arch)), "--calib", str(data_file(n)), "--calib-samples", str(n), "-T", str(T), "--calibration", level,
             "--store", store, "--check-samples", str(check_samples), "--no-progress", "-o", str(out), "--report", str(out.with_suffix(".json"))]  # fmt: skip
     env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
@@ -150,7 +151,11 @@ def main() -> None:
     ap.add_argument("--check-samples", type=int, default=4)
     ap.add_argument("--calib", type=Path, default=None, help="calibration NPZ (for --arch MODEL.onnx)")
     ap.add_argument("--reps", type=int, default=1, help="repeat each configuration (interleaved)")
+    ap.add_argument("--tag", default="", help="convert/ranks: appended to the artifact names (to keep two code versions' artifacts apart)")
+    ap.add_argument("--note", default="", help="stored with each result row (e.g. which code version ran)")
     a = ap.parse_args()
+    global NOTE
+    NOTE = a.note
     global CALIB
     CALIB = a.calib.resolve() if a.calib else None
     if a.what == "table":
@@ -178,7 +183,7 @@ def main() -> None:
                     for store in a.store.split(","):
                         for ranks in map(int, a.ranks.split(",")):
                             threads = a.threads if a.what == "convert" else 1
-                            record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples))
+                            record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples, a.tag))
 
 
 def compare(paths: list[Path], samples: str, T: int) -> None:

@@ -82,7 +82,8 @@ from snnc.parallel import ExactSum, Group
 from snnc.passes.balance import channels_last
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
-from snnc.simulator.reference import ReferenceSimulator, default_batch_size, keep_freed_memory
+from snnc.simulator.reference import ReferenceSimulator, default_batch_size
+from snnc.utils.memory import default_allocation, keep_freed_memory, release_free_memory
 from snnc.utils.spill import SpillStore
 
 
@@ -331,6 +332,7 @@ class LayerwiseRunner:
             self._remaining[id(v)] -= 1
             if self._remaining[id(v)] == 0 and self.store is not None:
                 self.store.drop(id(v))
+        release_free_memory()  # holes the heap could not reuse in this layer go back to the OS
 
 
 # ------------------------------------------------------------ statistics
@@ -750,7 +752,7 @@ class CalibrateWeights(_Calibration):
             mine = runner.local_samples()
             size = int(np.prod(node.output.shape))
             Ts = self._Ts
-            with torch.enable_grad():
+            with torch.enable_grad(), default_allocation():  # minibatch shards vary in size: keep them off the heap
                 for _ in range(o.iterations):
                     idx = torch.randint(0, n_samples, (min(o.batch, n_samples),), generator=gen)
                     held = [i for i in idx.tolist() if i in mine]

@@ -26,6 +26,7 @@ from snnc.ir.executor import Executor, Timed, check_input, run_batched
 from snnc.ir.graph import Graph, Node
 from snnc.ir.ops import ops_with, unit_spikes
 from snnc.ir.verify import verify
+from snnc.utils.memory import keep_freed_memory
 
 ENCODINGS = ("direct", "poisson")
 
@@ -187,25 +188,3 @@ def default_batch_size(timesteps: int, graph: Graph | None = None, device: str =
     if device == "cpu" and graph is not None:
         return int(max(1, min(256, _CPU_VALUE_BYTES // per_sample)))
     return int(max(1, min(256, 4096 // max(1, timesteps), _GPU_VALUE_BYTES // per_sample)))
-
-
-_MALLOC_TUNED = False
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to serve allocations up to 32 MiB from its heap and not to return freed
-    memory to the OS, so per-layer buffers are reused (no page faults on every layer).
-    A no-op where glibc is not the allocator."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    except (OSError, AttributeError):  # not glibc
-        pass

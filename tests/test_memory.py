@@ -1,0 +1,120 @@
+"""The allocator setting of snnc.utils.memory: large buffers reused (no page faults) while a
+conversion, calibration or evaluation runs, glibc's default back afterwards."""
+
+from __future__ import annotations
+
+import ctypes
+import resource
+
+import numpy as np
+import pytest
+import torch
+
+import snnc
+from snnc.utils import memory
+
+try:
+    ctypes.CDLL("libc.so.6").mallopt  # noqa: B018
+    GLIBC = True
+except (OSError, AttributeError):
+    GLIBC = False
+
+needs_glibc = pytest.mark.skipif(not GLIBC, reason="glibc's allocator only")
+
+MB64 = 16 << 20  # float32 elements in 64 MiB: above glibc's largest mmap threshold (32 MiB)
+
+
+def _faults_of_cycles(cycles: int = 6) -> int:
+    """Minor page faults of allocating, writing and freeing a 64 MiB tensor ``cycles`` times."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(cycles):
+        t = torch.empty(MB64)
+        t.fill_(1.0)
+        del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@needs_glibc
+def test_large_buffers_are_reused_inside_and_mapped_afresh_outside():
+    pages = MB64 * 4 // 4096
+    outside = _faults_of_cycles()
+    with memory.reuse_freed_memory():
+        _faults_of_cycles(12)  # the heap grows until freed buffers fit the next ones (posix_memalign pads each request)
+        inside = _faults_of_cycles()
+    after = _faults_of_cycles()
+    # each mapped 64 MiB buffer faults in its pages again (huge pages would cut that to a few)
+    assert outside >= 3 * pages or outside >= 20, outside
+    assert inside < pages // 4, (inside, outside)  # reused heap memory: no per-buffer faults
+    assert after > 2 * inside  # glibc's default is back: buffers are mapped afresh again
+
+
+@needs_glibc
+def test_blocks_nest_and_restore_even_on_error():
+    assert not memory.mmap_disabled()
+    with pytest.raises(RuntimeError, match="boom"):
+        with memory.reuse_freed_memory():
+            with memory.reuse_freed_memory():
+                assert memory.mmap_disabled()
+            assert memory.mmap_disabled()  # the inner block does not end the outer one
+            raise RuntimeError("boom")
+    assert not memory.mmap_disabled()
+
+
+def test_convert_calibrate_and_evaluate_run_inside_a_block(monkeypatch):
+    """The API's heavy entry points run with the heap reused, and leave the default behind."""
+    import snnc.api as api
+
+    seen: list[tuple[str, bool]] = []
+    for name in ("run_passes", "_simulate_sharded"):
+        real = getattr(api, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen.append((_name, memory.mmap_disabled()))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(api, name, spy)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    x = np.random.default_rng(0).random((32, 1, 4, 4), dtype=np.float32)
+    sm = snnc.convert(net, x, timesteps=8, calibration="none")
+    sm = snnc.calibrate(sm, x, timesteps=8, calibration="light")
+    res = snnc.evaluate(sm, x[:4], np.zeros(4, dtype=np.int64), timesteps=[8])
+    assert res["samples"] == 4
+    assert {n for n, _ in seen} == {"run_passes", "_simulate_sharded"}
+    assert all(inside for _, inside in seen) == GLIBC, seen
+    assert not memory.mmap_disabled()
+
+
+@needs_glibc
+def test_default_allocation_suspends_reuse_inside_a_block_only():
+    with memory.default_allocation():  # outside any block: nothing to suspend
+        assert not memory.mmap_disabled()
+    assert not memory.mmap_disabled()
+    with memory.reuse_freed_memory():
+        with memory.default_allocation():
+            assert not memory.mmap_disabled()
+            outside = _faults_of_cycles()
+        assert memory.mmap_disabled()
+        _faults_of_cycles(12)
+        inside = _faults_of_cycles()
+    assert not memory.mmap_disabled()
+    assert inside < outside
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+@needs_glibc
+def test_release_free_memory_returns_the_heap_holes():
+    with memory.reuse_freed_memory():
+        kept = [torch.ones(MB64 // 8) for _ in range(8)]  # 8 x 8 MiB live ...
+        big = [torch.ones(MB64) for _ in range(4)]  # ... and 256 MiB freed below them
+        kept.append(torch.ones(1024))
+        del big
+        before = _rss_mib()
+        memory.release_free_memory()
+        after = _rss_mib()
+        assert before - after > 128, (before, after)
+        assert sum(float(t[0]) for t in kept) == len(kept)
