@@ -42,10 +42,11 @@ def test_large_buffers_are_reused_inside_and_mapped_afresh_outside():
         _faults_of_cycles(12)  # the heap grows until freed buffers fit the next ones (posix_memalign pads each request)
         inside = _faults_of_cycles()
     after = _faults_of_cycles()
-    # each mapped 64 MiB buffer faults in its pages again (huge pages would cut that to a few)
-    assert outside >= 3 * pages or outside >= 20, outside
-    assert inside < pages // 4, (inside, outside)  # reused heap memory: no per-buffer faults
-    assert after > 2 * inside  # glibc's default is back: buffers are mapped afresh again
+    # outside a block each mapped 64 MiB buffer faults its pages in again; inside, reused heap
+    # memory faults at most a fraction of one buffer's pages over all cycles
+    assert inside < pages // 4, (inside, outside)
+    assert outside > 4 * inside, (inside, outside)
+    assert after > 4 * inside, (inside, after)  # glibc's default is back: buffers are mapped afresh again
 
 
 @needs_glibc

@@ -8,7 +8,10 @@ cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 OLD=${OLD:-/tmp/snnc-before-heap}
 export SCALE_WORK=${SCALE_WORK:-/tmp/snnc-heap-ab}
-[ -d "$OLD" ] || git worktree add -q "$OLD" 74260e6
+if [ ! -d "$OLD" ]; then  # the code before the change, removed again at the end
+  git worktree add -q "$OLD" 74260e6
+  trap 'git worktree remove --force "$OLD"' EXIT
+fi
 # 1. ResNet-18 224x224, light, 16 samples, 1 and 2 ranks, before then after
 PYTHONPATH=$OLD $PY benchmarks/scale/scale.py ranks --arch resnet18 --levels light --samples 16 --check-samples 16 --ranks 1,2 --tag old --note "A/B: before heap reuse (74260e6)"
 $PY benchmarks/scale/scale.py ranks --arch resnet18 --levels light --samples 16 --check-samples 16 --ranks 1,2 --tag new --note "A/B: heap reuse"

@@ -90,8 +90,8 @@ def default_allocation() -> Iterator[None]:
     the block, inside a :func:`reuse_freed_memory` block: for work whose large buffers
     change size from one step to the next (a weight fit's minibatches split unevenly over
     the ranks), which fragments the heap: with every allocation served from the heap, the
-    ranks of a 2-rank Br35H ResNet-18 conversion grew to 8.7 and 7.4 GB within four minutes
-    of weight fitting (converted for T = 16 alone, its peak had been 3.07 GiB)."""
+    ranks of a 2-rank Br35H ResNet-18 conversion grew to 8.3 and 7.2 GiB within four minutes
+    of its start, in weight fitting (converted for T = 16 alone, its peak had been 3.07 GiB)."""
     global _depth
     libc = _glibc()
     with _lock:
