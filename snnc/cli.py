@@ -48,6 +48,7 @@ from snnc.defaults import (
     STORE_CHOICES,
 )
 from snnc.errors import DataError, SnncError
+from snnc.utils.scratch import private_torch_cache
 
 err_console = Console(stderr=True, highlight=False)
 # Tables are for people: at least 100 columns even when stdout is not a terminal (CI logs).
@@ -220,6 +221,7 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """snnc: convert trained ANNs into spiking neural networks, simulate and deploy them."""
     obj = ctx.ensure_object(dict)
     obj["debug"] = debug or obj.get("debug", False)
+    private_torch_cache()  # torch would leave $TMPDIR/torchinductor_$USER behind
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     world = os.environ.get("WORLD_SIZE", "1")

@@ -391,3 +391,26 @@ def test_interrupt_during_save(work, sig, which):
     before = snapshot(work)
     res = _interrupt(work, sig, wait_for="save", which=which)
     _assert_clean_interrupt(work, res, sig, before)
+
+
+def test_torchs_cache_directory_stays_inside_snncs_own_temporary_files(tmp_path):
+    """Importing torch._dynamo (which snnc's meta-tensor shape inference does, through
+    torch.clamp's decomposition) makes torch create $TMPDIR/torchinductor_$USER: the CLI gives
+    it a directory of its own, removed at exit, so $TMPDIR is left as it was."""
+    code = (
+        "import os, sys, torch\n"
+        "from snnc.utils.scratch import private_torch_cache\n"
+        "path = private_torch_cache()\n"
+        "torch.clamp(torch.zeros(2, device='meta'), min=0.0)\n"
+        "assert 'torch._dynamo' in sys.modules\n"
+        "print(path, sorted(os.listdir(os.environ['TMPDIR'])))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    for k in ("TMPDIR", "TEMP", "TMP"):
+        env[k] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    path, during = proc.stdout.split(" ", 1)
+    assert Path(path).parent == tmp_path and Path(path).name in during  # torch's cache went there ...
+    assert "torchinductor" not in during
+    assert list(tmp_path.iterdir()) == []  # ... and is gone after the process

@@ -86,22 +86,6 @@ def test_convert_calibrate_and_evaluate_run_inside_a_block(monkeypatch):
     assert not memory.mmap_disabled()
 
 
-@needs_glibc
-def test_default_allocation_suspends_reuse_inside_a_block_only():
-    with memory.default_allocation():  # outside any block: nothing to suspend
-        assert not memory.mmap_disabled()
-    assert not memory.mmap_disabled()
-    with memory.reuse_freed_memory():
-        with memory.default_allocation():
-            assert not memory.mmap_disabled()
-            outside = _faults_of_cycles()
-        assert memory.mmap_disabled()
-        _faults_of_cycles(12)
-        inside = _faults_of_cycles()
-    assert not memory.mmap_disabled()
-    assert inside < outside
-
-
 def _rss_mib() -> float:
     with open("/proc/self/status") as f:
         return int(next(line for line in f if line.startswith("VmRSS:")).split()[1]) / 1024

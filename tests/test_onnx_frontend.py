@@ -1040,3 +1040,28 @@ def test_torch_zero_padding_through_both_exporters(exporter):
     x = np.random.default_rng(3).standard_normal((4, *shape)).astype(np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(run_ann(graph, x)[0], model(torch.from_numpy(x)).numpy(), atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnxruntime_uses_torchs_thread_budget(monkeypatch, threads):
+    """The import check's onnxruntime session runs on torch's thread count (one per rank
+    under torchrun), not on onnxruntime's default of one thread per core."""
+    import onnxruntime as ort
+
+    seen = []
+    real = ort.InferenceSession
+
+    def recording(source, opts=None, **kw):
+        seen.append((opts.intra_op_num_threads, opts.inter_op_num_threads))
+        return real(source, opts, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref = onnx_reference(make_model([helper.make_node("Relu", ["x"], ["y"])], ["N", 3]))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(threads, 1)]
+    x = np.array([[-1.0, 0.5, 2.0]], dtype=np.float32)
+    assert np.array_equal(ref(x)[0], np.maximum(x, 0))

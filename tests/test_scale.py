@@ -25,6 +25,7 @@ from test_calibration import CONVERT, _images_for, concat_graph, run
 
 import snnc
 from snnc.parallel import ExactSum, Group
+from snnc.passes.calibrate import FitDraw
 from snnc.utils.spill import SpillStore
 
 BIN = Path(sys.executable).parent
@@ -68,6 +69,49 @@ def test_shards_cover_the_range_in_order(n, world):
     shards = [Group(r, world).shard(n) for r in range(world)]
     assert [i for s in shards for i in s] == list(range(n))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+# ------------------------------------------------------- weight-fit minibatches
+def _draws(spans: list[range], m: int, seed: int = 3) -> list[FitDraw]:
+    n = sum(map(len, spans))
+    return [FitDraw(torch.Generator().manual_seed(seed), n, m, spans, r) for r in range(len(spans))]
+
+
+def test_fit_draw_alone_is_uniform_over_all_samples():
+    (d,) = _draws([range(50)], 16)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        assert d.next() == torch.randint(0, 50, (16,), generator=gen).tolist()
+    assert d.denominator == 16
+
+
+@pytest.mark.parametrize("spans", [[range(0, 32), range(32, 64)], [range(0, 48), range(48, 80), range(80, 90)], [range(0, 40), range(0)]])
+def test_fit_draw_gives_each_rank_a_fixed_share_of_its_own_samples(spans):
+    m = 64
+    draws = _draws(spans, m)
+    for _ in range(20):
+        for d, span in zip(draws, spans):
+            got = d.next()
+            assert len(got) == d.count and all(i in span for i in got)
+    counts = [d.count for d in draws]
+    n = sum(map(len, spans))
+    for d, span in zip(draws, spans):  # each term weighs its rank's share of the samples over its count
+        assert d.count / d.denominator == pytest.approx(len(span) / n, abs=0, rel=1e-12)
+    assert sum(counts) >= m and all(c == 0 for c, s in zip(counts, spans) if not len(s))
+    assert all(c >= 1 for c, s in zip(counts, spans) if len(s))
+
+
+@pytest.mark.parametrize("spans, m", [([range(0, 48), range(48, 80), range(80, 90)], 24), ([range(0, 100), range(100, 101)], 4)])
+def test_fit_draw_weights_estimate_the_mean_over_all_samples(spans, m):
+    """Sum over ranks of (weighted) per-rank sums estimates the mean of f over all samples,
+    f(i) = i: spans of 48, 32 and 10 samples; and 100 and 1 with m = 4, where the one-sample
+    rank still draws one (counts 4 and 1, not proportional: weighting by the count alone
+    would give 74.5 instead of 50)."""
+    draws, steps, n = _draws(spans, m), 4000, sum(map(len, spans))
+    est = 0.0
+    for _ in range(steps):
+        est += sum(sum(d.next()) / d.denominator for d in draws)
+    assert abs(est / steps - np.mean(range(n))) < 0.03 * n
 
 
 # ---------------------------------------------------------------- the store
@@ -204,7 +248,8 @@ def _snnc(args: list[str], ranks: int, cwd: Path) -> subprocess.CompletedProcess
     # torchrun's agent leaves a torchelastic_* log folder in $TMPDIR: give it one of ours,
     # removed afterwards, so the suite leaves nothing in the system's temporary directory
     with tempfile.TemporaryDirectory(prefix="snnc-test-torchrun-") as tmp:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": tmp}
+        # without the suite's TORCHINDUCTOR_CACHE_DIR (conftest): snnc must keep torch's cache out of $TMPDIR itself
+        env = {**{k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}, "OMP_NUM_THREADS": "1", "TMPDIR": tmp}
         if ranks == 1:
             cmd = [str(BIN / "snnc"), *args]
         else:
@@ -217,11 +262,21 @@ def _snnc(args: list[str], ranks: int, cwd: Path) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def two_ranks(digits_model, tmp_path_factory):
+def calib600(digits_model, tmp_path_factory) -> Path:
+    """600 digits training images: three calibration batches of the digits model at T = 8
+    (256, 256 and 88 samples), so two ranks hold uneven shares (512 and 88), where the
+    fixture's 256 would be one batch, all on rank 0."""
+    path = tmp_path_factory.mktemp("calib600") / "calib600.npz"
+    np.savez(path, x=digits_model.x_train[:600])
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_ranks(digits_model, calib600, tmp_path_factory):
     """The digits model converted (light) and evaluated by one process and by two ranks."""
     out = tmp_path_factory.mktemp("ranks")
     m = digits_model
-    common = ["convert", str(m.onnx_path), "--calib", str(m.calib_path), "-T", "8", "--calibration", "light", "--no-progress", "--check-samples", "40"]
+    common = ["convert", str(m.onnx_path), "--calib", str(calib600), "--calib-samples", "600", "-T", "8", "--calibration", "light", "--no-progress", "--check-samples", "40"]
     runs = {}
     for ranks in (1, 2):
         _snnc([*common, "-o", f"r{ranks}.snn", "--report", f"r{ranks}.json"], ranks, out)
@@ -254,6 +309,34 @@ def test_simulated_outputs_of_the_two_artifacts_are_identical(two_ranks, digits_
     out, _ = two_ranks
     ys = [snnc.load(out / f"r{r}.snn").run(digits_model.x_test[:64], 8) for r in (1, 2)]
     assert np.array_equal(ys[0], ys[1])
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
+def test_two_ranks_fit_weights_like_one(two_ranks, digits_model, calib600, tmp_path):
+    """Advanced calibration on two ranks holding 512 and 88 of 600 samples: weights fitted on
+    each rank's fixed, weighted share of every minibatch (FitDraw) move the way one
+    process's do and convert as well (within the fit's noise, not bit for bit)."""
+    out, _ = two_ranks
+    m = digits_model
+    args = ["convert", str(m.onnx_path), "--calib", str(calib600), "--calib-samples", "600", "-T", "8", "--calibration", "advanced", "--no-progress", "--check-samples", "40"]
+    for ranks in (1, 2):
+        _snnc([*args, "-o", f"adv{ranks}.snn"], ranks, tmp_path)
+    light, one, two = (snnc.load(p) for p in (out / "r1.snn", tmp_path / "adv1.snn", tmp_path / "adv2.snn"))
+    assert two.provenance["ranks"] == 2
+    fitted = 0
+    nodes = {n.name: n for n in light.snn.nodes}
+    for b, c in zip(one.snn.nodes, two.snn.nodes):
+        assert b.name == c.name
+        a = nodes[b.name]
+        if "weight" in b.params and not np.array_equal(a.params["weight"], b.params["weight"]):
+            d1, d2 = (np.ravel(x.params["weight"] - a.params["weight"]) for x in (b, c))
+            assert np.linalg.norm(d2) > 0, c.name  # the two ranks fitted this layer too
+            cos = float(d1 @ d2 / (np.linalg.norm(d1) * np.linalg.norm(d2)))
+            assert cos > 0.9, (b.name, cos)  # measured 0.985-0.997
+            fitted += 1
+    assert fitted >= 2
+    accs = [float(np.mean(sm.run(m.x_test, 8).argmax(1) == m.y_test)) for sm in (one, two)]
+    assert abs(accs[0] - accs[1]) <= 0.03, accs
 
 
 def test_device_cuda_without_cuda_is_a_clear_error(digits_model, tmp_path):

@@ -83,7 +83,7 @@ from snnc.passes.balance import channels_last
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
 from snnc.simulator.reference import ReferenceSimulator, default_batch_size
-from snnc.utils.memory import default_allocation, keep_freed_memory, release_free_memory
+from snnc.utils.memory import keep_freed_memory, release_free_memory
 from snnc.utils.spill import SpillStore
 
 
@@ -204,11 +204,13 @@ class LayerwiseRunner:
     def samples(self) -> int:
         return len(self.x)
 
-    def local_samples(self) -> range:
-        """The sample indices of this rank's batches (contiguous)."""
-        if not self.local:
-            return range(0)
-        return range(self.batches[self.local[0]].start, self.batches[self.local[-1]].stop)
+    def rank_samples(self) -> list[range]:
+        """The sample indices of every rank's batches (contiguous), by rank."""
+        spans = []
+        for r in range(self.group.world):
+            mine = Group(r, self.group.world).shard(len(self.batches))
+            spans.append(range(self.batches[mine[0]].start, self.batches[mine[-1]].stop) if len(mine) else range(0))
+        return spans
 
     # ------------------------------------------------------------ helpers
     def refresh(self, seg: _Segment) -> None:
@@ -426,6 +428,42 @@ def _on_grid(w: torch.Tensor, grid: tuple[torch.Tensor, int, int]) -> torch.Tens
 
 
 # ----------------------------------------------------------------- passes
+class FitDraw:
+    """The minibatches of a weight fit: ``m`` sample indices per step, with replacement,
+    from ``n`` samples, drawn from the seeded generator ``gen`` that every rank shares.
+
+    Alone (one rank), a step draws ``m`` indices uniformly from all ``n`` samples. On
+    several ranks each holds only its own samples (``spans[r]``, contiguous): rank ``r``
+    draws a fixed ``counts[r]`` of its own (``m`` split in proportion to the spans, at
+    least one per non-empty span), so every step's shard has the same size: shards of
+    changing size (a uniform draw over all samples splits 26 to 38 of 64 on 2 ranks) leave
+    holes in the heap that the reuse of freed memory (snnc.utils.memory) cannot fill. A
+    rank's loss terms are divided by ``denominator`` (its count over its share of the
+    samples, times ``n``), so the gradient summed over the ranks estimates the mean over
+    all samples (a stratified sample); alone, ``denominator`` is ``m``."""
+
+    def __init__(self, gen: torch.Generator, n: int, m: int, spans: list[range], rank: int):
+        self.gen, self.n, self.m = gen, n, m
+        self.alone = len(spans) == 1
+        sizes = [len(s) for s in spans]
+        quota = [m * k / n for k in sizes]
+        counts = [int(q) for q in quota]
+        for r in sorted(range(len(spans)), key=lambda r: (counts[r] - quota[r], r))[: m - sum(counts)]:
+            counts[r] += 1  # largest remainders
+        self.counts = [max(c, 1) if k else 0 for c, k in zip(counts, sizes)]
+        self.span = spans[rank]
+        self.offset = sum(self.counts[:rank])
+        self.count = self.counts[rank]
+        self.denominator: float = m if self.alone else self.count * n / len(self.span) if self.count else math.inf
+
+    def next(self) -> list[int]:
+        """This rank's sample indices of the next step (every rank must call it each step)."""
+        if self.alone:
+            return torch.randint(0, self.n, (self.m,), generator=self.gen).tolist()
+        u = torch.rand(sum(self.counts), generator=self.gen, dtype=torch.float64)[self.offset : self.offset + self.count]
+        return [self.span.start + min(int(x * len(self.span)), len(self.span) - 1) for x in u.tolist()]
+
+
 class _Calibration(Pass):
     """Shared driver: walks the segments in forward order, calibrating the target layers.
     Each rank simulates its shard of the batches; the statistics are reduced exactly over
@@ -721,8 +759,9 @@ class CalibrateWeights(_Calibration):
                 raise PassError(f"{self.name}: neuron {n.name!r} resets to zero; the fitted quantiser models soft reset (insert-if reset=subtract)")
 
     def update(self, graph, seg, ctx) -> str:
-        """Adam on the squared error. Every rank draws the same minibatch indices (one
-        seeded generator); each computes the loss terms of the samples it holds, and the
+        """Adam on the squared error. Each step's minibatch comes from :class:`FitDraw`
+        (one seeded generator that every rank shares; on several ranks a fixed share of
+        each rank's own samples); each rank computes the loss terms of its share, and the
         gradients are summed over the ranks, so all ranks take the same steps."""
         o, runner, group = self.options, self._runner, ctx.group
         try:
@@ -748,14 +787,13 @@ class CalibrateWeights(_Calibration):
             gen = torch.Generator().manual_seed(ctx.seed)
             opt = torch.optim.Adam(weights, lr=o.lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=o.iterations)
-            n_samples = runner.samples
-            mine = runner.local_samples()
-            size = int(np.prod(node.output.shape))
+            draw = FitDraw(gen, runner.samples, min(o.batch, runner.samples), runner.rank_samples(), group.rank)
+            denominator = draw.denominator * int(np.prod(node.output.shape))
             Ts = self._Ts
-            with torch.enable_grad(), default_allocation():  # minibatch shards vary in size: keep them off the heap
+            release_free_memory()  # the layer simulation's freed buffers (other sizes than the fit's) go back to the OS
+            with torch.enable_grad():
                 for _ in range(o.iterations):
-                    idx = torch.randint(0, n_samples, (min(o.batch, n_samples),), generator=gen)
-                    held = [i for i in idx.tolist() if i in mine]
+                    held = draw.next()
                     opt.zero_grad()
                     if held:
                         target = self._rows("target", held).to(runner.device)
@@ -774,7 +812,7 @@ class CalibrateWeights(_Calibration):
                             ex.walk(seg.nodes, env, free=False)
                             z = env[id(node.inputs[0])].data
                             y = if_neuron_rate(z, theta, v0, t, straight_through=True, max_spikes=int(node.attr("max_spikes"))) if neuron else z
-                            losses.append(torch.sum((y - target) ** 2) / (len(idx) * size))
+                            losses.append(torch.sum((y - target) ** 2) / denominator)
                         loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
                         loss.backward()
                     for w in weights:

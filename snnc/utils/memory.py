@@ -15,8 +15,10 @@ process (buffers up to 32 MiB come from the heap and freed memory is kept).
 conversion, a calibration, an evaluation): no allocation is served by ``mmap`` at all,
 and when the outermost such block ends the allocator's default is restored and the free
 heap pages are given back to the operating system (``malloc_trim``), so the process does
-not keep its peak memory afterwards; :func:`default_allocation` suspends it for work whose
-buffers change size from step to step. All are no-ops where glibc is not the allocator.
+not keep its peak memory afterwards. Work inside such a block should allocate buffers of
+the same sizes again and again (a weight fit's minibatch shards have a fixed size for that
+reason, snnc.passes.calibrate.FitDraw): buffers that change size from step to step leave
+holes the heap cannot reuse. All are no-ops where glibc is not the allocator.
 """
 
 from __future__ import annotations
@@ -82,29 +84,6 @@ def reuse_freed_memory() -> Iterator[None]:
             if _depth == 0:
                 libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX_DEFAULT)
                 libc.malloc_trim(0)
-
-
-@contextlib.contextmanager
-def default_allocation() -> Iterator[None]:
-    """glibc's default (large buffers mapped, and unmapped when freed) for the duration of
-    the block, inside a :func:`reuse_freed_memory` block: for work whose large buffers
-    change size from one step to the next (a weight fit's minibatches split unevenly over
-    the ranks), which fragments the heap: with every allocation served from the heap, the
-    ranks of a 2-rank Br35H ResNet-18 conversion grew to 8.3 and 7.2 GiB within four minutes
-    of its start, in weight fitting (converted for T = 16 alone, its peak had been 3.07 GiB)."""
-    global _depth
-    libc = _glibc()
-    with _lock:
-        outer, _depth = _depth, 0
-        if outer and libc is not None:
-            libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX_DEFAULT)
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth = outer
-            if outer and libc is not None:
-                libc.mallopt(_M_MMAP_MAX, 0)
 
 
 def release_free_memory() -> None:

@@ -9,6 +9,7 @@ from types import ModuleType
 
 import numpy as np
 import onnx
+import torch
 
 from snnc.errors import DataError
 from snnc.frontends.check import Reference
@@ -36,6 +37,7 @@ def onnx_reference(
 ) -> Reference:
     """An onnxruntime (CPU) evaluation of the model's tensors ``output_names``.
 
+    onnxruntime runs on ``num_threads`` threads (default: torch's, ``torch.get_num_threads()``).
     ``output_names`` defaults to the graph outputs; pass ``graph.meta["output_sources"]`` of
     the imported graph to compare it with :func:`snnc.frontends.check.check_import`.
     Intermediate tensors are exposed as extra outputs on a copy of the model. Models whose
@@ -49,9 +51,11 @@ def onnx_reference(
     # external data is found next to it.
     session_source = str(source) if model is loaded and not isinstance(source, onnx.ModelProto) else model.SerializeToString()
     opts = ort.SessionOptions()
-    if num_threads:
-        opts.intra_op_num_threads = num_threads
-        opts.inter_op_num_threads = 1
+    # torch's thread budget (OMP_NUM_THREADS, torch.set_num_threads): onnxruntime's own
+    # default is one thread per core, which oversubscribes the cores when several ranks
+    # share a machine (torchrun sets one thread per rank)
+    opts.intra_op_num_threads = num_threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(session_source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
