@@ -13,7 +13,8 @@ cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 OLD=${OLD:-/tmp/snnc-before-fitdraw}
 W=${SCALE_WORK:-/tmp/snnc-fit-ab}/snnc-scale
-mkdir -p "$W"
+mkdir -p "$W/tmp"
+export TMPDIR="$W/tmp"  # torchrun's torchelastic_* logs stay in the work folder
 if [ ! -d "$OLD" ]; then  # the code before the change, removed again at the end
   git worktree add -q "$OLD" 27a8186
   trap 'git worktree remove --force "$OLD"' EXIT

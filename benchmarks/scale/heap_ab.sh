@@ -16,6 +16,8 @@ fi
 PYTHONPATH=$OLD $PY benchmarks/scale/scale.py ranks --arch resnet18 --levels light --samples 16 --check-samples 16 --ranks 1,2 --tag old --note "A/B: before heap reuse (74260e6)"
 $PY benchmarks/scale/scale.py ranks --arch resnet18 --levels light --samples 16 --check-samples 16 --ranks 1,2 --tag new --note "A/B: heap reuse"
 W=$SCALE_WORK/snnc-scale
+mkdir -p "$W/tmp"
+export TMPDIR="$W/tmp"  # torchrun's torchelastic_* logs stay in the work folder
 $PY benchmarks/scale/scale.py compare $W/resnet18_light_16_auto_1x1_old.snn $W/resnet18_light_16_auto_1x1_new.snn $W/resnet18_light_16_auto_2x1_new.snn --samples 16
 # 2. Br35H ResNet-18 (needs `python -m examples.brain_tumour_224.data`), advanced with a short fit, 2 ranks
 M=examples/brain_tumour_224/models/tumour_resnet18_224.onnx

@@ -83,10 +83,18 @@ def data_file(n: int) -> Path:
     return path
 
 
+def run_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a measured command: torchrun's agent writes a torchelastic_* log
+    folder into $TMPDIR (and snnc spills there): keep it inside the work folder."""
+    scratch = WORK / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "TMPDIR": str(scratch), **extra}
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     """Run ``cmd``; (seconds, stdout)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=WORK)
+    proc = subprocess.Popen(cmd, env=run_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=WORK)
     out, err = proc.communicate()
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -119,7 +127,7 @@ def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threa
     probe = [sys.executable, "-c", "import resource,subprocess,sys,os; p=subprocess.run(sys.argv[1:]); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)"]  # fmt: skip
     t0 = time.perf_counter()
-    proc = subprocess.run([*probe, *snnc_cmd(args, ranks)], env={**os.environ, **env}, capture_output=True, text=True, cwd=WORK)
+    proc = subprocess.run([*probe, *snnc_cmd(args, ranks)], env=run_env(env), capture_output=True, text=True, cwd=WORK)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"convert {arch} {level} failed:\n{proc.stderr[-3000:]}")
