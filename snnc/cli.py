@@ -193,10 +193,12 @@ def ranks(device: str | None):
     from snnc import parallel
 
     group = parallel.init_from_env(device)
+    done = False
     try:
         yield group
+        done = True
     finally:
-        parallel.finish()
+        parallel.finish(wait=done)  # no waiting after a failure: the other ranks may never arrive
 
 
 def scale_options(f):

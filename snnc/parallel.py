@@ -138,13 +138,18 @@ def local_device(device: str) -> str:
     return device
 
 
-def finish() -> None:
-    """Leave the process group (at the end of a command)."""
+def finish(wait: bool = False) -> None:
+    """Leave the process group (at the end of a command). ``wait`` (after a command that
+    succeeded on every rank): first wait for all ranks, so that none tears its connections
+    down while rank 0 is still writing (a rank leaving early was seen to abort in gloo's
+    teardown, "terminate called without an active exception")."""
     global _GROUP
     if _GROUP.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
     _GROUP = Group()
 

@@ -445,16 +445,18 @@ class FitDraw:
     def __init__(self, gen: torch.Generator, n: int, m: int, spans: list[range], rank: int):
         self.gen, self.n, self.m = gen, n, m
         self.alone = len(spans) == 1
-        sizes = [len(s) for s in spans]
-        quota = [m * k / n for k in sizes]
+        self.span = spans[rank]
+        if self.alone:
+            self.counts, self.offset, self.count, self.denominator = [m], 0, m, m
+            return
+        quota = [m * len(s) / n for s in spans]
         counts = [int(q) for q in quota]
         for r in sorted(range(len(spans)), key=lambda r: (counts[r] - quota[r], r))[: m - sum(counts)]:
             counts[r] += 1  # largest remainders
-        self.counts = [max(c, 1) if k else 0 for c, k in zip(counts, sizes)]
-        self.span = spans[rank]
+        self.counts = [max(c, 1) if len(s) else 0 for c, s in zip(counts, spans)]
         self.offset = sum(self.counts[:rank])
         self.count = self.counts[rank]
-        self.denominator: float = m if self.alone else self.count * n / len(self.span) if self.count else math.inf
+        self.denominator = self.count * n / len(self.span) if self.count else math.inf  # (no terms when 0)
 
     def next(self) -> list[int]:
         """This rank's sample indices of the next step (every rank must call it each step)."""
@@ -790,7 +792,6 @@ class CalibrateWeights(_Calibration):
             draw = FitDraw(gen, runner.samples, min(o.batch, runner.samples), runner.rank_samples(), group.rank)
             denominator = draw.denominator * int(np.prod(node.output.shape))
             Ts = self._Ts
-            release_free_memory()  # the layer simulation's freed buffers (other sizes than the fit's) go back to the OS
             with torch.enable_grad():
                 for _ in range(o.iterations):
                     held = draw.next()
