@@ -103,3 +103,50 @@ def test_release_free_memory_returns_the_heap_holes():
         after = _rss_mib()
         assert before - after > 128, (before, after)
         assert sum(float(t[0]) for t in kept) == len(kept)
+
+
+@needs_glibc
+def test_heap_bound_gives_back_resident_growth_beyond_its_slack_only():
+    slack = 64 << 20
+    with memory.reuse_freed_memory():
+        bound = memory.HeapBound(slack=slack)
+        bound.step()  # before the first batch
+        bound.step()  # the reference: what one batch left resident
+        kept = torch.ones(1024)
+        big = [torch.ones(MB64) for _ in range(2)]  # 128 MiB freed below a live tensor: stays resident
+        kept2 = torch.ones(1024)
+        del big
+        before = _rss_mib()
+        bound.step()
+        after = _rss_mib()
+        assert bound.trims == 1 and before - after > 100, (before, after)
+        bound.step()  # a new reference after the trim
+        small = torch.ones(MB64 // 4)  # 16 MiB: within the slack
+        del small
+        bound.step()
+        assert bound.trims == 1
+        assert float(kept[0] + kept2[0]) == 2
+    outside = memory.HeapBound(slack=0)
+    for _ in range(3):
+        outside.step()
+    assert outside.trims == 0  # outside a block glibc unmaps large buffers itself
+
+
+def test_batches_step_a_heap_bound(monkeypatch):
+    """Every batch loop (ANN batches, simulation, layer-wise calibration) steps a HeapBound."""
+    import snnc.ir.executor as executor
+    import snnc.passes.calibrate as calibrate
+
+    steps = []
+    monkeypatch.setattr(memory.HeapBound, "step", lambda self: steps.append(id(self)))
+    assert len(list(executor.iter_batches(np.zeros((10, 2), np.float32), 3))) == 4
+    assert len(steps) == 4
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    x = np.random.default_rng(0).random((32, 1, 4, 4), dtype=np.float32)
+    steps.clear()
+    real = calibrate.LayerwiseRunner.batch
+    batches = []
+    monkeypatch.setattr(calibrate.LayerwiseRunner, "batch", lambda self, seg, b: (batches.append(b), real(self, seg, b))[1])
+    snnc.convert(net, x, timesteps=8, calibration="light", batch_size=8)
+    assert batches and len(steps) >= len(batches)

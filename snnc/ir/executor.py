@@ -36,6 +36,7 @@ import torch
 
 from snnc.errors import DataError, VerificationError
 from snnc.ir.graph import Graph, Node
+from snnc.utils.memory import HeapBound
 
 Observer = Callable[[Node, Any], None]
 
@@ -272,9 +273,12 @@ class Interpreter(Executor):
 
 
 def iter_batches(x: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """Yield float32 tensors of at most ``batch_size`` samples."""
+    """Yield float32 tensors of at most ``batch_size`` samples (the freed heap memory the
+    batches leave resident kept bounded: :class:`~snnc.utils.memory.HeapBound`)."""
     n = len(x)
+    heap = HeapBound()
     for start in range(0, n, batch_size):
+        heap.step()
         chunk = x[start : start + batch_size]
         if isinstance(chunk, np.ndarray):
             chunk = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))

@@ -83,7 +83,7 @@ from snnc.passes.balance import channels_last
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
 from snnc.simulator.reference import ReferenceSimulator, default_batch_size
-from snnc.utils.memory import keep_freed_memory, release_free_memory
+from snnc.utils.memory import HeapBound, keep_freed_memory, release_free_memory
 from snnc.utils.spill import SpillStore
 
 
@@ -199,6 +199,8 @@ class LayerwiseRunner:
         # from the input for every segment, which cost O(layers^2) ANN layers per batch.
         self._ann_index = {id(n): i for i, n in enumerate(ann.nodes)}
         self._ann_at: dict[int, tuple[int, list[int]]] = {}  # batch -> (index of the last ANN node run, ids of its live values)
+        # Peak memory set by one batch, not by how many a layer runs (the heap's holes).
+        self.heap = HeapBound()
 
     @property
     def samples(self) -> int:
@@ -218,6 +220,7 @@ class LayerwiseRunner:
         seg.nodes = _segment(self.graph, seg.node).nodes
         for n in [*seg.nodes, seg.node]:
             self.sim.refresh(n)
+        self.heap.reset()
 
     def _input(self, b: int) -> Timed:
         return self.sim.encode(self.x[self.batches[b]], self.T)
@@ -301,6 +304,7 @@ class LayerwiseRunner:
         """Simulate the segment on batch ``b``: its output (for a readout, its input current,
         whose time average is the readout's output) and the values it computed from (by
         value id)."""
+        self.heap.step()
         env = self._boundary(seg, b)
         z = self.current(seg, env)
         if len(seg.node.inputs) > 1:  # a stateful op of several inputs (temporal matmul)
@@ -335,6 +339,7 @@ class LayerwiseRunner:
             if self._remaining[id(v)] == 0 and self.store is not None:
                 self.store.drop(id(v))
         release_free_memory()  # holes the heap could not reuse in this layer go back to the OS
+        self.heap.reset()
 
 
 # ------------------------------------------------------------ statistics
@@ -792,8 +797,10 @@ class CalibrateWeights(_Calibration):
             draw = FitDraw(gen, runner.samples, min(o.batch, runner.samples), runner.rank_samples(), group.rank)
             denominator = draw.denominator * int(np.prod(node.output.shape))
             Ts = self._Ts
+            heap = HeapBound()
             with torch.enable_grad():
                 for _ in range(o.iterations):
+                    heap.step()
                     held = draw.next()
                     opt.zero_grad()
                     if held:
