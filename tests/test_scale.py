@@ -350,3 +350,25 @@ def test_device_cuda_without_cuda_is_a_clear_error(digits_model, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "cuda" in proc.stderr.lower() and "Traceback" not in proc.stderr
     assert not (tmp_path / "x.snn").exists()
+
+
+def test_histogram_counts_travel_as_int32_where_exact():
+    """balance-thresholds reduces its histograms (integer counts) as int32 when no total can
+    reach 2**31, half the bytes of float64, and as float64 otherwise; the sums are exact."""
+    from snnc.passes.balance import _sum_counts
+
+    class TwoEqualRanks(Group):
+        def all_reduce(self, t, op="sum"):
+            self.seen.append(t.dtype)
+            self.bytes_reduced += t.numel() * t.element_size()
+            return t * 2
+
+    g = TwoEqualRanks(0, 2)
+    g.seen = []
+    counts = torch.tensor([0.0, 3.0, 2.0**30 - 1], dtype=torch.float64)  # each rank; two ranks: below 2**31
+    small = _sum_counts(g, counts.double(), 2**31 - 1)
+    big = _sum_counts(g, counts.double(), 2**31)
+    assert g.seen == [torch.int32, torch.float64]
+    assert small.dtype == big.dtype == torch.float64
+    assert torch.equal(small, counts.double() * 2) and torch.equal(big, counts.double() * 2)
+    assert g.bytes_reduced == 3 * 4 + 3 * 8

@@ -312,15 +312,18 @@ def run_batched(x: np.ndarray | torch.Tensor, batch_size: int, fn: Callable[[tor
     return [np.concatenate(a, axis=0) for a in acc]
 
 
-ANN_VALUE_BYTES = 64 << 20  # the widest float32 value of one ANN batch stays under this
+ANN_VALUE_BYTES = 16 << 20  # the widest float32 value of one ANN batch stays under this
 
 
 def ann_batch_size(graph: Graph, batch_size: int) -> int:
     """``batch_size`` lowered where one batch's widest value of ``graph`` would exceed
     ``ANN_VALUE_BYTES``, so that the ANN passes' memory is set by the network, not by how
-    many samples stream through it (a ResNet-50 at 224x224: 20 samples per batch; with
-    batches of 128 a 2-rank conversion measured a 5.6 GiB peak per rank, 3.05 GiB capped).
-    Small networks keep ``batch_size``."""
+    many samples stream through it (a ResNet-50 at 224x224: 5 samples per batch; with
+    batches of 128 a 2-rank conversion measured a 5.6 GiB peak per rank, 3.05 GiB capped at
+    64 MiB). 16 MiB rather than 64: the threshold statistics of a ResNet-18 at 224x224 ran
+    1.4x faster on 2 ranks (first touches of a smaller heap; per batch the kernel's page
+    faults had cost as much as the arithmetic when two ranks faulted at once) and no slower
+    on one. Small networks keep ``batch_size``."""
     widest = max((int(np.prod(v.shape)) for v in graph.values() if v.shape is not None), default=1)
     return int(max(1, min(batch_size, ANN_VALUE_BYTES // (4 * max(1, widest)))))
 

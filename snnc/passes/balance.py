@@ -138,12 +138,23 @@ def collect_activation_stats(
         if task:
             task.advance(len(xb))
     for n in nodes:
-        npos[n.name], chist[n.name], lhist[n.name] = (group.all_reduce(t.cpu()) for t in (npos[n.name], chist[n.name], lhist[n.name]))
+        npos[n.name], chist[n.name], lhist[n.name] = (_sum_counts(group, t, counts[n.name] * m) for t, m in ((npos[n.name], 1), (chist[n.name], 1), (lhist[n.name], _channels(n))))
         s = stats[n.name]
         s.positive = npos[n.name].numpy()
         s.channel_hist = chist[n.name].numpy().reshape(-1, bins)
         s.layer_hist = lhist[n.name].numpy()
     return stats
+
+
+def _sum_counts(group: Group, t: torch.Tensor, most: int) -> torch.Tensor:
+    """The sum over the ranks of ``t``, integer counts in float64 of which no element can
+    exceed ``most`` in total: reduced as int32 where that holds (exact, half the bytes of
+    float64: a ResNet-50's per-channel histograms are 746 MB per rank), else as they are."""
+    if not group.distributed:
+        return t.cpu()
+    if most < 2**31:
+        return group.all_reduce(t.cpu().to(torch.int32)).to(torch.float64)
+    return group.all_reduce(t.cpu())
 
 
 def _channels(node: Node) -> int:
