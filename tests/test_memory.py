@@ -92,6 +92,20 @@ def _rss_mib() -> float:
 
 
 @needs_glibc
+def test_release_free_memory_returns_the_heap_holes():
+    with memory.reuse_freed_memory():
+        kept = [torch.ones(MB64 // 8) for _ in range(8)]  # 8 x 8 MiB live ...
+        big = [torch.ones(MB64) for _ in range(4)]  # ... and 256 MiB freed below them
+        kept.append(torch.ones(1024))
+        del big
+        before = _rss_mib()
+        memory.release_free_memory()
+        after = _rss_mib()
+        assert before - after > 128, (before, after)
+        assert sum(float(t[0]) for t in kept) == len(kept)
+
+
+@needs_glibc
 def test_heap_bound_gives_back_resident_growth_beyond_its_slack_only():
     slack = 64 << 20
     with memory.reuse_freed_memory():

@@ -83,7 +83,7 @@ from snnc.passes.balance import channels_last
 from snnc.passes.base import Pass, PassContext, choice, register_pass
 from snnc.passes.current import channel_shape, shift_input_current
 from snnc.simulator.reference import ReferenceSimulator, default_batch_size
-from snnc.utils.memory import HeapBound, keep_freed_memory
+from snnc.utils.memory import HeapBound, keep_freed_memory, release_free_memory
 from snnc.utils.spill import SpillStore
 
 
@@ -338,7 +338,8 @@ class LayerwiseRunner:
             self._remaining[id(v)] -= 1
             if self._remaining[id(v)] == 0 and self.store is not None:
                 self.store.drop(id(v))
-        self.heap.reset()  # the next layer's buffers: a new reference (the holes of this one stay, for it to reuse)
+        release_free_memory()  # holes the heap could not reuse in this layer go back to the OS
+        self.heap.reset()
 
 
 # ------------------------------------------------------------ statistics

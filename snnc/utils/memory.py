@@ -28,10 +28,7 @@ conversion's peak grew with the number of calibration samples. :class:`HeapBound
 that: called at the start of every batch, it gives the free pages back
 (``malloc_trim``) whenever resident memory has grown by more than a slack (half of what
 the first batch left resident, at least ``HEAP_SLACK``) since the first batch, so the
-peak is set by what one batch needs, not by how many run. (It replaced a trim after every
-calibrated layer, which made every layer fault its buffers in afresh: 1.7 M page faults
-per rank in a 16-sample ResNet-18 conversion, 0.5 M without; on 2 ranks, which fault at
-the same time, the kernel's share of that cost grows several-fold.)
+peak is set by what one batch needs, not by how many run.
 All are no-ops where glibc is not the allocator.
 """
 
@@ -101,6 +98,16 @@ def reuse_freed_memory() -> Iterator[None]:
                 libc.malloc_trim(0)
 
 
+def release_free_memory() -> None:
+    """Give the pages of freed heap memory back to the OS (``malloc_trim``) inside a
+    :func:`reuse_freed_memory` block, at a point where a piece of work ends (a layer of a
+    calibration pass), so that holes the heap cannot reuse do not pile up over many layers.
+    The next buffers fault their pages in once, not once per allocation."""
+    libc = _glibc()
+    if libc is not None and _depth > 0:
+        libc.malloc_trim(0)
+
+
 HEAP_SLACK = 256 << 20  # the least resident growth over the first batch's that HeapBound tolerates
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -125,8 +132,7 @@ class HeapBound:
     over (the next batch faults its pages in once). The slack is half of what one batch
     left (at least ``slack`` bytes): a batch's buffers settle into the heap over its first
     few repetitions, and a tighter bound would give them back again and again. ``reset()``
-    where the work changes shape (another layer): the holes the last shape left stay for
-    the next to reuse, and the reference is read again. Outside a :func:`reuse_freed_memory`
+    where the work changes shape (another layer). Outside a :func:`reuse_freed_memory`
     block it does nothing: glibc then maps large buffers afresh and unmaps them when freed."""
 
     def __init__(self, slack: int = HEAP_SLACK):
