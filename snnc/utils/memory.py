@@ -102,7 +102,11 @@ def release_free_memory() -> None:
     """Give the pages of freed heap memory back to the OS (``malloc_trim``) inside a
     :func:`reuse_freed_memory` block, at a point where a piece of work ends (a layer of a
     calibration pass), so that holes the heap cannot reuse do not pile up over many layers.
-    The next buffers fault their pages in once, not once per allocation."""
+    The next buffers fault their pages in once, not once per allocation. That costs (a
+    16-sample ResNet-18 conversion: 1.7 M page faults per rank with it, 0.5 M without, 2-4 %
+    of the time) but bounds the peak by the widest layer: without it a ResNet-50 (224 x 224,
+    64 samples, 2 ranks) peaked 0.44 GiB higher, 3.57 against 3.13 GiB (the holes of a
+    256-channel layer, split by the 64-channel layers after it, no longer fit the next one)."""
     libc = _glibc()
     if libc is not None and _depth > 0:
         libc.malloc_trim(0)
