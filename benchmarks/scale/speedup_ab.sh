@@ -4,6 +4,8 @@
 # fourth session's changes (ANN batches capped at 16 MiB, histogram counts reduced as int32, no
 # heap trim after every calibrated layer): new, old, new interleaved. Then ResNet-50 light at 64
 # samples on 2 ranks with the new code (peak memory after dropping the per-layer trim).
+# The recorded run (README: "How close 2 ranks get") had fbde3bc as new; the per-layer trim came
+# back in 9a47690 (the ResNet-50 peak rose to 3.57 GiB without it), so a rerun's "new" is HEAD.
 # Artifacts of old and new must be identical (compare).
 #   bash benchmarks/scale/speedup_ab.sh        (about 25 minutes on 2 cores)
 set -euo pipefail
