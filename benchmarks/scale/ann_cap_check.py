@@ -11,9 +11,11 @@ ResNet-18 at 224x224 (64 N(0, 1) images, as in scale.py).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -24,7 +26,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("SCALE_WORK", tempfile.mkdtemp(prefix="snnc-ann-cap-"))
+if "SCALE_WORK" not in os.environ:  # a work folder of our own (the random ResNet-18 and its inputs), removed at exit
+    os.environ["SCALE_WORK"] = tempfile.mkdtemp(prefix="snnc-ann-cap-")
+    atexit.register(shutil.rmtree, os.environ["SCALE_WORK"], True)
 import scale  # noqa: E402  (benchmarks/scale/scale.py: the random ResNet-18 and its inputs)
 
 import snnc  # noqa: E402
