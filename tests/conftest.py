@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +12,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from snnc.utils.scratch import private_torch_cache
+
 # Tests that import onnxruntime themselves (and their subprocesses) leave the home directory
 # alone, as snnc does (snnc.frontends.onnx.reference.import_onnxruntime).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # torch creates $TMPDIR/torchinductor_$USER when torch._dynamo is first imported (the
-# suite's torch.export and meta-tensor ops do): give it a directory of the suite's own.
-if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-    _TORCH_CACHE = tempfile.mkdtemp(prefix="snnc-tests-torch-cache-")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _TORCH_CACHE
-    atexit.register(shutil.rmtree, _TORCH_CACHE, True)
+# suite's torch.export and meta-tensor ops do): a directory of the suite's own, as the CLI does.
+private_torch_cache()
 
 
 class DigitsCNN(nn.Module):

@@ -146,7 +146,8 @@ def test_batches_step_a_heap_bound(monkeypatch):
     x = np.random.default_rng(0).random((32, 1, 4, 4), dtype=np.float32)
     steps.clear()
     real = calibrate.LayerwiseRunner.batch
-    batches = []
-    monkeypatch.setattr(calibrate.LayerwiseRunner, "batch", lambda self, seg, b: (batches.append(b), real(self, seg, b))[1])
+    runner_bounds = []  # the runner's own bound, once per simulated batch
+    monkeypatch.setattr(calibrate.LayerwiseRunner, "batch", lambda self, seg, b: (runner_bounds.append(id(self.heap)), real(self, seg, b))[1])
     snnc.convert(net, x, timesteps=8, calibration="light", batch_size=8)
-    assert batches and len(steps) >= len(batches)
+    assert len(runner_bounds) >= 4 and len(set(runner_bounds)) == 1
+    assert steps.count(runner_bounds[0]) == len(runner_bounds)

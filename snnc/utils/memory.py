@@ -23,7 +23,8 @@ holes the heap cannot reuse.
 Even buffers of one size fragment the heap a little: a 100 MB buffer that finds no hole
 big enough extends the heap, and the holes it skipped stay resident. Over the batches of
 one layer resident memory crept up step by step (ResNet-50 at 224 x 224, T = 32, one
-sample per batch: +0.5 GiB over the first 14 of 32 batches, then further steps), so a
+sample per batch: +0.46 to +0.53 GiB within the first 14 of 32 batches of a 256-channel
+layer, then a step now and then in other layers), so a
 conversion's peak grew with the number of calibration samples. :class:`HeapBound` stops
 that: called at the start of every batch, it gives the free pages back
 (``malloc_trim``) whenever resident memory has grown by more than a slack (half of what
@@ -103,8 +104,8 @@ def release_free_memory() -> None:
     :func:`reuse_freed_memory` block, at a point where a piece of work ends (a layer of a
     calibration pass), so that holes the heap cannot reuse do not pile up over many layers.
     The next buffers fault their pages in once, not once per allocation. That costs (a
-    16-sample ResNet-18 conversion: 1.7 M page faults per rank with it, 0.5 M without, 2-4 %
-    of the time) but bounds the peak by the widest layer: without it a ResNet-50 (224 x 224,
+    16-sample ResNet-18 conversion: 1.7 M page faults per rank with it, 0.5 M without; 4 %
+    of the time on one rank, 5 % on two) but bounds the peak by the widest layer: without it a ResNet-50 (224 x 224,
     64 samples, 2 ranks) peaked 0.44 GiB higher, 3.57 against 3.13 GiB (the holes of a
     256-channel layer, split by the 64-channel layers after it, no longer fit the next one)."""
     libc = _glibc()
@@ -158,10 +159,8 @@ class HeapBound:
         elif self._steps == 2:
             self._limit = rss + max(self.slack, (rss - self._start) // 2)
         elif rss > self._limit:
-            libc = _glibc()
-            if libc is not None:
-                libc.malloc_trim(0)
-                self.trims += 1
+            release_free_memory()
+            self.trims += 1
             self._steps = 1
             self._start = resident_bytes()
 
