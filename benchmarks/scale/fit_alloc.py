@@ -4,9 +4,11 @@ A synthetic fit step shaped like calibrate-weights' on a 224x224 network: a 3x3 
 over a minibatch shard of [n, 64, 112, 112] time-averaged inputs, a straight-through rate
 and a squared error, backward, with the shard size n drawn from 26..38 each step (as when
 a 64-sample minibatch was split over 2 ranks before snnc.passes.calibrate.FitDraw), and again
-with n fixed at 32 (FitDraw's shards). Each once with glibc's default and once inside
-``reuse_freed_memory()`` (every allocation from the heap), one thread each, in fresh
-processes; prints wall time, kernel time, minor page faults and peak RSS.
+with n fixed at 32 (FitDraw's shards). Each once with glibc's default, once inside
+``reuse_freed_memory()`` (every allocation from the heap) and once inside it with a
+``HeapBound`` stepped before every step (as calibrate-weights' loop does since the fourth
+session), one thread each, in fresh processes; prints wall time, kernel time, minor page
+faults, peak RSS and the bound's trims.
 
     python benchmarks/scale/fit_alloc.py            # both modes, both shard sizes, 30 steps
     python benchmarks/scale/fit_alloc.py --steps 90
@@ -38,9 +40,13 @@ def run(mode: str, steps: int, fixed: bool = False) -> dict:
     w = torch.randn(64, 64, 3, 3, requires_grad=True)
     gen = torch.Generator().manual_seed(0)
 
+    bound = memory.HeapBound()
+
     def loop() -> dict:
         t0, r0, peak = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF), 0
         for _ in range(steps):
+            if mode == "bound":
+                bound.step()
             n = int(torch.randint(26, 39, (1,), generator=gen)) if not fixed else 32
             x = x_all[:n].clone()
             y = torch.nn.functional.conv2d(x, w, padding=1)
@@ -49,9 +55,9 @@ def run(mode: str, steps: int, fixed: bool = False) -> dict:
             peak = max(peak, _rss_mib())
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         return {"mode": mode, "shards": "fixed 32" if fixed else "26..38", "steps": steps, "seconds": round(time.perf_counter() - t0, 2), "kernel_seconds": round(r1.ru_stime - r0.ru_stime, 2),
-                "minor_faults": r1.ru_minflt - r0.ru_minflt, "peak_rss_mib": peak}  # fmt: skip
+                "minor_faults": r1.ru_minflt - r0.ru_minflt, "peak_rss_mib": peak, "trims": bound.trims}  # fmt: skip
 
-    if mode == "heap":
+    if mode in ("heap", "bound"):
         with memory.reuse_freed_memory():
             return loop()
     return loop()
@@ -60,14 +66,14 @@ def run(mode: str, steps: int, fixed: bool = False) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--mode", choices=["default", "heap"], help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["default", "heap", "bound"], help=argparse.SUPPRESS)
     ap.add_argument("--fixed", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.mode:
         print(json.dumps(run(a.mode, a.steps, a.fixed)))
         return
     for fixed in ([], ["--fixed"]):
-        for mode in ("default", "heap"):
+        for mode in ("default", "heap", "bound"):
             out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(a.steps), *fixed], capture_output=True, text=True, check=True)
             print(out.stdout.strip())
 

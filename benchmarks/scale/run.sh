@@ -17,4 +17,6 @@ $B convert --arch vgg16_bn --levels none --samples 4
 # speed-up of 2 and 4 ranks over 1 (one thread per rank), on an otherwise idle machine
 $B ranks --arch resnet18 --levels light --samples 4 --ranks 1,2,4
 $B eval --arch resnet18,mobilenet_v2,regnet_x_400mf --samples 4
+# eval throughput of every architecture on 1 and 2 ranks of one thread, net of start-up (2 and 6 samples)
+$B eval --arch resnet18,resnet50,vgg16_bn,mobilenet_v2,regnet_x_400mf --samples 2,6 --ranks 1,2 --threads 1
 $B table

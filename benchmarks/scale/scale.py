@@ -118,10 +118,12 @@ def record(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threads: int | None, check_samples: int, tag: str = "") -> dict:
+def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threads: int | None, check_samples: int, tag: str = "", passes: str | None = None) -> dict:
     out = WORK / f"{Path(arch).stem}_{level}_{n}_{store}_{ranks}x{threads or torch.get_num_threads()}{'_' + tag if tag else ''}.snn"
     args = ["convert", str(model_file(arch)), "--calib", str(data_file(n)), "--calib-samples", str(n), "-T", str(T), "--calibration", level,
             "--store", store, "--check-samples", str(check_samples), "--no-progress", "-o", str(out), "--report", str(out.with_suffix(".json"))]  # fmt: skip
+    if passes:  # a pipeline replacing the level's (the level is then only the row's label)
+        args += ["--passes", passes]
     env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
     # ru_maxrss of RUSAGE_CHILDREN is the largest child ever: measure each run in its own process
     probe = [sys.executable, "-c", "import resource,subprocess,sys,os; p=subprocess.run(sys.argv[1:]); "
@@ -134,14 +136,14 @@ def convert(arch: str, level: str, n: int, T: int, store: str, ranks: int, threa
     peak_gib = int(proc.stderr.strip().splitlines()[-1]) / 2**20
     report = json.loads(out.with_suffix(".json").read_text())
     prov = report["provenance"]
-    passes = {p["name"]: p["seconds"] for p in prov["passes"]}
+    pass_seconds = {p["name"]: p["seconds"] for p in prov["passes"]}
     stores = {k: v.get("store") for k, v in prov["records"].items() if isinstance(v, dict) and "store" in v}
     comm = {k: v["ranks"]["bytes_reduced_per_rank"] for k, v in prov["records"].items() if isinstance(v, dict) and "ranks" in v}
     return {
         "kind": "convert", "arch": Path(arch).stem, "level": level, "samples": n, "timesteps": T, "store": store, "ranks": ranks,
         "threads_per_rank": threads or torch.get_num_threads(), "seconds": round(seconds, 1), "peak_rss_gib": round(peak_gib, 2),
-        "pass_seconds": passes, "store_stats": stores, "bytes_reduced_per_rank": comm,
-        "check_samples": check_samples, "artifact": str(out),
+        "pass_seconds": pass_seconds, "store_stats": stores, "bytes_reduced_per_rank": comm,
+        "check_samples": check_samples, "artifact": str(out), **({"passes": passes} if passes else {}),
     }  # fmt: skip
 
 
@@ -160,6 +162,7 @@ def main() -> None:
     ap.add_argument("--calib", type=Path, default=None, help="calibration NPZ (for --arch MODEL.onnx)")
     ap.add_argument("--reps", type=int, default=1, help="repeat each configuration (interleaved)")
     ap.add_argument("--tag", default="", help="convert/ranks: appended to the artifact names (to keep two code versions' artifacts apart)")
+    ap.add_argument("--passes", default=None, help="convert/ranks: pass pipeline replacing the level's (snnc convert --passes)")
     ap.add_argument("--note", default="", help="stored with each result row (e.g. which code version ran)")
     a = ap.parse_args()
     global NOTE
@@ -175,15 +178,19 @@ def main() -> None:
             proc = subprocess.run([str(BIN / "snnc"), "check", str(model_file(arch))], capture_output=True, text=True, cwd=WORK)
             record({"kind": "check", "arch": arch, "exit_status": proc.returncode, "output": proc.stdout + proc.stderr})
             continue
-        for n in map(int, a.samples.split(",")):
+        counts = [int(n) for n in a.samples.split(",")]
+        for n in counts:
             if a.what == "eval":
-                model = WORK / f"{arch}_none_{n}_auto_1x{a.threads or torch.get_num_threads()}.snn"
+                # one artifact per arch (converted on the first sample count with torch's default
+                # threads: the conversion is set-up here), evaluated on every count: two counts
+                # give the throughput net of start-up (table: marginal samples / s)
+                model = WORK / f"{arch}_none_{counts[0]}_auto_1x{torch.get_num_threads()}.snn"
                 if not model.exists():
-                    record(convert(arch, "none", n, a.T, "auto", 1, a.threads, a.check_samples))
+                    record(convert(arch, "none", counts[0], a.T, "auto", 1, None, a.check_samples))
                 args = ["eval", str(model), "--data", str(data_file(n)), "-T", str(a.T), "--json", "--no-progress"]
                 for ranks in map(int, a.ranks.split(",")):
                     seconds, out = timed(snnc_cmd(args, ranks), {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {})
-                    record({"kind": "eval", "arch": arch, "samples": n, "timesteps": a.T, "ranks": ranks, "seconds": round(seconds, 1),
+                    record({"kind": "eval", "arch": arch, "samples": n, "timesteps": a.T, "ranks": ranks, "threads_per_rank": a.threads or torch.get_num_threads(), "seconds": round(seconds, 1),
                             "samples_per_second": round(n / seconds, 4), "result": json.loads(out)})  # fmt: skip
                 continue
             for _ in range(a.reps):
@@ -191,7 +198,7 @@ def main() -> None:
                     for store in a.store.split(","):
                         for ranks in map(int, a.ranks.split(",")):
                             threads = a.threads if a.what == "convert" else 1
-                            record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples, a.tag))
+                            record(convert(arch, level, n, a.T, store, ranks, threads, a.check_samples, a.tag, a.passes))
 
 
 def compare(paths: list[Path], samples: str, T: int) -> None:
@@ -229,15 +236,27 @@ def table() -> None:
     for r in rows:
         if r["kind"] == "bytes":
             out.append(f"| {r['model']} | {r['level']} | {r['samples']} | {r['ranks']} | {', '.join(f'{k}: {v:,}' for k, v in r['bytes_reduced_per_rank'].items())} |")
-    out += ["", "## snnc eval", "", "| arch | samples | T | ranks | seconds (incl. start-up) | samples / s |", "|---|---:|---:|---:|---:|---:|"]
+    out += ["", "## snnc eval", "", "| arch | samples | T | ranks × threads | seconds (incl. start-up) | samples / s | note |", "|---|---:|---:|---|---:|---:|---|"]
     for r in rows:
         if r["kind"] == "eval":
-            out.append(f"| {r['arch']} | {r['samples']} | {r['timesteps']} | {r['ranks']} | {r['seconds']} | {r['samples_per_second']} |")
-    out += ["", "## snnc check (every installed backend)", "", "| arch | exit status | first lines |", "|---|---:|---|"]
+            threads = r.get("threads_per_rank", "–")
+            out.append(f"| {r['arch']} | {r['samples']} | {r['timesteps']} | {r['ranks']} × {threads} | {r['seconds']} | {r['samples_per_second']} | {r.get('note', '')} |")
+    out += ["", "Net of start-up (loading, the ANN reference run): the extra samples over the extra seconds between two", "sample counts of one run (same arch, T, ranks × threads, note).", "",
+            "| arch | T | ranks × threads | samples | seconds | marginal samples / s | note |", "|---|---:|---|---|---|---:|---|"]  # fmt: skip
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["kind"] == "eval" and "threads_per_rank" in r:
+            groups.setdefault((r["arch"], r["timesteps"], r["ranks"], r["threads_per_rank"], r.get("note", "")), []).append(r)
+    for (arch, T, ranks, threads, note), rs in groups.items():
+        lo, hi = min(rs, key=lambda r: r["samples"]), max(rs, key=lambda r: r["samples"])
+        if hi["samples"] > lo["samples"] and hi["seconds"] > lo["seconds"]:
+            rate = (hi["samples"] - lo["samples"]) / (hi["seconds"] - lo["seconds"])
+            out.append(f"| {arch} | {T} | {ranks} × {threads} | {lo['samples']} → {hi['samples']} | {lo['seconds']} → {hi['seconds']} | {rate:.3f} | {note} |")
+    out += ["", "## snnc check (every installed backend)", "", "| arch | exit status | first lines | note |", "|---|---:|---|---|"]
     for r in rows:
         if r["kind"] == "check":
             first = " / ".join(line.strip() for line in r["output"].splitlines() if line.strip())[:300].replace("|", "\\|")
-            out.append(f"| {r['arch']} | {r['exit_status']} | {first} |")
+            out.append(f"| {r['arch']} | {r['exit_status']} | {first} | {r.get('note', '')} |")
     (HERE / "results" / "scale.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
 
