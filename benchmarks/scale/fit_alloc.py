@@ -10,7 +10,7 @@ with n fixed at 32 (FitDraw's shards). Each once with glibc's default, once insi
 session), one thread each, in fresh processes; prints wall time, kernel time, minor page
 faults, peak RSS and the bound's trims.
 
-    python benchmarks/scale/fit_alloc.py            # both modes, both shard sizes, 30 steps
+    python benchmarks/scale/fit_alloc.py            # all three modes, both shard sizes, 30 steps
     python benchmarks/scale/fit_alloc.py --steps 90
 """
 

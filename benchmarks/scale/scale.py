@@ -179,14 +179,15 @@ def main() -> None:
             record({"kind": "check", "arch": arch, "exit_status": proc.returncode, "output": proc.stdout + proc.stderr})
             continue
         counts = [int(n) for n in a.samples.split(",")]
+        if a.what == "eval":
+            # one artifact per arch (converted on the first sample count with torch's default
+            # threads: the conversion is set-up here), evaluated on every count: two counts
+            # give the throughput net of start-up (table: marginal samples / s)
+            model = WORK / f"{arch}_none_{counts[0]}_auto_1x{torch.get_num_threads()}.snn"
+            if not model.exists():
+                record(convert(arch, "none", counts[0], a.T, "auto", 1, None, a.check_samples))
         for n in counts:
             if a.what == "eval":
-                # one artifact per arch (converted on the first sample count with torch's default
-                # threads: the conversion is set-up here), evaluated on every count: two counts
-                # give the throughput net of start-up (table: marginal samples / s)
-                model = WORK / f"{arch}_none_{counts[0]}_auto_1x{torch.get_num_threads()}.snn"
-                if not model.exists():
-                    record(convert(arch, "none", counts[0], a.T, "auto", 1, None, a.check_samples))
                 args = ["eval", str(model), "--data", str(data_file(n)), "-T", str(a.T), "--json", "--no-progress"]
                 for ranks in map(int, a.ranks.split(",")):
                     seconds, out = timed(snnc_cmd(args, ranks), {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {})
@@ -241,7 +242,7 @@ def table() -> None:
         if r["kind"] == "eval":
             threads = r.get("threads_per_rank", "–")
             out.append(f"| {r['arch']} | {r['samples']} | {r['timesteps']} | {r['ranks']} × {threads} | {r['seconds']} | {r['samples_per_second']} | {r.get('note', '')} |")
-    out += ["", "Net of start-up (loading, the ANN reference run): the extra samples over the extra seconds between two", "sample counts of one run (same arch, T, ranks × threads, note).", "",
+    out += ["", "Net of start-up (process start, imports, loading the artifact): the extra samples over the extra seconds between two", "sample counts of one run (same arch, T, ranks × threads, note).", "",
             "| arch | T | ranks × threads | samples | seconds | marginal samples / s | note |", "|---|---:|---|---|---|---:|---|"]  # fmt: skip
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
